@@ -1,0 +1,145 @@
+"""``otsr``: train one map on one pair (``otsr train``), list the pairs (``otsr pairs``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from otsr.checkpoint import load_checkpoint
+from otsr.config import TrainConfig
+from otsr.pairs import make_pair, pair_parameters
+from otsr.pairs._registry import PAIRS
+from otsr.trainers import TRAINERS, pair_from_checkpoint
+
+EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
+
+
+def _parse_value(text: str, like: Any, what: str) -> Any:
+    """Parse ``text`` to the type of the default ``like``; 'true'/'false' for booleans (never truthy strings)."""
+    try:
+        if isinstance(like, bool):
+            if text.lower() not in ("true", "false"):
+                raise ValueError
+            return text.lower() == "true"
+        if isinstance(like, int):
+            return int(text)
+        if isinstance(like, float):
+            return float(text)
+        return text
+    except ValueError:
+        raise ValueError(f"{what}: {text!r} is not a valid {type(like).__name__}") from None
+
+
+def _pair_params(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    defaults = pair_parameters(name)
+    params: dict[str, Any] = {}
+    for item in args.pair_param or []:
+        if "=" not in item:
+            raise ValueError(f"--pair-param {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        if k not in defaults:
+            raise ValueError(f"pair {name!r}: unknown parameter {k!r}; valid: {sorted(defaults)}")
+        params[k] = _parse_value(v, defaults[k], f"pair parameter {k!r}")
+    if args.dim is not None:
+        key = "dim" if "dim" in defaults else "size" if "size" in defaults else None
+        if key is None:
+            raise ValueError(f"pair {name!r} has no dimension parameter; use --pair-param")
+        params[key] = args.dim
+    return params
+
+
+def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+            if getattr(args, f.name, None) is not None}
+
+
+class _Bar:
+    """A one-line text progress bar on stderr, redrawn at each loss readout."""
+
+    def __init__(self, total: int, start: int):
+        self.total, self.start, self.t0 = total, start, time.perf_counter()
+
+    def __call__(self, step: int, losses: dict[str, float]) -> None:
+        frac = step / self.total
+        rate = (step - self.start) / max(time.perf_counter() - self.t0, 1e-9)
+        bar = "#" * int(30 * frac)
+        print(f"\r[{bar:<30}] {step}/{self.total} {rate:.1f} it/s  critic {losses['loss_critic']:+.4f}"
+              f"  map {losses['loss_map']:+.4f}", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        print(file=sys.stderr)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Build everything (failing fast on bad input), train, print the final metrics as JSON."""
+    resume = None
+    if args.resume:
+        out = Path(args.resume)
+        resume = load_checkpoint(out)
+        cfg = TrainConfig.from_dict({**resume["config"], **_config_overrides(args)})
+        pair = pair_from_checkpoint(resume)
+    else:
+        if not args.out:
+            raise ValueError("--out DIR is required (or --resume DIR)")
+        out = Path(args.out)
+        if (out / "metrics.json").exists() and not args.overwrite:
+            raise ValueError(f"{out} already holds a completed run; pass --overwrite or another --out")
+        pair = make_pair(args.pair, **_pair_params(args.pair, args))
+        cfg = TrainConfig.from_dict(_config_overrides(args))
+    bar = _Bar(cfg.steps, int(resume["step"]) if resume else 0)
+    result = TRAINERS[cfg.method](cfg, pair, resume=resume, out_dir=out, on_log=bar)
+    bar.close()
+    print(json.dumps({**result.summary(), "out": str(out)}, indent=2))
+    return EXIT_DIVERGED if result.diverged else 0
+
+
+def cmd_pairs(args: argparse.Namespace) -> int:
+    """Print each registered pair with its parameters and defaults."""
+    for name in sorted(PAIRS):
+        cls = PAIRS[name]
+        doc = (cls.__doc__ or "").strip().splitlines()[0]
+        print(f"{name}: {doc}")
+        lo, hi = cls.dim_range
+        print(f"    dimension range: [{lo}, {hi}]")
+        for k, v in pair_parameters(name).items():
+            print(f"    {k} = {v!r}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser; every TrainConfig field is a --flag of its default's type."""
+    p = argparse.ArgumentParser(prog="otsr", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train", help="train one map on one pair")
+    t.add_argument("--pair", default="gaussian-shift", help=f"one of: {', '.join(sorted(PAIRS))}")
+    t.add_argument("--dim", type=int, help="the pair's dimension (dim, or crop size for image pairs)")
+    t.add_argument("--pair-param", action="append", metavar="KEY=VALUE", help="any other pair parameter")
+    t.add_argument("--out", help="output folder (config, checkpoint, metrics.json, map.png)")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="reuse an --out folder holding a finished run")
+    for f in dataclasses.fields(TrainConfig):
+        kind = type(f.default)
+        flag = "--" + f.name.replace("_", "-")
+        t.add_argument(flag, dest=f.name, type=kind, default=None, help=f"(default {f.default!r})")
+    t.set_defaults(fn=cmd_train)
+    sub.add_parser("pairs", help="list the pairs and their parameters").set_defaults(fn=cmd_pairs)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``otsr`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ValueError, FileNotFoundError, ImportError) as e:
+        print(f"otsr: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Map-quality and bias metrics (definitions of the paper and of the Wasserstein-2 benchmark).
+
+All functions take batches ``(n, ...)`` and flatten each sample. Randomness is an explicit ``seed``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from otsr.costs import pairwise_cost
+
+
+def _flat(*xs: torch.Tensor) -> list[torch.Tensor]:
+    return [x.flatten(1).double() for x in xs]
+
+
+def _check_same(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"{what}: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+    if a.ndim < 2 or a.shape[0] < 1:
+        raise ValueError(f"{what}: expected a batch (n, ...), got shape {tuple(a.shape)}")
+
+
+def l2_uvp(t_hat: torch.Tensor, t_star: torch.Tensor, var_q: float) -> float:
+    """L2-UVP (%) = 100 * E||T^(x) - T*(x)||^2 / Var(Q), given both maps applied to the same x."""
+    _check_same(t_hat, t_star, "l2_uvp")
+    a, b = _flat(t_hat, t_star)
+    return 100.0 * float((a - b).pow(2).sum(1).mean()) / var_q
+
+
+def cosine(x: torch.Tensor, t_hat: torch.Tensor, t_star: torch.Tensor) -> float:
+    """cos = E<T^(x) - x, T*(x) - x> / sqrt(E||T^(x) - x||^2 E||T*(x) - x||^2)."""
+    _check_same(t_hat, t_star, "cosine")
+    _check_same(x, t_hat, "cosine")
+    x, a, b = _flat(x, t_hat, t_star)
+    u, v = a - x, b - x
+    den = float(u.pow(2).sum(1).mean() * v.pow(2).sum(1).mean()) ** 0.5
+    return float((u * v).sum(1).mean()) / den if den > 0 else 0.0
+
+
+def mean_shift(a: torch.Tensor, b: torch.Tensor) -> float:
+    """||E a - E b||: W1 between two Gaussians of equal covariance, a lower bound on W1 in general."""
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"mean_shift: sample shapes differ, {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
+    a, b = _flat(a, b)
+    return float((a.mean(0) - b.mean(0)).norm())
+
+
+def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_projections: int = 128, seed: int = 0) -> float:
+    """Sliced W2: sqrt of the mean over random unit directions of the 1-D W2^2 of the projections.
+
+    Samples may differ in number; the 1-D distances then compare quantiles on a common grid.
+    """
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"sliced_wasserstein: sample shapes differ, {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
+    a, b = _flat(a, b)
+    g = torch.Generator(device=a.device).manual_seed(seed)
+    theta = torch.randn(a.shape[1], n_projections, generator=g, device=a.device, dtype=a.dtype)
+    theta = theta / theta.norm(dim=0, keepdim=True)
+    pa, pb = (a @ theta).sort(0).values, (b @ theta).sort(0).values
+    if pa.shape[0] != pb.shape[0]:
+        q = torch.linspace(0, 1, max(pa.shape[0], pb.shape[0]), dtype=a.dtype, device=a.device)
+        pa, pb = torch.quantile(pa, q, dim=0), torch.quantile(pb, q, dim=0)
+    return float((pa - pb).pow(2).mean()) ** 0.5
+
+
+def _sqrtm_psd(m: torch.Tensor) -> torch.Tensor:
+    w, v = torch.linalg.eigh((m + m.T) / 2)
+    return (v * w.clamp_min(0).sqrt()) @ v.T
+
+
+def bures_sq(m1: torch.Tensor, c1: torch.Tensor, m2: torch.Tensor, c2: torch.Tensor) -> float:
+    """Squared W2 between N(m1, c1) and N(m2, c2): |m1-m2|^2 + tr(c1 + c2 - 2 (c1^1/2 c2 c1^1/2)^1/2)."""
+    m1, c1, m2, c2 = (t.double() for t in (m1, c1, m2, c2))
+    s1 = _sqrtm_psd(c1)
+    cross = _sqrtm_psd(s1 @ c2 @ s1)
+    return float((m1 - m2).pow(2).sum() + torch.trace(c1 + c2 - 2 * cross))
+
+
+def frechet(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fréchet distance (squared Bures W2 between Gaussians fitted to the samples), as FID computes it."""
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"frechet: sample shapes differ, {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
+    if a.shape[0] < 2 or b.shape[0] < 2:
+        raise ValueError("frechet: need at least 2 samples on each side")
+    a, b = _flat(a, b)
+    return bures_sq(a.mean(0), torch.cov(a.T).reshape(a.shape[1], -1), b.mean(0),
+                    torch.cov(b.T).reshape(b.shape[1], -1))
+
+
+def linear_assignment(cost: np.ndarray) -> np.ndarray:
+    """Optimal assignment for a square cost matrix: ``col[i]`` for each row i (minimum total cost).
+
+    Uses SciPy when installed, else a shortest-augmenting-path Hungarian method in NumPy, O(n^3).
+    """
+    cost = np.asarray(cost, dtype=np.float64)
+    if cost.ndim != 2 or cost.shape[0] != cost.shape[1]:
+        raise ValueError(f"linear_assignment: need a square matrix, got shape {cost.shape}")
+    try:
+        from scipy.optimize import linear_sum_assignment
+    except ImportError:
+        return hungarian(cost)
+    return linear_sum_assignment(cost)[1]
+
+
+def hungarian(cost: np.ndarray) -> np.ndarray:
+    """Hungarian method with potentials (rows u, columns v); returns the column of each row."""
+    n = cost.shape[0]
+    u, v = np.zeros(n + 1), np.zeros(n + 1)
+    match = np.zeros(n + 1, dtype=np.int64)  # match[j] = row (1-based) on column j; column 0 is virtual
+    c = np.zeros((n + 1, n + 1))
+    c[1:, 1:] = cost
+    for i in range(1, n + 1):
+        match[0], j0 = i, 0
+        minv = np.full(n + 1, np.inf)
+        way = np.zeros(n + 1, dtype=np.int64)
+        used = np.zeros(n + 1, dtype=bool)
+        while match[j0] != 0:
+            used[j0] = True
+            i0 = match[j0]
+            free = ~used
+            cur = c[i0] - u[i0] - v
+            better = free & (cur < minv)
+            minv[better] = cur[better]
+            way[better] = j0
+            cand = np.where(free, minv, np.inf)
+            cand[0] = np.inf
+            j1 = int(np.argmin(cand))
+            delta = cand[j1]
+            u[match[used]] += delta
+            v[used] -= delta
+            minv[free] -= delta
+            j0 = j1
+        while j0:
+            j1 = way[j0]
+            match[j0] = match[j1]
+            j0 = j1
+    col = np.zeros(n, dtype=np.int64)
+    col[match[1:] - 1] = np.arange(n)
+    return col
+
+
+def ot_consistency(x: torch.Tensor, tx: torch.Tensor, cost: str = "mean") -> float:
+    """Share of the optimal discrete assignment between {x_i} and {T(x_i)} (cost c) that is the identity.
+
+    1 means T is an OT map onto its own image on this sample (the paper's Lemma): GAN maps should score
+    ~1 while still being biased.
+    """
+    _check_same(x, tx, "ot_consistency")
+    col = linear_assignment(pairwise_cost(cost, x, tx).cpu().numpy())
+    return float(np.mean(col == np.arange(len(col))))
+
+
+@torch.no_grad()
+def apply_map(t: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+    """T(x) in batches (evaluation mode, no autograd)."""
+    return torch.cat([t(x[i:i + batch]) for i in range(0, x.shape[0], batch)])

@@ -1,0 +1,147 @@
+"""Networks for maps T and critics/potentials f: an MLP for vectors, a UNet and a ResNet critic for images.
+
+Models are built by name through ``build_model`` (unknown names raise listing the valid ones).
+Maps are residual (T(x) = x + net(x), last layer zero-initialised) so training starts at the identity,
+which is where a content cost pulls them anyway.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Module):
+    """``depth`` hidden layers of ``width`` units with SiLU; optionally residual around the whole net."""
+
+    def __init__(self, dim: int, out: int, width: int = 128, depth: int = 3, residual: bool = False):
+        super().__init__()
+        layers, d = [], dim
+        for _ in range(depth):
+            layers += [nn.Linear(d, width), nn.SiLU()]
+            d = width
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(d, out)
+        self.residual = residual
+        if residual:  # start at the identity map
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+
+    def forward(self, x):
+        """Vectors (n, dim) -> (n, out)."""
+        h = self.head(self.body(x))
+        return x + h if self.residual else h
+
+
+def _conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(min(8, cout), cout), nn.SiLU(),
+                         nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(min(8, cout), cout), nn.SiLU())
+
+
+class UNet(nn.Module):
+    """A small UNet (``levels`` downsamplings, widths base * 2^i) with a residual output."""
+
+    def __init__(self, channels: int = 3, base: int = 32, levels: int = 3):
+        super().__init__()
+        widths = [base * 2**i for i in range(levels + 1)]
+        self.stem = nn.Conv2d(channels, base, 3, padding=1)
+        self.down = nn.ModuleList(_conv_block(widths[i] if i else base, widths[i]) for i in range(levels))
+        self.pool = nn.AvgPool2d(2)
+        self.mid = _conv_block(widths[levels - 1], widths[levels])
+        self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(levels))
+        self.dec = nn.ModuleList(_conv_block(2 * widths[i], widths[i]) for i in range(levels))
+        self.out = nn.Conv2d(base, channels, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.levels = levels
+
+    def forward(self, x):
+        """Images (n, C, H, W) with H, W divisible by 2^levels -> same shape."""
+        h, skips = self.stem(x), []
+        for block in self.down:
+            h = block(h)
+            skips.append(h)
+            h = self.pool(h)
+        h = self.mid(h)
+        for i in reversed(range(self.levels)):
+            h = self.dec[i](torch.cat([self.up[i](h), skips[i]], 1))
+        return x + self.out(h)
+
+
+class _ResBlock(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.2),
+                                  nn.Conv2d(cout, cout, 3, padding=1))
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x):
+        return self.skip(x) + 0.1 * self.body(x)
+
+
+class ResNetCritic(nn.Module):
+    """ResNet critic (WGAN-QC style): residual blocks with average pooling down to 4x4, then linear.
+
+    No normalisation layers, so the gradient penalty acts per sample.
+    """
+
+    def __init__(self, channels: int = 3, size: int = 64, base: int = 32, max_width: int = 256):
+        super().__init__()
+        layers, c, s = [nn.Conv2d(channels, base, 3, padding=1)], base, size
+        while s > 4:
+            nxt = min(max_width, c * 2)
+            layers += [_ResBlock(c, nxt), nn.AvgPool2d(2)]
+            c, s = nxt, s // 2
+        layers += [_ResBlock(c, c), nn.LeakyReLU(0.2)]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(c * s * s, 1)
+
+    def forward(self, x):
+        """Images (n, C, size, size) -> scores (n,)."""
+        return self.head(self.body(x).flatten(1)).squeeze(1)
+
+
+class Critic(nn.Module):
+    """Scalar-valued MLP f(x) for vectors."""
+
+    def __init__(self, dim: int, width: int = 128, depth: int = 3):
+        super().__init__()
+        self.net = MLP(dim, 1, width, depth)
+
+    def forward(self, x):
+        """(n, dim) -> (n,)."""
+        return self.net(x).squeeze(1)
+
+
+MAPS = ("mlp", "unet")
+CRITICS = ("mlp", "resnet")
+
+
+def default_models(shape: tuple[int, ...]) -> tuple[str, str]:
+    """(map, critic) names for a sample shape: MLPs for vectors, UNet + ResNet for images."""
+    return ("mlp", "mlp") if len(shape) == 1 else ("unet", "resnet")
+
+
+def build_map(name: str, shape: tuple[int, ...], width: int, depth: int) -> nn.Module:
+    """The map T for samples of ``shape``."""
+    if name == "mlp":
+        return MLP(math.prod(shape), math.prod(shape), width, depth, residual=True) if len(shape) == 1 else \
+            _bad_shape(name, shape)
+    if name == "unet":
+        return UNet(shape[0], base=width, levels=depth) if len(shape) == 3 else _bad_shape(name, shape)
+    raise ValueError(f"unknown map model {name!r}; valid: {', '.join(MAPS)}")
+
+
+def build_critic(name: str, shape: tuple[int, ...], width: int, depth: int) -> nn.Module:
+    """The critic / potential f for samples of ``shape``."""
+    if name == "mlp":
+        return Critic(math.prod(shape), width, depth) if len(shape) == 1 else _bad_shape(name, shape)
+    if name == "resnet":
+        return ResNetCritic(shape[0], shape[1], base=width) if len(shape) == 3 else _bad_shape(name, shape)
+    raise ValueError(f"unknown critic model {name!r}; valid: {', '.join(CRITICS)}")
+
+
+def _bad_shape(name: str, shape: tuple[int, ...]):
+    raise ValueError(f"model {name!r} does not take samples of shape {shape}")
