@@ -9,6 +9,7 @@ from typing import Any
 from otsr.costs import COSTS
 
 METHODS = ("ots", "gan")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,7 @@ class TrainConfig:
     lr_critic: float = 1e-4  # Adam learning rate of the potential / critic
     beta1: float = 0.0  # Adam beta1 (0 as in WGAN-GP practice)
     beta2: float = 0.9  # Adam beta2
+    lr_schedule: str = "constant"  # 'constant' or 'cosine' (both learning rates decay to 0 at the last step)
     map_model: str = "auto"  # 'mlp' | 'unet' | 'auto' (mlp for vectors, unet for images)
     critic_model: str = "auto"  # 'mlp' | 'resnet' | 'auto' (mlp for vectors, resnet for images)
     width: int = 0  # hidden width (MLP) or base channels (image nets); 0 = 128 for MLPs, 32 for images
@@ -46,6 +48,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; valid methods: {', '.join(METHODS)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"config key 'lr_schedule': unknown {self.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
         if self.cost not in COSTS:
             raise ValueError(f"unknown cost {self.cost!r}; valid costs: {', '.join(COSTS)}")
         for key in ("lam", "gp", "lr_map", "lr_critic", "beta1", "beta2"):
@@ -80,6 +84,12 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config key(s) {unknown}; valid keys: {sorted(valid)}")
         return cls(**d)
+
+    def lr_factor(self, step: int) -> float:
+        """Multiplier of the base learning rates for the update at outer step ``step`` (0-based)."""
+        if self.lr_schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * step / self.steps))
+        return 1.0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field (for JSON, checkpoints and MLflow params)."""

@@ -14,13 +14,13 @@ from torch import nn
 
 
 class MLP(nn.Module):
-    """``depth`` hidden layers of ``width`` units with SiLU; optionally residual around the whole net."""
+    """``depth`` hidden layers of ``width`` units with ReLU (piecewise-linear critics behave like the 1-Lipschitz class the theory assumes); optionally residual around the whole net."""
 
     def __init__(self, dim: int, out: int, width: int = 128, depth: int = 3, residual: bool = False):
         super().__init__()
         layers, d = [], dim
         for _ in range(depth):
-            layers += [nn.Linear(d, width), nn.SiLU()]
+            layers += [nn.Linear(d, width), nn.ReLU()]
             d = width
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(d, out)
@@ -47,7 +47,7 @@ class UNet(nn.Module):
         super().__init__()
         widths = [base * 2**i for i in range(levels + 1)]
         self.stem = nn.Conv2d(channels, base, 3, padding=1)
-        self.down = nn.ModuleList(_conv_block(widths[i] if i else base, widths[i]) for i in range(levels))
+        self.down = nn.ModuleList(_conv_block(widths[max(i - 1, 0)], widths[i]) for i in range(levels))
         self.pool = nn.AvgPool2d(2)
         self.mid = _conv_block(widths[levels - 1], widths[levels])
         self.up = nn.ModuleList(nn.ConvTranspose2d(widths[i + 1], widths[i], 2, stride=2) for i in range(levels))

@@ -56,11 +56,11 @@ class Pair(abc.ABC):
             return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         raise NotImplementedError(f"{type(self).__name__} must implement params()")
 
-    def check_dim(self, dim: int) -> None:
-        """Raise ValueError when ``dim`` is outside this pair's supported range."""
+    def check_dim(self, dim: int, key: str = "dim") -> None:
+        """Raise ValueError when the dimension parameter ``key`` is outside this pair's supported range."""
         lo, hi = self.dim_range
-        if not lo <= dim <= hi:
-            raise ValueError(f"pair {self.name!r}: dim={dim} is outside its range [{lo}, {hi}]")
+        if isinstance(dim, bool) or not isinstance(dim, int) or not lo <= dim <= hi:
+            raise ValueError(f"pair {self.name!r}: {key}={dim!r} is outside its range [{lo}, {hi}]")
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())

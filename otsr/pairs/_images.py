@@ -80,13 +80,13 @@ class DegradedImages(Pair):
     pool: int = 8192  # crops extracted once from the photos (sampled with replacement)
     sigma: float = 1.5  # blur width of K = B^2 in pixels
     eps: float = 0.1  # identity share of K, keeps grad psi invertible
-    tau: float = 0.3  # strength of the contrast non-linearity
-    sharpness: float = 6.0  # k in sigmoid(k (y - 1/2))
+    tau: float = 0.2  # strength of the contrast non-linearity
+    sharpness: float = 4.0  # k in sigmoid(k (y - 1/2))
     noise: float = 0.01  # std of the noise that gives Q a density
     seed: int = 0  # picks the crops
 
     def __post_init__(self):
-        self.check_dim(self.size)
+        self.check_dim(self.size, key="size")
         for key in ("sigma", "tau", "sharpness"):
             if not getattr(self, key) > 0:
                 raise ValueError(f"pair {self.name!r}: {key}={getattr(self, key)} must be > 0")

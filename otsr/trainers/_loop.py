@@ -155,6 +155,7 @@ def run(cfg: TrainConfig, pair: Pair, outer_step: OuterStep, *, report: Callable
         return save_checkpoint(state_dict(state, cfg, pair), Path(folder))
 
     while state.step < cfg.steps:
+        _set_lr(state, cfg)
         losses = outer_step(state, cfg, pair).detach().float()
         state.step += 1
         acc += losses
@@ -187,6 +188,14 @@ def run(cfg: TrainConfig, pair: Pair, outer_step: OuterStep, *, report: Callable
     if report is not None:
         report(Progress(state.step, {**metrics, **_last_losses(state)}, True, save))
     return _finish(state, cfg, pair, out, t0, "completed", f"completed {state.step} steps", metrics)
+
+
+def _set_lr(state: TrainState, cfg: TrainConfig) -> None:
+    """Learning rates follow the schedule as a pure function of the step (nothing extra to checkpoint)."""
+    factor = cfg.lr_factor(state.step)
+    for opt, base in ((state.opt_map, cfg.lr_map), (state.opt_critic, cfg.lr_critic)):
+        for group in opt.param_groups:
+            group["lr"] = base * factor
 
 
 def _last_losses(state: TrainState) -> dict[str, float]:
