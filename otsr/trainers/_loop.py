@@ -32,6 +32,7 @@ class Progress:
     metrics: dict[str, float]
     final: bool
     save_checkpoint: Callable[[Path], Path]  # writes a resumable checkpoint into a folder
+    map: nn.Module  # the map being trained (read-only use: figures, extra metrics)
 
 
 @dataclasses.dataclass
@@ -181,12 +182,12 @@ def run(cfg: TrainConfig, pair: Pair, outer_step: OuterStep, *, report: Callable
             save(out)
         if is_eval and s < cfg.steps and report is not None:
             m = _evaluate(state, cfg, pair, cfg.eval_samples, full=False)
-            report(Progress(s, {**m, **_last_losses(state)}, False, save))
+            report(Progress(s, {**m, **_last_losses(state)}, False, save, state.map))
     metrics = _evaluate(state, cfg, pair, cfg.final_eval_samples, full=True)
     if out is not None:
         save(out)
     if report is not None:
-        report(Progress(state.step, {**metrics, **_last_losses(state)}, True, save))
+        report(Progress(state.step, {**metrics, **_last_losses(state)}, True, save, state.map))
     return _finish(state, cfg, pair, out, t0, "completed", f"completed {state.step} steps", metrics)
 
 

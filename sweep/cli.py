@@ -1,0 +1,132 @@
+"""``otsr-sweep``: run, resume and report sweeps; open the MLflow UI on the local store."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from sweep.space import SpaceError, load_space
+from sweep.tracking import TrackingError, default_artifact_root, default_tracking_uri, ui_command
+
+SMOKE = {"samples": 2, "steps": 40, "seeds": 1}  # --smoke-test: seconds, not minutes
+
+
+def _options(args: argparse.Namespace):
+    from sweep.runner import Options
+
+    overrides = {k: v for k, v in (("samples", args.samples), ("steps", args.steps), ("seeds", args.seeds),
+                                   ("cpu", args.cpus_per_trial), ("gpu", args.gpus_per_trial),
+                                   ("max_concurrent", args.max_concurrent)) if v is not None}
+    if getattr(args, "smoke_test", False):
+        overrides = {**SMOKE, **overrides}
+    return Options(address=args.address, tracking_uri=args.tracking_uri, storage=args.storage,
+                   overrides=overrides, num_cpus=args.num_cpus, verbose=args.verbose)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Validate everything, create the sweep folder, run all phases, print the report."""
+    from sweep.runner import create_sweep, run_sweep
+
+    opts = _options(args)
+    t0 = time.perf_counter()
+    folder = create_sweep(args.space, opts)
+    print(f"sweep folder: {folder}", flush=True)
+    run_sweep(folder, opts)
+    print(f"sweep {folder.name} finished in {time.perf_counter() - t0:.1f}s; report: {folder / 'report.html'}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    """Continue a sweep whose driver died: finished trials are kept, unfinished ones resume from checkpoints."""
+    from sweep.runner import run_sweep
+
+    opts = _options(args)
+    run_sweep(Path(args.sweep), opts)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Rewrite and print the report of a sweep folder."""
+    from sweep.report import write_report
+
+    write_report(Path(args.sweep))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check a search-space file without running anything."""
+    spec = load_space(args.space)
+    print(f"{args.space}: ok ({', '.join(m.method for m in spec.methods)} on {spec.pair['name']})")
+    return 0
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    """Serve the MLflow UI for the local store on 127.0.0.1 until interrupted."""
+    wd = Path(args.workdir)
+    cmd = ui_command(args.tracking_uri or default_tracking_uri(wd), default_artifact_root(wd), args.port)
+    print(f"MLflow UI: http://127.0.0.1:{args.port}  (Ctrl-C to stop)", flush=True)
+    proc = subprocess.Popen(cmd)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        return proc.wait()
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", help="Ray cluster: 'auto' or 'ray://host:10001' (default: in-process Ray)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://127.0.0.1:5000 "
+                                          "(default: sqlite ./mlflow.db)")
+    p.add_argument("--storage", default="sweeps", help="folder for sweep folders (shared storage on clusters)")
+    p.add_argument("--samples", type=int, help="Optuna trials per searched method")
+    p.add_argument("--steps", type=int, help="training steps per trial")
+    p.add_argument("--seeds", type=int, help="seeds per configuration")
+    p.add_argument("--cpus-per-trial", type=float)
+    p.add_argument("--gpus-per-trial", type=float, help="fractions pack several trials per GPU")
+    p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as resources allow)")
+    p.add_argument("--num-cpus", type=int, help="CPUs for in-process Ray (default: all)")
+    p.add_argument("--verbose", type=int, default=1, help="Tune console output: 0 silent, 1 status table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Subcommands: run, resume, report, validate, ui."""
+    p = argparse.ArgumentParser(prog="otsr-sweep", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="run a sweep from a search-space YAML file")
+    r.add_argument("space")
+    r.add_argument("--smoke-test", action="store_true", help=f"shrink the budget to {SMOKE}")
+    _common(r)
+    r.set_defaults(fn=cmd_run)
+    s = sub.add_parser("resume", help="continue a sweep after the driver died")
+    s.add_argument("sweep")
+    _common(s)
+    s.set_defaults(fn=cmd_resume)
+    rep = sub.add_parser("report", help="write and print a sweep's bias report")
+    rep.add_argument("sweep")
+    rep.set_defaults(fn=cmd_report)
+    v = sub.add_parser("validate", help="check a search-space file")
+    v.add_argument("space")
+    v.set_defaults(fn=cmd_validate)
+    u = sub.add_parser("ui", help="MLflow UI for the local store, on 127.0.0.1")
+    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--workdir", default=".")
+    u.add_argument("--tracking-uri")
+    u.set_defaults(fn=cmd_ui)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``otsr-sweep``; bad input exits 2 with a message naming the problem."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (SpaceError, TrackingError, FileNotFoundError) as e:
+        print(f"otsr-sweep: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""The only coupling between Ray Tune and the otsr core: ``run_trial(config)``.
+
+It builds the pair and the trainer config, resumes from ``tune.get_checkpoint()``, and reports every
+evaluation through ``tune.report(metrics, checkpoint=...)`` so a checkpoint always arrives with metrics.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from otsr.checkpoint import atomic_write_json, load_checkpoint
+from otsr.config import TrainConfig
+from otsr.pairs import make_pair
+from otsr.plots import map_figure, save_png
+from otsr.trainers import TRAINERS, Progress
+
+PAIR_KEY = "pair"  # the pair spec rides in the trial config under this key (not a trainer parameter)
+METRIC_NAMES = ("transport_cost", "bias_mean_shift", "bias_sliced_w2", "bias_frechet", "l2_uvp", "cos",
+                "ot_consistency", "shift")
+
+
+def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Tune config -> (pair spec, trainer settings)."""
+    cfg = dict(config)
+    return cfg.pop(PAIR_KEY), cfg
+
+
+def _trial_threads() -> int:
+    """Torch threads = the CPUs Ray assigned to this trial (at least 1), so packed trials do not thrash."""
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    return max(1, int(cpus))
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Tune trainable: train one map, report each evaluation with a checkpoint, then the final metrics."""
+    pair_spec, train_cfg = split_config(config)
+    torch.set_num_threads(_trial_threads())
+    cfg = TrainConfig.from_dict(train_cfg)
+    pair = make_pair(pair_spec["name"], **pair_spec["params"])
+    resume = None
+    ckpt = tune.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            resume = load_checkpoint(Path(d))
+
+    def report(p: Progress) -> None:
+        metrics = {**p.metrics, "step": p.step, "final": int(p.final), "diverged": 0}
+        with tempfile.TemporaryDirectory() as tmp:
+            p.save_checkpoint(Path(tmp))
+            if p.final:  # the artifacts of a finished trial travel with its last checkpoint
+                p.map.eval()
+                save_png(map_figure(p.map, pair, next(p.map.parameters()).device), Path(tmp) / "map.png")
+                atomic_write_json(Path(tmp) / "metrics.json", p.metrics)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    result = TRAINERS[cfg.method](cfg, pair, resume=resume, report=report)
+    if result.diverged:  # NaN objectives: Optuna records the trial as failed, MLflow as FAILED
+        tune.report({**dict.fromkeys(METRIC_NAMES, math.nan), "step": result.step, "final": 1, "diverged": 1,
+                     "reason": result.message})
