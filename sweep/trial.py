@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -33,8 +34,6 @@ def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
 
 def _trial_threads() -> int:
     """Torch threads = the CPUs Ray assigned to this trial (at least 1), so packed trials do not thrash."""
-    import ray
-
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     return max(1, int(cpus))
 
@@ -51,8 +50,11 @@ def run_trial(config: dict[str, Any]) -> None:
         with ckpt.as_directory() as d:
             resume = load_checkpoint(Path(d))
 
+    where = {"node_id": ray.get_runtime_context().get_node_id(),  # placement, visible in results and MLflow
+             "resumed_from": int(resume["step"]) if resume else 0}  # > 0: this attempt continued a checkpoint
+
     def report(p: Progress) -> None:
-        metrics = {**p.metrics, "step": p.step, "final": int(p.final), "diverged": 0}
+        metrics = {**p.metrics, **where, "step": p.step, "final": int(p.final), "diverged": 0}
         with tempfile.TemporaryDirectory() as tmp:
             p.save_checkpoint(Path(tmp))
             if p.final:  # the artifacts of a finished trial travel with its last checkpoint
@@ -63,5 +65,5 @@ def run_trial(config: dict[str, Any]) -> None:
 
     result = TRAINERS[cfg.method](cfg, pair, resume=resume, report=report)
     if result.diverged:  # NaN objectives: Optuna records the trial as failed, MLflow as FAILED
-        tune.report({**dict.fromkeys(METRIC_NAMES, math.nan), "step": result.step, "final": 1, "diverged": 1,
-                     "reason": result.message})
+        tune.report({**dict.fromkeys(METRIC_NAMES, math.nan), **where, "step": result.step, "final": 1,
+                     "diverged": 1, "reason": result.message})

@@ -1,0 +1,48 @@
+"""Reading a finished sweep back: its trials from Tune's files, its runs from MLflow."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from sweep.report import collect_trials
+
+
+def only_sweep(storage: Path) -> Path:
+    """The single sweep folder under ``storage``."""
+    folders = [p for p in Path(storage).iterdir() if (p / "state.json").exists()]
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def trial_runs(folder: Path) -> tuple[list[dict], dict[str, list]]:
+    """(trials from Tune's files, MLflow runs grouped by trial id) of a sweep folder."""
+    state = json.loads((folder / "state.json").read_text())
+    client = MlflowClient(state["tracking_uri"])
+    runs = client.search_runs([state["experiment_id"]], max_results=1000)
+    by_trial: dict[str, list] = {}
+    for r in runs:
+        tid = r.data.tags.get("otsr.trial_id")
+        if tid:
+            by_trial.setdefault(tid, []).append(r)
+    return collect_trials(folder), by_trial
+
+
+def assert_one_finished_run_per_trial(folder: Path) -> list[dict]:
+    """Every trial has exactly one MLflow run, nested under the sweep's run, terminated; returns the trials."""
+    state = json.loads((folder / "state.json").read_text())
+    trials, by_trial = trial_runs(folder)
+    assert trials
+    ids = Counter(t["trial_id"] for t in trials)
+    assert all(n == 1 for n in ids.values())
+    assert set(by_trial) == set(ids), (set(by_trial) ^ set(ids))
+    for tid, runs in by_trial.items():
+        assert len(runs) == 1, f"trial {tid} has {len(runs)} MLflow runs"
+        run = runs[0]
+        assert run.data.tags["mlflow.parentRunId"] == state["parent_run_id"]
+        assert run.info.status in ("FINISHED", "FAILED")
+        assert run.info.run_name.startswith("run_trial_")
+    return trials

@@ -1,0 +1,105 @@
+"""Sweeps on a real multi-node Ray cluster on 127.0.0.1: placement, an HTTP MLflow server, a killed worker
+node and a killed driver."""
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from sweep.runner import Options, create_sweep, run_sweep
+from tests.sweep_tests.conftest import tiny_space, venv_bin
+from tests.sweep_tests.helpers import assert_one_finished_run_per_trial, only_sweep
+
+pytestmark = pytest.mark.ray
+
+
+def test_trials_run_on_the_worker_node_and_log_over_http(ray_cluster, mlflow_server, workdir):
+    cluster, worker = ray_cluster
+    opts = Options(address=cluster.address, tracking_uri=mlflow_server, verbose=0)
+    folder = create_sweep(tiny_space(workdir, custom="{worker: 1}"), opts)
+    run_sweep(folder, opts)
+    trials = assert_one_finished_run_per_trial(folder)
+    assert len(trials) == 3 + 1 + 2  # GAN search, GAN best with seed 1, OTS x 2 seeds
+    assert {t["metrics"]["node_id"] for t in trials} == {worker.node_id}
+    state = json.loads((folder / "state.json").read_text())
+    assert state["tracking_uri"] == mlflow_server
+    client = MlflowClient(mlflow_server)
+    done = [t for t in trials if t["final"]][0]
+    run = client.search_runs([state["experiment_id"]], filter_string=f"tags.`otsr.trial_id` = '{done['trial_id']}'")[0]
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "final")} >= {"final/map.png",
+                                                                                 "final/checkpoint.pt"}
+    assert len(client.get_metric_history(run.info.run_id, "l2_uvp")) == 3  # steps 20, 40, 60
+    assert run.data.params["pair.name"] == "gaussian-shift"
+    assert run.data.tags["method"] in ("gan", "ots")
+
+
+def _first_checkpoint(folder, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if list(folder.glob("ray/*/*/checkpoint_*")):
+            return
+        time.sleep(0.2)
+    raise TimeoutError("no trial checkpointed")
+
+
+def test_killed_worker_node_retries_trials_from_checkpoints(ray_cluster, workdir):
+    cluster, _ = ray_cluster
+    victim = cluster.add_node(num_cpus=1, resources={"victim": 1})
+    cluster.wait_for_nodes()
+    opts = Options(address=cluster.address, tracking_uri=None, verbose=0)
+    folder = create_sweep(tiny_space(workdir, custom="{victim: 1}", samples=1, seeds=1, steps=4000,
+                                     eval_every=200), opts)
+    errors = []
+    driver = threading.Thread(target=lambda: _catch(errors, run_sweep, folder, opts))
+    driver.start()
+    _first_checkpoint(folder)
+    rescue = cluster.add_node(num_cpus=1, resources={"victim": 1})
+    cluster.remove_node(victim)  # kills the raylet and the trial running on it
+    driver.join(timeout=300)
+    assert not driver.is_alive() and not errors, errors
+    trials = assert_one_finished_run_per_trial(folder)
+    assert len(trials) == 2 and all(t["final"] for t in trials)  # no trial lost
+    moved = [t for t in trials if t["metrics"]["resumed_from"] > 0]
+    assert moved, "no trial was resumed from a checkpoint"
+    assert all(t["metrics"]["node_id"] == rescue.node_id for t in moved)
+    cluster.remove_node(rescue)
+
+
+def _catch(errors, fn, *args):
+    try:
+        fn(*args)
+    except Exception as e:  # surfaced by the assertion in the test thread
+        errors.append(repr(e))
+
+
+def test_killed_driver_resumes_without_losing_or_duplicating_trials(ray_cluster, workdir):
+    cluster, _ = ray_cluster
+    space = tiny_space(workdir, custom="{worker: 1}", samples=4, seeds=1, steps=3000, eval_every=300)
+    env = {**os.environ}
+    common = ["--address", cluster.address, "--verbose", "0"]
+    driver = subprocess.Popen([venv_bin("otsr-sweep"), "run", str(space), *common], cwd=workdir, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while not list(workdir.glob("sweeps/*/ray/gan/*/checkpoint_*")):
+            assert driver.poll() is None and time.time() < deadline, "driver ended before checkpointing"
+            time.sleep(0.2)
+        time.sleep(1.0)
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    folder = only_sweep(workdir / "sweeps")
+    state = json.loads((folder / "state.json").read_text())
+    assert state["phases"].get("gan") == "running"  # it really died mid-sweep
+    out = subprocess.run([venv_bin("otsr-sweep"), "resume", str(folder), *common], cwd=workdir, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    trials = assert_one_finished_run_per_trial(folder)
+    assert len(trials) == 4 + 1 and all(t["final"] for t in trials)
+    assert any(t["metrics"]["resumed_from"] > 0 for t in trials)
+    assert (folder / "report.html").exists()

@@ -1,0 +1,43 @@
+"""README's main job, as a user runs it: in-process Ray, embedded MLflow (sqlite), the quick_bias space."""
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.sweep_tests.conftest import venv_bin
+from tests.sweep_tests.helpers import assert_one_finished_run_per_trial, only_sweep
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_quick_bias_sweep_end_to_end(tmp_path):
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    env.pop("RAY_ADDRESS", None)
+    t0 = time.perf_counter()
+    out = subprocess.run([venv_bin("otsr-sweep"), "run", str(REPO / "search_spaces/quick_bias.yaml"),
+                          "--verbose", "0"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - t0
+    assert out.returncode == 0, out.stderr[-3000:]
+    folder = only_sweep(tmp_path / "sweeps")
+    trials = assert_one_finished_run_per_trial(folder)
+    report = json.loads((folder / "report.json").read_text())
+    print(f"quick_bias: {len(trials)} trials in {wall:.1f}s\n" + (folder / "report.md").read_text())
+    assert len(trials) == 10 + 2 + 1  # 10 GAN samples, OTS x 2 seeds, the best GAN again with seed 1
+    for f in ("report.png", "report.html", "report.md"):
+        assert (folder / f).stat().st_size > 500
+    assert "| l2_uvp |" in out.stdout  # the table is printed
+    row = next(r for r in report["table"] if r["metric"] == "l2_uvp")
+    assert row["gan_mean"] > row["ots_mean"]  # the best-lambda GAN is still worse than OTS
+    state = json.loads((folder / "state.json").read_text())
+    client = MlflowClient(state["tracking_uri"])
+    parent = client.get_run(state["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report/report.png",
+                                                                                    "report/report.html"}
+    assert state["tracking_uri"] == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
