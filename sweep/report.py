@@ -46,6 +46,13 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _reference_trials(trials: list[dict], method: str, best: dict[str, Any]) -> list[dict]:
+    """Finished trials of ``method`` that share its best searched configuration (all of them if not searched)."""
+    cfg = best.get(method) or {}
+    return [t for t in trials if t["method"] == method and t["final"] and not t["diverged"]
+            and all(t["config"].get(k) == v for k, v in cfg.items())]
+
+
 def summarise(folder: Path) -> dict[str, Any]:
     """The report's numbers: per-trial points, best GAN lambda and its seeds, OTS seeds, the table."""
     folder = Path(folder)
@@ -53,11 +60,12 @@ def summarise(folder: Path) -> dict[str, Any]:
     spec = load_space(folder / "spec.yaml", state.get("overrides"))
     trials = collect_trials(folder)
     obj = spec.objectives[0]
-    gan = [t for t in trials if t["method"] == "gan"]
-    ots = [t for t in trials if t["method"] == "ots" and t["final"] and not t["diverged"]]
-    best_cfg = state.get("best", {}).get("gan")
-    gan_best = [t for t in gan if t["final"] and not t["diverged"] and best_cfg
-                and all(t["config"].get(k) == v for k, v in best_cfg.items())]
+    best = state.get("best", {})
+    gan_best, ots = _reference_trials(trials, "gan", best), _reference_trials(trials, "ots", best)
+    best_cfg = best.get("gan")
+    refs = {t["trial_id"] for t in gan_best + ots}
+    for t in trials:
+        t["reference"] = t["trial_id"] in refs
     rows = []
     for m in TABLE_METRICS:
         g, o = _mean_std([t["metrics"].get(m) for t in gan_best]), _mean_std([t["metrics"].get(m) for t in ots])
@@ -72,7 +80,7 @@ def summarise(folder: Path) -> dict[str, Any]:
     return {"sweep": folder.name, "pair": spec.pair, "objective": [o.__dict__ for o in spec.objectives],
             "best_gan": best_cfg, "gan_best_seeds": len(gan_best), "ots_seeds": len(ots), "table": rows,
             "headline": headline, "trials": [{k: t[k] for k in ("phase", "trial_id", "method", "lam", "seed",
-                                                                "final", "diverged")}
+                                                                "final", "diverged", "reference")}
                                              | {"metrics": {k: t["metrics"].get(k) for k in TABLE_METRICS}}
                                              for t in trials],
             "counts": {"trials": len(trials), "completed": sum(t["final"] and not t["diverged"] for t in trials),
@@ -103,15 +111,18 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
 
     trials = summary["trials"]
     gan = [t for t in trials if t["method"] == "gan" and not t["diverged"] and t["lam"] is not None]
-    ots = [t for t in trials if t["method"] == "ots" and t["final"] and not t["diverged"]]
+    ots = [t for t in trials if t["method"] == "ots" and t["reference"]]
     pair = summary["pair"]
     shift_pair = pair["name"] == "gaussian-shift"
     bias_key = "bias_mean_shift" if shift_pair else "bias_sliced_w2"
     panels = [(bias_key, "bias of T#P vs Q (" + ("mean shift = W1" if shift_pair else "sliced W2") + ")"),
               ("l2_uvp", "L2-UVP (%)"), ("ot_consistency", "OT-consistency")]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    objs = summary["objective"]
+    fig, axes = plt.subplots(1, 3 + (len(objs) == 2), figsize=(15 + 5 * (len(objs) == 2), 4.2))
     lams = [max(t["lam"], 1e-6) for t in gan]
     lo, hi = (min(lams) / 2, max(lams) * 2) if lams else (1e-3, 1e3)
+    if len(objs) == 2:
+        _pareto_panel(axes[3], gan, ots, objs)
     for ax, (key, title) in zip(axes, panels):
         for done, marker, label in ((True, "o", "GAN trial"), (False, "x", "GAN, stopped early")):
             pts = [(max(t["lam"], 1e-6), t["metrics"].get(key)) for t in gan if t["final"] == done]
@@ -145,6 +156,21 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _pareto_panel(ax, gan: list[dict], ots: list[dict], objs: list[dict]) -> None:
+    """Multi-objective sweeps: the GAN trials in the plane of the two objectives, OTS as reference points."""
+    a, b = objs[0]["metric"], objs[1]["metric"]
+    for group, colour, label in ((gan, "tab:red", "GAN trials"), (ots, "tab:blue", "OTS")):
+        pts = [(t["metrics"].get(a), t["metrics"].get(b)) for t in group if t["final"]]
+        pts = [(x, y) for x, y in pts if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
+        if pts:
+            ax.scatter(*zip(*pts), color=colour, label=label)
+    ax.set_xlabel(f"{a} ({objs[0]['mode']})")
+    ax.set_ylabel(f"{b} ({objs[1]['mode']})")
+    ax.set_title("trade-off (Pareto view)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def write_report(folder: Path) -> dict[str, Any]:

@@ -105,6 +105,10 @@ def run_sweep(folder: Path, opts: Options) -> dict[str, Any]:
     for phase in plan_phases(spec):
         if state["phases"].get(phase.name) == "done":
             continue
+        if phase.kind == "best" and state["best"].get(phase.method.method) is None:
+            print(f"otsr-sweep: no {phase.method.method} trial finished; skipping phase {phase.name}", flush=True)
+            state["phases"][phase.name] = "skipped"
+            continue
         state["phases"][phase.name] = "running"
         atomic_write_json(folder / STATE, state)
         grid = _run_phase(folder, spec, phase, state, opts)
@@ -203,13 +207,13 @@ def _search_tune_config(spec: SweepSpec, phase: Phase, limit: int | None):
                            max_concurrent_trials=limit, metric=objs[0].metric, mode=objs[0].mode)
 
 
-def _best_config(grid, spec: SweepSpec) -> dict[str, Any]:
+def _best_config(grid, spec: SweepSpec) -> dict[str, Any] | None:
     """Searched values of the best trial that ran to the end (ASHA-stopped trials do not qualify)."""
     obj = spec.objectives[0]
     done = [r for r in grid if r.metrics and r.metrics.get("final") and not r.metrics.get("diverged")
             and r.metrics.get(obj.metric) is not None]
-    if not done:
-        raise RuntimeError(f"sweep {spec.name}: no searched trial finished; cannot pick a best configuration")
+    if not done:  # every trial diverged or was stopped: nothing to confirm with other seeds
+        return None
     sign = 1 if obj.mode == "min" else -1
     best = min(done, key=lambda r: sign * r.metrics[obj.metric])
     method = next(m for m in spec.methods if m.method == best.config["method"])

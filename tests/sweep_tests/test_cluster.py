@@ -103,3 +103,24 @@ def test_killed_driver_resumes_without_losing_or_duplicating_trials(ray_cluster,
     assert len(trials) == 4 + 1 and all(t["final"] for t in trials)
     assert any(t["metrics"]["resumed_from"] > 0 for t in trials)
     assert (folder / "report.html").exists()
+
+
+def test_diverged_trials_end_failed_with_the_reason(ray_cluster, workdir):
+    cluster, _ = ray_cluster
+    space = tiny_space(workdir, custom="{worker: 1}", samples=2, seeds=2)
+    space.write_text(space.read_text().replace("critic_steps: 2, lr_map: 1.0e-3, lr_critic: 1.0e-3",
+                                               "critic_steps: 2, lr_map: 1.0e+30, lr_critic: 1.0e+30"))
+    opts = Options(address=cluster.address, verbose=0)
+    folder = create_sweep(space, opts)
+    report = run_sweep(folder, opts)  # the sweep survives: OTS trials and the report are intact
+    trials = assert_one_finished_run_per_trial(folder)
+    gan = [t for t in trials if t["method"] == "gan"]
+    assert len(gan) == 2 and all(t["diverged"] for t in gan)
+    assert report["counts"]["diverged"] == 2 and report["ots_seeds"] == 2
+    state = json.loads((folder / "state.json").read_text())
+    assert state["phases"]["gan-best"] == "skipped"
+    client = MlflowClient(state["tracking_uri"])
+    for t in gan:
+        run = client.search_runs([state["experiment_id"]], filter_string=f"tags.`otsr.trial_id` = '{t['trial_id']}'")[0]
+        assert run.info.status == "FAILED"
+        assert run.data.tags["otsr.reason"].startswith("diverged at step ")
