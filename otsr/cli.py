@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from otsr.checkpoint import load_checkpoint
 from otsr.config import TrainConfig
 from otsr.pairs import make_pair, pair_parameters
@@ -111,6 +113,41 @@ def cmd_pairs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Benchmark the trainer loops against the reference habits; optionally write the README table."""
+    from otsr import bench
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    all_cfgs = bench.configs()
+    names = args.config or [n for n, c in all_cfgs.items()
+                            if args.suite == "all" or (c.device == "cuda") == (args.suite == "gpu")]
+    unknown = sorted(set(names) - set(all_cfgs))
+    if unknown:
+        raise ValueError(f"unknown bench config(s) {unknown}; valid: {', '.join(all_cfgs)}")
+    if any(all_cfgs[n].device == "cuda" for n in names) and not torch.cuda.is_available() and not args.device:
+        raise ValueError("the gpu configurations need CUDA; run them on a GPU machine or pass --device cpu")
+    if args.pack:
+        rows = [bench.pack(names[0], k, t, args.steps, args.warmup)
+                for k in args.pack for t in (args.pack_threads or [1])]
+        for r in rows:
+            print(f"{names[0]}: {r['trials']} trial(s) x {r['threads']} thread(s): "
+                  f"{r['total_steps_per_s']:.2f} steps/s in total, {r['per_trial_steps_per_s']:.2f} per trial")
+        print(json.dumps(rows))
+        return 0
+    report = bench.run_suite(names, steps=args.steps, warmup=args.warmup, compile=args.compile, device=args.device,
+                             reference=not args.no_reference, quiet=args.json, measure_peak=not args.no_peak)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(bench.markdown(report))
+    if args.readme:
+        bench.write_readme(Path(args.readme), args.suite if not args.config else "custom", bench.markdown(report))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; every TrainConfig field is a --flag of its default's type."""
     p = argparse.ArgumentParser(prog="otsr", description=__doc__)
@@ -128,6 +165,23 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument(flag, dest=f.name, type=kind, default=None, help=f"(default {f.default!r})")
     t.set_defaults(fn=cmd_train)
     sub.add_parser("pairs", help="list the pairs and their parameters").set_defaults(fn=cmd_pairs)
+    b = sub.add_parser("bench", help="time the trainer loops against the reference habits")
+    b.add_argument("--suite", choices=["cpu", "gpu", "all"], default="cpu")
+    b.add_argument("--config", action="append", help="one configuration (repeatable) instead of a suite")
+    b.add_argument("--steps", type=int, default=20, help="timed outer steps per loop")
+    b.add_argument("--warmup", type=int, default=3)
+    b.add_argument("--compile", action="store_true", help="torch.compile the lean loop's map (and potential)")
+    b.add_argument("--device", help="override each configuration's device (e.g. cpu for a dry run)")
+    b.add_argument("--threads", type=int, help="torch threads")
+    b.add_argument("--no-reference", action="store_true", help="skip the reference-habits timing")
+    b.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement")
+    b.add_argument("--pack", type=lambda s: [int(v) for v in s.split(",")],
+                   help="e.g. 1,2,4: that many processes of the first config at once; prints aggregate steps/s")
+    b.add_argument("--pack-threads", type=lambda s: [int(v) for v in s.split(",")], help="threads per process")
+    b.add_argument("--json", action="store_true", help="print the raw figures as JSON")
+    b.add_argument("--readme", help="write the table into this README between the suite's markers")
+    b.add_argument("--out", help="also save the raw figures as JSON here")
+    b.set_defaults(fn=cmd_bench)
     return p
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 
 COSTS = ("mean", "sum")
 
@@ -21,9 +22,21 @@ def check_cost(name: str) -> str:
     return name
 
 
+def upsample_like(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Bicubic-upsample images ``x`` to the size of ``y`` (the SR content cost compares T(x) with x upsampled)."""
+    if x.shape[-2:] == y.shape[-2:]:
+        return x
+    return F.interpolate(x.float(), size=y.shape[-2:], mode="bicubic", align_corners=False)
+
+
 def cost(name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-sample cost between batches ``x`` and ``y`` of equal shape (n, ...); returns shape (n,)."""
-    sq = (x - y).pow(2).flatten(1)
+    """Per-sample cost between batches ``x`` and ``y`` (n, ...); returns shape (n,).
+
+    For images of different sizes (super-resolution) ``x`` is bicubic-upsampled to ``y``'s size first.
+    """
+    if x.ndim == 4 and x.shape != y.shape:
+        x = upsample_like(x, y)
+    sq = (x.float() - y.float()).pow(2).flatten(1)  # fp32 even under bf16 autocast: costs are small differences
     return sq.mean(1) if check_cost(name) == "mean" else sq.sum(1)
 
 

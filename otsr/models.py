@@ -115,17 +115,74 @@ class Critic(nn.Module):
         return self.net(x).squeeze(1)
 
 
-MAPS = ("mlp", "unet")
+class _EDSRBlock(nn.Module):
+    def __init__(self, features: int, res_scale: float):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(features, features, 3, padding=1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(features, features, 3, padding=1))
+        self.res_scale = res_scale
+
+    def forward(self, x):
+        return x + self.res_scale * self.body(x)
+
+
+class EDSR(nn.Module):
+    """EDSR super-resolution map: residual blocks without normalisation, pixel-shuffle upsampling by ``scale``.
+
+    Predicts a residual over the bicubic upsampling of the input, so training starts at bicubic.
+    """
+
+    def __init__(self, channels: int = 3, features: int = 64, blocks: int = 16, scale: int = 4,
+                 res_scale: float = 0.1):
+        super().__init__()
+        if scale & (scale - 1) or scale < 2:
+            raise ValueError(f"EDSR scale={scale} must be a power of 2 >= 2")
+        self.scale = scale
+        self.head = nn.Conv2d(channels, features, 3, padding=1)
+        self.body = nn.Sequential(*[_EDSRBlock(features, res_scale) for _ in range(blocks)],
+                                  nn.Conv2d(features, features, 3, padding=1))
+        up = []
+        for _ in range(scale.bit_length() - 1):
+            up += [nn.Conv2d(features, 4 * features, 3, padding=1), nn.PixelShuffle(2)]
+        self.up = nn.Sequential(*up)
+        self.tail = nn.Conv2d(features, channels, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    def forward(self, x):
+        """LR images (n, C, h, w) -> (n, C, scale h, scale w)."""
+        h = self.head(x)
+        h = self.up(h + self.body(h))
+        base = nn.functional.interpolate(x, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return base + self.tail(h)
+
+
+MAPS = ("mlp", "unet", "edsr")
 CRITICS = ("mlp", "resnet")
 
 
-def default_models(shape: tuple[int, ...]) -> tuple[str, str]:
-    """(map, critic) names for a sample shape: MLPs for vectors, UNet + ResNet for images."""
-    return ("mlp", "mlp") if len(shape) == 1 else ("unet", "resnet")
+def default_models(shape: tuple[int, ...], shape_q: tuple[int, ...] | None = None) -> tuple[str, str]:
+    """(map, critic) names: MLPs for vectors, UNet + ResNet for images, EDSR + ResNet for super-resolution."""
+    if len(shape) == 1:
+        return "mlp", "mlp"
+    return ("edsr" if shape_q is not None and tuple(shape_q) != tuple(shape) else "unet"), "resnet"
 
 
-def build_map(name: str, shape: tuple[int, ...], width: int, depth: int) -> nn.Module:
-    """The map T for samples of ``shape``."""
+def default_width(name: str) -> int:
+    """Width used when the config says 0: hidden units (MLP), base channels (UNet, ResNet), features (EDSR)."""
+    return {"mlp": 128, "edsr": 64}.get(name, 32)
+
+
+def build_map(name: str, shape: tuple[int, ...], width: int, depth: int,
+              shape_q: tuple[int, ...] | None = None) -> nn.Module:
+    """The map T from samples of ``shape`` to samples of ``shape_q`` (default: the same shape)."""
+    shape_q = tuple(shape_q or shape)
+    if name == "edsr":
+        if len(shape) != 3 or shape_q[1] % shape[1] or shape_q[1] // shape[1] < 2:
+            raise ValueError(f"model 'edsr' maps small images to larger ones, not {shape} -> {shape_q}")
+        return EDSR(shape[0], features=width, blocks=depth, scale=shape_q[1] // shape[1])
+    if shape_q != tuple(shape):
+        raise ValueError(f"model {name!r} keeps the sample shape; {shape} -> {shape_q} needs 'edsr'")
     if name == "mlp":
         return MLP(math.prod(shape), math.prod(shape), width, depth, residual=True) if len(shape) == 1 else \
             _bad_shape(name, shape)

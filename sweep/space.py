@@ -17,7 +17,7 @@ import optuna.distributions as od
 import yaml
 
 from otsr.config import METHODS, TrainConfig
-from otsr.evaluation import evaluate
+from otsr.evaluation import metric_names
 from otsr.pairs import make_pair
 
 TOP_KEYS = {"name", "description", "pair", "methods", "objective", "budget", "scheduler", "resources"}
@@ -155,7 +155,7 @@ def parse_space(raw: Any, src: str = "<dict>", overrides: dict[str, Any] | None 
         pair = make_pair(str(pair_block.get("name")), **pair_params)
     except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
         raise _err(src, "pair", str(e)) from None
-    available = set(evaluate(lambda x: x, pair, n=16, cost="mean", full=True))
+    available = metric_names(pair)
 
     budget = _check_keys(src, "budget", raw["budget"], BUDGET_KEYS)
     steps = _positive_int(src, "budget.steps", overrides.get("steps", budget.get("steps", 1000)))

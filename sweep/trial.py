@@ -38,10 +38,18 @@ def _trial_threads() -> int:
     return max(1, int(cpus))
 
 
+def _cap_gpu_memory() -> None:
+    """A trial given a fraction of a GPU may allocate only that fraction of its memory (packed trials)."""
+    share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
+    if torch.cuda.is_available() and 0 < share < 1:
+        torch.cuda.set_per_process_memory_fraction(share)
+
+
 def run_trial(config: dict[str, Any]) -> None:
     """Tune trainable: train one map, report each evaluation with a checkpoint, then the final metrics."""
     pair_spec, train_cfg = split_config(config)
     torch.set_num_threads(_trial_threads())
+    _cap_gpu_memory()
     cfg = TrainConfig.from_dict(train_cfg)
     pair = make_pair(pair_spec["name"], **pair_spec["params"])
     resume = None

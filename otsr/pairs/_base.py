@@ -29,13 +29,18 @@ class Pair(abc.ABC):
     def shape(self) -> tuple[int, ...]:
         """Shape of one sample, e.g. ``(16,)`` or ``(3, 32, 32)``."""
 
+    @property
+    def shape_q(self) -> tuple[int, ...]:
+        """Shape of one sample of Q: the same as P's except for super-resolution pairs (larger images)."""
+        return tuple(self.shape)
+
     @abc.abstractmethod
     def sample_p(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` samples of P, shape ``(n, *shape)``, on ``generator.device``."""
 
     @abc.abstractmethod
     def sample_q(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """``n`` samples of Q drawn independently of P, shape ``(n, *shape)``."""
+        """``n`` samples of Q drawn independently of P, shape ``(n, *shape_q)``."""
 
     def sample_with_target(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` samples x of P with their images T*(x); raises NoTrueMapError when T* is unknown."""
@@ -78,8 +83,8 @@ def cached_to(cache: dict, key: str, tensor: torch.Tensor, device: torch.device)
 def validate_pair(pair: Pair, device: torch.device | str = "cpu") -> None:
     """Check that a (possibly user-written) pair returns samples of its declared shape; raise ValueError."""
     g = torch.Generator(device=device).manual_seed(0)
-    shape = tuple(pair.shape)
-    for what, fn in (("sample_p", pair.sample_p), ("sample_q", pair.sample_q)):
+    for what, fn, shape in (("sample_p", pair.sample_p, tuple(pair.shape)),
+                            ("sample_q", pair.sample_q, tuple(pair.shape_q))):
         out = fn(3, g)
         if not isinstance(out, torch.Tensor):
             raise ValueError(f"pair {pair!r}: {what}(3) returned {type(out).__name__}, not a tensor")
@@ -91,7 +96,7 @@ def validate_pair(pair: Pair, device: torch.device | str = "cpu") -> None:
             raise ValueError(f"pair {pair!r}: {what} returned non-finite values")
     if pair.has_true_map:
         x, y = pair.sample_with_target(3, g)
-        if tuple(x.shape) != (3, *shape) or tuple(y.shape) != (3, *shape):
+        if tuple(x.shape) != (3, *pair.shape) or tuple(y.shape) != (3, *pair.shape_q):
             raise ValueError(
                 f"pair {pair!r}: sample_with_target(3) returned shapes {tuple(x.shape)}, {tuple(y.shape)}"
             )

@@ -3,7 +3,9 @@ checkpoints), resume and outputs. The adversarial updates themselves live in ``o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import json
 import math
 import time
@@ -17,7 +19,7 @@ from torch import nn
 from otsr.checkpoint import atomic_write_json, load_checkpoint, save_checkpoint
 from otsr.config import TrainConfig
 from otsr.evaluation import evaluate
-from otsr.models import build_critic, build_map, default_models
+from otsr.models import build_critic, build_map, default_models, default_width
 from otsr.pairs import Pair, make_pair, validate_pair
 from otsr.plots import map_figure, save_png
 
@@ -73,6 +75,17 @@ class TrainState:
     device: torch.device
     step: int = 0
     history: list = dataclasses.field(default_factory=list)
+    fwd_map: Callable | None = None  # what the steps call: the map itself, or its torch.compile'd twin
+    fwd_critic: Callable | None = None  # likewise for the potential (never compiled for a GP critic)
+    reference_habits: bool = False
+
+    def after_update(self, loss: torch.Tensor) -> None:
+        """Hook after every optimiser step: nothing in a lean loop; the published loops' habits otherwise."""
+        if self.reference_habits:
+            loss.item()  # host sync
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,24 +99,44 @@ def resolve_device(name: str) -> torch.device:
 
 
 def _adam(params, lr: float, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), fused=device.type == "cuda")
+    fused = {"fused": True} if device.type == "cuda" and not cfg.reference_habits else {}  # one kernel per step
+    return torch.optim.Adam(params, lr=lr, betas=(cfg.beta1, cfg.beta2), **fused)
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """bf16 when asked for (or 'auto' on CUDA), None for plain fp32; reference habits are always fp32."""
+    if cfg.reference_habits or cfg.precision == "fp32" or (cfg.precision == "auto" and device.type != "cuda"):
+        return None
+    return torch.bfloat16
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    dtype = autocast_dtype(cfg, device)
+    return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
 def build_state(cfg: TrainConfig, pair: Pair) -> TrainState:
     """Models (seeded init), optimisers and the training generator on the resolved device."""
     device = resolve_device(cfg.device)
-    shape = tuple(pair.shape)
-    map_name, critic_name = default_models(shape)
+    shape, shape_q = tuple(pair.shape), tuple(pair.shape_q)
+    map_name, critic_name = default_models(shape, shape_q)
     map_name = map_name if cfg.map_model == "auto" else cfg.map_model
     critic_name = critic_name if cfg.critic_model == "auto" else cfg.critic_model
-    width = cfg.width or (128 if len(shape) == 1 else 32)
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
         torch.manual_seed(cfg.seed)
-        t = build_map(map_name, shape, width, cfg.depth).to(device)
-        f = build_critic(critic_name, shape, width, cfg.depth).to(device)
+        t = build_map(map_name, shape, cfg.width or default_width(map_name), cfg.depth, shape_q).to(device)
+        f = build_critic(critic_name, shape_q, cfg.width or default_width(critic_name),
+                         cfg.depth).to(device)
+    if cfg.channels_last and len(shape) == 3 and device.type == "cuda" and not cfg.reference_habits:
+        t, f = t.to(memory_format=torch.channels_last), f.to(memory_format=torch.channels_last)
+    fwd_map, fwd_critic = t, f
+    if cfg.compile:
+        fwd_map = torch.compile(t)
+        fwd_critic = f if cfg.method == "gan" else torch.compile(f)  # double backward is not compilable
     return TrainState(map=t, critic=f, opt_map=_adam(t.parameters(), cfg.lr_map, cfg, device),
                       opt_critic=_adam(f.parameters(), cfg.lr_critic, cfg, device),
-                      generator=torch.Generator(device=device).manual_seed(cfg.seed), device=device)
+                      generator=torch.Generator(device=device).manual_seed(cfg.seed), device=device,
+                      fwd_map=fwd_map, fwd_critic=fwd_critic, reference_habits=cfg.reference_habits)
 
 
 def state_dict(state: TrainState, cfg: TrainConfig, pair: Pair) -> dict[str, Any]:
@@ -155,9 +188,11 @@ def run(cfg: TrainConfig, pair: Pair, outer_step: OuterStep, *, report: Callable
     def save(folder: Path) -> Path:
         return save_checkpoint(state_dict(state, cfg, pair), Path(folder))
 
+    autocast = _autocast(cfg, state.device)
     while state.step < cfg.steps:
         _set_lr(state, cfg)
-        losses = outer_step(state, cfg, pair).detach().float()
+        with autocast:
+            losses = outer_step(state, cfg, pair).detach().float()
         state.step += 1
         acc += losses
         n_acc += 1

@@ -23,8 +23,8 @@ def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, g: torch.Ge
     """E(||grad D(z)|| - 1)^2 at random points z on the segments between real and fake samples."""
     eps = torch.rand(real.shape[0], *([1] * (real.ndim - 1)), generator=g, device=real.device)
     z = (eps * real + (1 - eps) * fake).requires_grad_(True)
-    (grad,) = torch.autograd.grad(critic(z).sum(), z, create_graph=True)
-    return (grad.flatten(1).norm(dim=1) - 1).pow(2).mean()
+    (grad,) = torch.autograd.grad(critic(z).float().sum(), z, create_graph=True)
+    return (grad.float().flatten(1).norm(dim=1) - 1).pow(2).mean()
 
 
 def gan_step(s: TrainState, cfg: TrainConfig, pair: Pair) -> torch.Tensor:
@@ -33,21 +33,23 @@ def gan_step(s: TrainState, cfg: TrainConfig, pair: Pair) -> torch.Tensor:
     for _ in range(cfg.critic_steps):
         x, y = pair.sample_p(cfg.batch_size, g), pair.sample_q(cfg.batch_size, g)
         with torch.no_grad():
-            fake = s.map(x)
-        critic_loss = s.critic(fake).mean() - s.critic(y).mean()
+            fake = s.fwd_map(x)
+        critic_loss = s.critic(fake).float().mean() - s.critic(y).float().mean()
         if cfg.gp > 0:
             critic_loss = critic_loss + cfg.gp * gradient_penalty(s.critic, y, fake, g)
         s.opt_critic.zero_grad(set_to_none=True)
         critic_loss.backward()
         s.opt_critic.step()
+        s.after_update(critic_loss)
 
     s.critic.requires_grad_(False)
     x = pair.sample_p(cfg.batch_size, g)
-    tx = s.map(x)
-    map_loss = cfg.lam * cost(cfg.cost, x, tx).mean() - s.critic(tx).mean()
+    tx = s.fwd_map(x)
+    map_loss = cfg.lam * cost(cfg.cost, x, tx).mean() - s.critic(tx).float().mean()
     s.opt_map.zero_grad(set_to_none=True)
     map_loss.backward()
     s.opt_map.step()
+    s.after_update(map_loss)
     s.critic.requires_grad_(True)
     return torch.stack([critic_loss.detach(), map_loss.detach()])
 

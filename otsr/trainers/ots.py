@@ -24,20 +24,22 @@ def ots_step(s: TrainState, cfg: TrainConfig, pair: Pair) -> torch.Tensor:
     s.critic.requires_grad_(False)  # map updates need no gradient w.r.t. f's weights
     for _ in range(cfg.map_steps):
         x = pair.sample_p(cfg.batch_size, g)
-        tx = s.map(x)
-        map_loss = cost(cfg.cost, x, tx).mean() - s.critic(tx).mean()
+        tx = s.fwd_map(x)
+        map_loss = cost(cfg.cost, x, tx).mean() - s.fwd_critic(tx).float().mean()
         s.opt_map.zero_grad(set_to_none=True)
         map_loss.backward()
         s.opt_map.step()
+        s.after_update(map_loss)
     s.critic.requires_grad_(True)
 
     x, y = pair.sample_p(cfg.batch_size, g), pair.sample_q(cfg.batch_size, g)
     with torch.no_grad():
-        tx = s.map(x)
-    critic_loss = s.critic(tx).mean() - s.critic(y).mean()
+        tx = s.fwd_map(x)
+    critic_loss = s.fwd_critic(tx).float().mean() - s.fwd_critic(y).float().mean()
     s.opt_critic.zero_grad(set_to_none=True)
     critic_loss.backward()
     s.opt_critic.step()
+    s.after_update(critic_loss)
     return torch.stack([critic_loss.detach(), map_loss.detach()])
 
 

@@ -155,3 +155,24 @@ def test_gan_lands_on_the_wgan_gp_equilibrium_and_is_biased():
         assert res.metrics["bias_mean_shift"] == pytest.approx(theory.shift_bias(s_gp, 4.0), rel=0.05)
         assert res.metrics["bias_mean_shift"] > 5 * ots.metrics["bias_mean_shift"]
         assert res.metrics["ot_consistency"] >= 0.95
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["ots", "gan"])
+def test_speed_options_keep_the_trainers_correct(method, tmp_path):
+    """bf16 autocast + torch.compile (+ channels_last, a no-op on CPU) still train and checkpoint."""
+    reports = []
+    cfg = _tiny(method, precision="bf16", compile=True, channels_last=True)
+    res = TRAINERS[method](cfg, GaussianShift(dim=4), report=reports.append, out_dir=tmp_path)
+    assert res.status == "completed" and all(math.isfinite(v) for v in res.metrics.values())
+    assert [p.step for p in reports] == [10, 20]
+    assert set(load_checkpoint(tmp_path)["map"]) == set(res.map.state_dict())  # no compile prefixes
+
+
+def test_reference_habits_compute_the_same_math():
+    """The benchmark's reference-habit loop differs in speed only: same seed, same weights on CPU (fp32)."""
+    small = dict(steps=4, eval_every=4, log_every=2, critic_steps=1)  # gc.collect per update is slow
+    lean = otsr.trainers.gan.train(_tiny("gan", precision="fp32", **small), GaussianShift(dim=4))
+    ref = otsr.trainers.gan.train(_tiny("gan", reference_habits=True, **small), GaussianShift(dim=4))
+    for a, b in zip(lean.map.state_dict().values(), ref.map.state_dict().values()):
+        assert torch.equal(a, b)
