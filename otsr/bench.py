@@ -243,10 +243,11 @@ def write_readme(readme: Path, suite: str, table: str) -> None:
     readme.write_text(text)
 
 
-def pack(name: str, k: int, threads: int, steps: int, warmup: int) -> dict[str, float]:
+def pack(name: str, k: int, threads: int, steps: int, warmup: int, device: str | None = None) -> dict[str, float]:
     """Aggregate throughput of ``k`` processes running the same configuration at once (``threads`` each)."""
     cmd = [sys.executable, "-m", "otsr.cli", "bench", "--config", name, "--steps", str(steps), "--warmup",
-           str(warmup), "--threads", str(threads), "--json", "--no-reference", "--no-peak"]
+           str(warmup), "--threads", str(threads), "--json", "--no-reference", "--no-peak",
+           *(["--device", device] if device else [])]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(k)]
     outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     rates = [o["rows"][0]["lean"]["steps_per_s"] for o in outs]

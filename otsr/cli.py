@@ -128,7 +128,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if any(all_cfgs[n].device == "cuda" for n in names) and not torch.cuda.is_available() and not args.device:
         raise ValueError("the gpu configurations need CUDA; run them on a GPU machine or pass --device cpu")
     if args.pack:
-        rows = [bench.pack(names[0], k, t, args.steps, args.warmup)
+        rows = [bench.pack(names[0], k, t, args.steps, args.warmup, args.device)
                 for k in args.pack for t in (args.pack_threads or [1])]
         for r in rows:
             print(f"{names[0]}: {r['trials']} trial(s) x {r['threads']} thread(s): "
