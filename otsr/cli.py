@@ -148,6 +148,26 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_upscale(args: argparse.Namespace) -> int:
+    """Super-resolve whole images with a trained SR checkpoint."""
+    from otsr.sr.upscale import upscale_files
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    for path in upscale_files(args.checkpoint, args.images, args.out, device=device, tile=args.tile,
+                              overlap=args.overlap):
+        print(path)
+    return 0
+
+
+def cmd_sr_demo(args: argparse.Namespace) -> int:
+    """Build the offline SR demo dataset."""
+    from otsr.sr.demo import build_demo, default_demo_root
+
+    root = build_demo(Path(args.out) if args.out else default_demo_root())
+    print(root)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; every TrainConfig field is a --flag of its default's type."""
     p = argparse.ArgumentParser(prog="otsr", description=__doc__)
@@ -165,6 +185,17 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument(flag, dest=f.name, type=kind, default=None, help=f"(default {f.default!r})")
     t.set_defaults(fn=cmd_train)
     sub.add_parser("pairs", help="list the pairs and their parameters").set_defaults(fn=cmd_pairs)
+    u = sub.add_parser("upscale", help="super-resolve images with a trained SR checkpoint (tiled)")
+    u.add_argument("images", nargs="+")
+    u.add_argument("--checkpoint", required=True, help="a run folder or checkpoint.pt")
+    u.add_argument("--out", required=True, help="output folder for the PNGs")
+    u.add_argument("--tile", type=int, default=64, help="LR tile side")
+    u.add_argument("--overlap", type=int, default=16, help="LR context pixels around each tile")
+    u.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    u.set_defaults(fn=cmd_upscale)
+    d = sub.add_parser("sr-demo", help="build the offline SR demo dataset")
+    d.add_argument("--out", help="folder (default: $OTSR_DATA or ~/.cache/otsr, /sr_demo)")
+    d.set_defaults(fn=cmd_sr_demo)
     b = sub.add_parser("bench", help="time the trainer loops against the reference habits")
     b.add_argument("--suite", choices=["cpu", "gpu", "all"], default="cpu")
     b.add_argument("--config", action="append", help="one configuration (repeatable) instead of a suite")
@@ -190,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError, ImportError) as e:
+    except (ValueError, FileNotFoundError, ImportError) as e:  # DataError is a ValueError
         print(f"otsr: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

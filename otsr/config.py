@@ -26,6 +26,8 @@ class TrainConfig:
     batch_size: int = 64  # samples of P and of Q per update
     cost: str = "mean"  # 'mean' = per-coordinate MSE (reference), 'sum' = ||x - y||^2
     lam: float = 0.0  # GAN content-loss weight lambda >= 0; 0 is a plain WGAN-GP
+    perceptual_weight: float = 0.0  # weight of the VGG feature part of the content cost (images only)
+    perceptual_weights: str = ""  # local torchvision vgg19 weights file for that part (never downloaded)
     gp: float = 10.0  # GAN gradient-penalty weight gamma
     map_steps: int = 10  # OTS: map updates per potential update
     critic_steps: int = 10  # GAN: critic updates per map update
@@ -63,7 +65,10 @@ class TrainConfig:
                 raise ValueError(f"config key {key!r}: {getattr(self, key)!r} must be true or false")
         if self.cost not in COSTS:
             raise ValueError(f"unknown cost {self.cost!r}; valid costs: {', '.join(COSTS)}")
-        for key in ("lam", "gp", "lr_map", "lr_critic", "beta1", "beta2"):
+        if self.perceptual_weight and not self.perceptual_weights:
+            raise ValueError("config key 'perceptual_weights': a VGG weights file is needed when "
+                             f"perceptual_weight={self.perceptual_weight}")
+        for key in ("lam", "perceptual_weight", "gp", "lr_map", "lr_critic", "beta1", "beta2"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"config key {key!r}: {v!r} is not a finite number")
@@ -71,6 +76,8 @@ class TrainConfig:
             raise ValueError(f"config key 'lam': lambda={self.lam} must be >= 0")
         if self.method == "ots" and self.lam != 0:
             raise ValueError(f"config key 'lam': method 'ots' has no lambda (got lam={self.lam}); use method 'gan'")
+        if self.perceptual_weight < 0:
+            raise ValueError(f"config key 'perceptual_weight': {self.perceptual_weight} must be >= 0")
         if self.gp < 0:
             raise ValueError(f"config key 'gp': {self.gp} must be >= 0")
         for key in ("lr_map", "lr_critic"):

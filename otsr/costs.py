@@ -1,18 +1,19 @@
 """Transport costs c(x, y), per sample.
 
 The closed forms depend on the scaling, so costs are named: ``mean`` is the per-coordinate mean of
-squared differences (PyTorch's ``mse_loss``, what the reference code uses, kappa = 1/d) and ``sum`` is
-the squared Euclidean norm ||x - y||^2 (kappa = 1).
+squared differences (PyTorch's ``mse_loss``, what the reference code uses, kappa = 1/d), ``sum`` is
+the squared Euclidean norm ||x - y||^2 (kappa = 1) and ``half_mean`` is 1/2 mse (the SR reference, kappa = 1/2d).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
 import torch.nn.functional as F
 
-COSTS = ("mean", "sum")
+COSTS = ("mean", "sum", "half_mean")
 
 
 def check_cost(name: str) -> str:
@@ -37,21 +38,45 @@ def cost(name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     if x.ndim == 4 and x.shape != y.shape:
         x = upsample_like(x, y)
     sq = (x.float() - y.float()).pow(2).flatten(1)  # fp32 even under bf16 autocast: costs are small differences
-    return sq.mean(1) if check_cost(name) == "mean" else sq.sum(1)
+    name = check_cost(name)
+    return sq.sum(1) if name == "sum" else sq.mean(1) * (0.5 if name == "half_mean" else 1.0)
 
 
 def pairwise_cost(name: str, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Cost matrix C[i, j] = c(x_i, y_j) for batches (n, ...) and (m, ...); returns shape (n, m)."""
+    if x.ndim == 4 and x.shape[1:] != y.shape[1:]:
+        x = upsample_like(x, y)
     x2, y2 = x.flatten(1), y.flatten(1)
     sq = torch.cdist(x2.double(), y2.double()).pow(2)
-    return sq / x2.shape[1] if check_cost(name) == "mean" else sq
+    return sq * kappa(name, x2.shape[1])
 
 
 def kappa(name: str, dim: int) -> float:
     """Scale kappa with c(x, y) = kappa * ||x - y||^2 for a ``dim``-dimensional sample."""
-    return 1.0 / dim if check_cost(name) == "mean" else 1.0
+    name = check_cost(name)
+    return {"mean": 1.0 / dim, "half_mean": 0.5 / dim}.get(name, 1.0)
 
 
 def numel(shape: tuple[int, ...]) -> int:
     """Number of coordinates of one sample of the given shape."""
     return math.prod(shape)
+
+
+@functools.lru_cache(maxsize=4)
+def _vgg(path: str, device: str):
+    from otsr.sr.metrics import VGGFeatures
+
+    return VGGFeatures(path).to(device)
+
+
+def content_cost(cfg, x: torch.Tensor, tx: torch.Tensor) -> torch.Tensor:
+    """Per-sample content cost of a trainer config: the named cost, plus ``perceptual_weight`` times the
+    MSE between VGG features of T(x) and of x (bicubic-upsampled for SR) when VGG weights are given."""
+    c = cost(cfg.cost, x, tx)
+    if cfg.perceptual_weight:
+        if x.ndim != 4:
+            raise ValueError("a perceptual (VGG) cost needs image samples")
+        vgg = _vgg(cfg.perceptual_weights, str(tx.device))
+        fx, ftx = vgg(upsample_like(x, tx)), vgg(tx)
+        c = c + cfg.perceptual_weight * (ftx.float() - fx.float()).pow(2).flatten(1).mean(1)
+    return c

@@ -12,7 +12,7 @@ from otsr.pairs import Pair
 
 EVAL_SEED = 2**31 - 1  # evaluation samples are the same at every evaluation and independent of training
 OT_CONSISTENCY_SAMPLES = 512
-FRECHET_MAX_DIM = 4096  # the Fréchet distance needs a d x d covariance square root: skipped above this
+FRECHET_MAX_DIM = 1024  # the Fréchet distance needs a d x d covariance square root: skipped above this
 
 
 def metric_names(pair: Pair, full: bool = True) -> set[str]:
@@ -28,6 +28,8 @@ def metric_names(pair: Pair, full: bool = True) -> set[str]:
     if extra is not None:
         x = pair.sample_p(2, torch.Generator().manual_seed(0))
         names |= set(extra(x, x))
+    if full and hasattr(pair, "map_eval_names"):
+        names |= pair.map_eval_names()
     return names
 
 
@@ -69,4 +71,6 @@ def evaluate(t: Callable[[torch.Tensor], torch.Tensor], pair: Pair, *, n: int, c
     extra = getattr(pair, "map_metrics", None)
     if extra is not None:
         out.update(extra(x, tx))
+    if full and hasattr(pair, "map_eval"):  # pairs with their own validation data (super-resolution)
+        out.update(pair.map_eval(t, device))
     return out

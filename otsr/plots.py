@@ -60,6 +60,8 @@ def save_png(img: torch.Tensor, path: Path) -> Path:
 @torch.no_grad()
 def map_figure(t, pair, device, n: int = 2000, seed: int = 0) -> torch.Tensor:
     """Vectors: panels P | Q | T#P. Images: a grid whose columns are inputs | T(inputs) | targets."""
+    if hasattr(pair, "figure"):  # pairs with validation data draw their own grid (super-resolution)
+        return pair.figure(t, device)
     g = torch.Generator(device=device).manual_seed(seed)
     if len(pair.shape) == 1:
         x = pair.sample_p(n, g)

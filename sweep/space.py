@@ -153,7 +153,7 @@ def parse_space(raw: Any, src: str = "<dict>", overrides: dict[str, Any] | None 
     pair_params = pair_block.get("params") or {}
     try:
         pair = make_pair(str(pair_block.get("name")), **pair_params)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:  # DataError is a ValueError
         raise _err(src, "pair", str(e)) from None
     available = metric_names(pair)
 

@@ -10,8 +10,10 @@ from otsr.pairs._base import Pair
 from otsr.pairs._convex import ConvexMixture
 from otsr.pairs._gaussian import Gaussian, GaussianShift
 from otsr.pairs._images import DegradedImages
+from otsr.sr.pair import UnpairedSR
 
-PAIRS: dict[str, type[Pair]] = {cls.name: cls for cls in (GaussianShift, Gaussian, ConvexMixture, DegradedImages)}
+PAIRS: dict[str, type[Pair]] = {cls.name: cls for cls in (GaussianShift, Gaussian, ConvexMixture, DegradedImages,
+                                                          UnpairedSR)}
 
 
 def register_pair(cls: type[Pair]) -> type[Pair]:

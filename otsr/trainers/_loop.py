@@ -59,8 +59,9 @@ class Result:
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary (status, step, metrics, wall time)."""
+        notes = self.pair.metric_notes() if hasattr(self.pair, "metric_notes") else {}
         return {"status": self.status, "message": self.message, "step": self.step, "metrics": self.metrics,
-                "seconds": round(self.seconds, 3), "method": self.config.method}
+                "seconds": round(self.seconds, 3), "method": self.config.method, "unavailable": notes}
 
 
 @dataclasses.dataclass

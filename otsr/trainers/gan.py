@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from otsr.config import TrainConfig
-from otsr.costs import cost
+from otsr.costs import content_cost
 from otsr.pairs import Pair
 from otsr.trainers._loop import Result, TrainState, run
 
@@ -45,7 +45,7 @@ def gan_step(s: TrainState, cfg: TrainConfig, pair: Pair) -> torch.Tensor:
     s.critic.requires_grad_(False)
     x = pair.sample_p(cfg.batch_size, g)
     tx = s.fwd_map(x)
-    map_loss = cfg.lam * cost(cfg.cost, x, tx).mean() - s.critic(tx).float().mean()
+    map_loss = cfg.lam * content_cost(cfg, x, tx).mean() - s.critic(tx).float().mean()
     s.opt_map.zero_grad(set_to_none=True)
     map_loss.backward()
     s.opt_map.step()

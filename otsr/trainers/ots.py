@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from otsr.config import TrainConfig
-from otsr.costs import cost
+from otsr.costs import content_cost
 from otsr.pairs import Pair
 from otsr.trainers._loop import Result, TrainState, run
 
@@ -25,7 +25,7 @@ def ots_step(s: TrainState, cfg: TrainConfig, pair: Pair) -> torch.Tensor:
     for _ in range(cfg.map_steps):
         x = pair.sample_p(cfg.batch_size, g)
         tx = s.fwd_map(x)
-        map_loss = cost(cfg.cost, x, tx).mean() - s.fwd_critic(tx).float().mean()
+        map_loss = content_cost(cfg, x, tx).mean() - s.fwd_critic(tx).float().mean()
         s.opt_map.zero_grad(set_to_none=True)
         map_loss.backward()
         s.opt_map.step()

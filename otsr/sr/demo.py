@@ -1,0 +1,86 @@
+"""An offline demo dataset for unpaired ×4 SR, built from photographs that installed packages ship.
+
+Photos are split by source image: one group gives the HR pool, another the LR pool (degraded: blur, ×4
+downsampling, noise, JPEG compression — a degradation the model is not told), and held-out photos give a paired
+validation set (LR made by the same degradation). Layout as AIM19: train_hr, train_lr, valid_hr, valid_lr.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.io import decode_jpeg, encode_jpeg, write_png
+
+from otsr.pairs._images import blur, gaussian_kernel
+
+HR_PHOTOS = ("astronaut", "rocket", "china", "immunohistochemistry")
+LR_PHOTOS = ("chelsea", "hubble_deep_field", "flower", "retina")
+VALID_PHOTOS = ("coffee",)
+TILE = 192  # HR tiles cut from each photo (multiple of the scale)
+
+
+def _photo(name: str) -> torch.Tensor:
+    """uint8 (3, H, W) from scikit-image or scikit-learn's bundled sample images."""
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+
+        arr = load_sample_image(f"{name}.jpg")
+    else:
+        import skimage.data
+
+        arr = getattr(skimage.data, name)()
+    return torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)
+
+
+def degrade(hr: torch.Tensor, scale: int, rng: random.Random) -> torch.Tensor:
+    """Unknown-to-the-model degradation: blur (random width), ×scale bicubic downsampling, noise, JPEG."""
+    x = hr.float()[None] / 255
+    sigma = rng.uniform(0.8, 1.6)
+    x = blur(x, gaussian_kernel(sigma))
+    x = F.interpolate(x, scale_factor=1 / scale, mode="bicubic", antialias=True, align_corners=False)
+    g = torch.Generator().manual_seed(rng.randrange(2**31))
+    x = (x + rng.uniform(0.005, 0.02) * torch.randn(x.shape, generator=g)).clamp(0, 1)
+    jpg = encode_jpeg((x[0] * 255).round().to(torch.uint8), quality=rng.randrange(55, 85))
+    return decode_jpeg(jpg)
+
+
+def _tiles(img: torch.Tensor, tile: int) -> list[torch.Tensor]:
+    h, w = img.shape[-2:]
+    return [img[:, y:y + tile, x:x + tile] for y in range(0, h - tile + 1, tile) for x in range(0, w - tile + 1, tile)]
+
+
+def build_demo(root: str | Path, scale: int = 4, seed: int = 0) -> Path:
+    """Write the demo dataset under ``root`` (once: an existing complete folder is reused)."""
+    root = Path(root)
+    done = root / ".complete"
+    if done.exists():
+        return root
+    rng = random.Random(seed)
+    for sub in ("train_hr", "train_lr", "valid_hr", "valid_lr"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for name in HR_PHOTOS:
+        for i, t in enumerate(_tiles(_photo(name), TILE)):
+            write_png(t.contiguous(), str(root / "train_hr" / f"{name}_{i:03d}.png"))
+    for name in LR_PHOTOS:
+        for i, t in enumerate(_tiles(_photo(name), TILE)):
+            write_png(degrade(t, scale, rng), str(root / "train_lr" / f"{name}_{i:03d}.png"))
+    for name in VALID_PHOTOS:
+        for i, t in enumerate(_tiles(_photo(name), TILE)):
+            write_png(t.contiguous(), str(root / "valid_hr" / f"{name}_{i:03d}.png"))
+            write_png(degrade(t, scale, rng), str(root / "valid_lr" / f"{name}_{i:03d}.png"))
+    done.write_text(f"scale={scale} seed={seed}\n")
+    return root
+
+
+def default_demo_root() -> Path:
+    """Where ``source: demo`` builds the demo set: $OTSR_DATA or ~/.cache/otsr, subfolder sr_demo."""
+    import os
+
+    return Path(os.environ.get("OTSR_DATA", Path.home() / ".cache" / "otsr")) / "sr_demo"
+
+
+__all__ = ["build_demo", "default_demo_root", "degrade"]
