@@ -252,3 +252,21 @@ def pack(name: str, k: int, threads: int, steps: int, warmup: int, device: str |
     outs = [json.loads(p.communicate()[0].strip().splitlines()[-1]) for p in procs]
     rates = [o["rows"][0]["lean"]["steps_per_s"] for o in outs]
     return {"trials": k, "threads": threads, "total_steps_per_s": sum(rates), "per_trial_steps_per_s": min(rates)}
+
+
+def loader_throughput(root: str, crop: int, workers: int, crops_per_image: int, batches: int = 30,
+                      batch: int = 64) -> dict[str, float]:
+    """Crops/s and decoded images/s of the SR crop stream (HR folder ``train_hr`` of ``root``)."""
+    from otsr.sr.data import CropStream, list_images
+    from otsr.sr.demo import build_demo, default_demo_root
+
+    folder = build_demo(default_demo_root()) if root == "demo" else Path(root)
+    stream = CropStream(list_images(folder / "train_hr"), crop, workers=workers, crops_per_image=crops_per_image,
+                        batch=batch)
+    stream.take(batch, "cpu")  # start the workers
+    t0 = time.perf_counter()
+    for _ in range(batches):
+        stream.take(batch, "cuda" if torch.cuda.is_available() else "cpu")
+    dt_s = time.perf_counter() - t0
+    crops = batches * batch / dt_s
+    return {"workers": workers, "crop": crop, "crops_per_s": crops, "images_per_s": crops / crops_per_image}

@@ -119,6 +119,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.loader:
+        for w in args.loader_workers:
+            r = bench.loader_throughput(args.loader, args.crop, w, args.crops_per_image)
+            print(f"loader {args.loader}: {w} worker(s), crop {args.crop}: {r['crops_per_s']:.0f} crops/s, "
+                  f"{r['images_per_s']:.1f} decoded images/s")
+        return 0
     all_cfgs = bench.configs()
     names = args.config or [n for n, c in all_cfgs.items()
                             if args.suite == "all" or (c.device == "cuda") == (args.suite == "gpu")]
@@ -210,6 +216,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="e.g. 1,2,4: that many processes of the first config at once; prints aggregate steps/s")
     b.add_argument("--pack-threads", type=lambda s: [int(v) for v in s.split(",")], help="threads per process")
     b.add_argument("--json", action="store_true", help="print the raw figures as JSON")
+    b.add_argument("--loader", help="time the SR crop loader on this dataset folder ('demo' for the demo set)")
+    b.add_argument("--loader-workers", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
+    b.add_argument("--crop", type=int, default=128, help="loader benchmark: HR crop side")
+    b.add_argument("--crops-per-image", type=int, default=8, help="loader benchmark: crops per decoded image")
     b.add_argument("--readme", help="write the table into this README between the suite's markers")
     b.add_argument("--out", help="also save the raw figures as JSON here")
     b.set_defaults(fn=cmd_bench)

@@ -20,7 +20,8 @@ from otsr.costs import kappa
 from sweep.space import load_space
 
 TABLE_METRICS = ("l2_uvp", "cos", "bias_mean_shift", "bias_sliced_w2", "bias_frechet", "ot_consistency",
-                 "transport_cost")
+                 "transport_cost", "psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "lpips", "fid",
+                 "bias_frechet_pool16")
 
 
 def collect_trials(folder: Path) -> list[dict[str, Any]]:
@@ -73,7 +74,7 @@ def summarise(folder: Path) -> dict[str, Any]:
             rows.append({"metric": m, "gan_mean": g[0], "gan_std": g[1], "ots_mean": o[0], "ots_std": o[1]})
     headline = {}
     for r in rows:
-        if r["metric"] in ("l2_uvp", "bias_sliced_w2", obj.metric):
+        if r["metric"] in ("l2_uvp", "bias_sliced_w2", "psnr", obj.metric):
             headline[f"best_gan_{r['metric']}"] = r["gan_mean"]
             headline[f"ots_{r['metric']}"] = r["ots_mean"]
     headline = {k: v for k, v in headline.items() if math.isfinite(v)}

@@ -86,10 +86,12 @@ def test_killed_driver_resumes_without_losing_or_duplicating_trials(ray_cluster,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 180
-        while not list(workdir.glob("sweeps/*/ray/gan/*/checkpoint_*")):
+        # a trial's second checkpoint forces Tune's experiment snapshot (num_to_keep=2), so the restored
+        # experiment knows a checkpoint to continue from
+        while not list(workdir.glob("sweeps/*/ray/gan/*/checkpoint_00000[2-9]")):
             assert driver.poll() is None and time.time() < deadline, "driver ended before checkpointing"
-            time.sleep(0.2)
-        time.sleep(1.0)
+            time.sleep(0.1)
+        time.sleep(0.5)
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
@@ -101,7 +103,8 @@ def test_killed_driver_resumes_without_losing_or_duplicating_trials(ray_cluster,
     assert out.returncode == 0, out.stderr[-3000:]
     trials = assert_one_finished_run_per_trial(folder)
     assert len(trials) == 4 + 1 and all(t["final"] for t in trials)
-    assert any(t["metrics"]["resumed_from"] > 0 for t in trials)
+    assert any(t["metrics"]["resumed_from"] > 0 for t in trials), [(t["trial_id"], t["metrics"]["resumed_from"])
+                                                                   for t in trials]
     assert (folder / "report.html").exists()
 
 
@@ -124,3 +127,24 @@ def test_diverged_trials_end_failed_with_the_reason(ray_cluster, workdir):
         run = client.search_runs([state["experiment_id"]], filter_string=f"tags.`otsr.trial_id` = '{t['trial_id']}'")[0]
         assert run.info.status == "FAILED"
         assert run.data.tags["otsr.reason"].startswith("diverged at step ")
+
+
+@pytest.mark.slow
+def test_sr_demo_sweep_logs_sr_metrics_and_grids(ray_cluster, workdir, monkeypatch, tmp_path_factory):
+    from pathlib import Path
+
+    cluster, _ = ray_cluster
+    monkeypatch.setenv("OTSR_DATA", str(tmp_path_factory.mktemp("otsr-data")))
+    opts = Options(address=cluster.address, verbose=0, overrides={"samples": 1, "steps": 3, "seeds": 1})
+    space = Path(__file__).resolve().parents[2] / "search_spaces" / "sr_demo.yaml"
+    folder = create_sweep(space, opts)
+    report = run_sweep(folder, opts)
+    trials = assert_one_finished_run_per_trial(folder)
+    assert len(trials) == 2 and all(t["final"] for t in trials)
+    state = json.loads((folder / "state.json").read_text())
+    client = MlflowClient(state["tracking_uri"])
+    for t in trials:
+        run = client.search_runs([state["experiment_id"]], filter_string=f"tags.`otsr.trial_id` = '{t['trial_id']}'")[0]
+        assert {"psnr", "ssim", "psnr_bicubic", "bias_frechet_pool16"} <= set(run.data.metrics)
+        assert "final/map.png" in {a.path for a in client.list_artifacts(run.info.run_id, "final")}
+    assert {r["metric"] for r in report["table"]} >= {"transport_cost"}
