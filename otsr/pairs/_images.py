@@ -17,11 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from otsr.imageio import list_images, read_image
 from otsr.pairs._base import Pair, cached_to
 
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
                   "retina")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 def load_photos(source: str) -> list[torch.Tensor]:
@@ -34,21 +34,7 @@ def load_photos(source: str) -> list[torch.Tensor]:
                               "or pass a folder of images as source") from e
         arrays = [getattr(skimage.data, name)() for name in SKIMAGE_PHOTOS]
         return [torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 255 for a in arrays]
-    from torchvision.io import ImageReadMode, decode_image
-
-    folder = Path(source)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"image source {source!r} is neither 'skimage' nor an existing folder")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise ValueError(f"image folder {source!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    out = []
-    for f in files:
-        try:
-            out.append(decode_image(str(f), mode=ImageReadMode.RGB).float() / 255)
-        except RuntimeError as e:
-            raise ValueError(f"cannot decode image {f}: {e}") from e
-    return out
+    return [read_image(f).float() / 255 for f in list_images(Path(source))]
 
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:
