@@ -57,7 +57,8 @@ class TrainConfig:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; valid methods: {', '.join(METHODS)}")
         if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"config key 'lr_schedule': unknown {self.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}")
+            raise ValueError(f"config key 'lr_schedule': unknown {self.lr_schedule!r}; "
+                             f"valid: {', '.join(LR_SCHEDULES)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"config key 'precision': unknown {self.precision!r}; valid: {', '.join(PRECISIONS)}")
         for key in ("channels_last", "compile", "reference_habits"):

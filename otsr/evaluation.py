@@ -8,6 +8,7 @@ import torch
 
 from otsr import metrics
 from otsr.costs import cost as cost_fn
+from otsr.costs import numel
 from otsr.pairs import Pair
 
 EVAL_SEED = 2**31 - 1  # evaluation samples are the same at every evaluation and independent of training
@@ -22,7 +23,7 @@ def metric_names(pair: Pair, full: bool = True) -> set[str]:
         names |= {"l2_uvp", "cos"}
     if full:
         names.add("ot_consistency")
-        if _numel(pair.shape_q) <= FRECHET_MAX_DIM:
+        if numel(pair.shape_q) <= FRECHET_MAX_DIM:
             names.add("bias_frechet")
     extra = getattr(pair, "map_metrics", None)
     if extra is not None:
@@ -31,13 +32,6 @@ def metric_names(pair: Pair, full: bool = True) -> set[str]:
     if full and hasattr(pair, "map_eval_names"):
         names |= pair.map_eval_names()
     return names
-
-
-def _numel(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 @torch.no_grad()
@@ -64,7 +58,7 @@ def evaluate(t: Callable[[torch.Tensor], torch.Tensor], pair: Pair, *, n: int, c
         out["l2_uvp"] = metrics.l2_uvp(tx, t_star, pair.var_q())
         out["cos"] = metrics.cosine(x, tx, t_star)
     if full:
-        if _numel(pair.shape_q) <= FRECHET_MAX_DIM:
+        if numel(pair.shape_q) <= FRECHET_MAX_DIM:
             out["bias_frechet"] = metrics.frechet(tx, y)
         k = min(n, OT_CONSISTENCY_SAMPLES)
         out["ot_consistency"] = metrics.ot_consistency(x[:k], tx[:k], cost)

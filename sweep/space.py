@@ -203,8 +203,8 @@ def _parse_objectives(src: str, block: Any, available: set[str]) -> tuple[Object
         item = _check_keys(src, key, item, {"metric", "mode"})
         metric, mode = item.get("metric"), item.get("mode", "min")
         if metric not in available:
-            raise _err(src, f"{key}.metric", f"{metric!r} is not computed for pair "
-                       f"{next(iter(available)) and ''}this pair (available: {', '.join(sorted(available))})")
+            raise _err(src, f"{key}.metric", f"{metric!r} is not computed for this pair "
+                       f"(available: {', '.join(sorted(available))})")
         if mode not in ("min", "max"):
             raise _err(src, f"{key}.mode", f"{mode!r} must be 'min' or 'max'")
         out.append(Objective(metric, mode))
@@ -224,7 +224,8 @@ def _parse_method(src: str, method: str, block: Any, samples_override: int | Non
             if k in SWEEP_OWNED:
                 raise _err(src, f"{where}.{part}.{k}", "is set by the sweep (budget block / seeds), not here")
             if k not in fields:
-                raise _err(src, f"{where}.{part}.{k}", f"unknown trainer parameter (valid: {', '.join(sorted(fields))})")
+                raise _err(src, f"{where}.{part}.{k}",
+                           f"unknown trainer parameter (valid: {', '.join(sorted(fields))})")
     both = sorted(set(fixed) & set(search_raw))
     if both:
         raise _err(src, f"{where}.search.{both[0]}", "is both fixed and searched")

@@ -3,7 +3,6 @@ callback that keeps exactly one nested run per trial (also across driver restart
 
 from __future__ import annotations
 
-import json
 import math
 import subprocess
 import sys
@@ -93,6 +92,7 @@ class TrialLogger(Callback):
 
     @property
     def client(self) -> MlflowClient:
+        """The MLflow client, made lazily (the callback is pickled with Tune's experiment state)."""
         if self._client is None:
             self._client = MlflowClient(self.tracking_uri)
         return self._client
@@ -119,9 +119,11 @@ class TrialLogger(Callback):
         return self._runs[tid]
 
     def on_trial_start(self, iteration, trials, trial, **info):
+        """Open (or find again) the trial's run."""
         self.run_id(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
+        """Log the numeric fields of a result at the trial's training step."""
         step = int(result.get("step", result.get("training_iteration", 0)))
         metrics = [Metric(k, float(v), 0, step) for k, v in result.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
@@ -129,9 +131,11 @@ class TrialLogger(Callback):
         self.client.log_batch(self.run_id(trial), metrics=metrics)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        """End the run FINISHED (or FAILED for a diverged trial) with its artifacts."""
         self.finish(trial, trial.last_result or {}, error=None)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        """End the run FAILED with the error's last line (called once retries are used up)."""
         err = trial.get_error()
         self.finish(trial, trial.last_result or {}, error=str(err).strip().splitlines()[-1] if err else "error")
 
@@ -175,8 +179,3 @@ def ui_command(tracking_uri: str, artifact_root: str, port: int) -> list[str]:
     """The `mlflow ui` command for the local store, bound to 127.0.0.1."""
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
             "--default-artifact-root", artifact_root, "--host", "127.0.0.1", "--port", str(port)]
-
-
-def dump(obj: Any) -> str:
-    """Compact JSON for tags and params."""
-    return json.dumps(obj, sort_keys=True, default=str)

@@ -32,7 +32,8 @@ def load_map(checkpoint: str | Path, device: str | torch.device = "cpu") -> tupl
 
 
 @torch.no_grad()
-def upscale_tiled(net: torch.nn.Module, lr: torch.Tensor, scale: int, tile: int = 64, overlap: int = 16) -> torch.Tensor:
+def upscale_tiled(net: torch.nn.Module, lr: torch.Tensor, scale: int, tile: int = 64,
+                  overlap: int = 16) -> torch.Tensor:
     """Apply ``net`` to an image (1, C, h, w) in tiles of ``tile`` LR pixels with ``overlap`` context each side."""
     if tile < 1 or overlap < 0:
         raise ValueError(f"tile={tile} must be >= 1 and overlap={overlap} >= 0")

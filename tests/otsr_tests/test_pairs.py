@@ -3,8 +3,16 @@ import dataclasses
 import pytest
 import torch
 
-from otsr.pairs import (PAIRS, ConvexMixture, DegradedImages, Pair, best_affine_l2_uvp, make_pair,
-                        pair_parameters, validate_pair)
+from otsr.pairs import (
+    PAIRS,
+    ConvexMixture,
+    DegradedImages,
+    Pair,
+    best_affine_l2_uvp,
+    make_pair,
+    pair_parameters,
+    validate_pair,
+)
 
 SMALL = {"gaussian-shift": {"dim": 4}, "gaussian": {"dim": 4}, "convex-mixture": {"dim": 4},
          "degraded-images": {"size": 16, "pool": 64}, "sr-folders": {"hr_crop": 32, "workers": 0}}

@@ -27,7 +27,7 @@ def _broken(tmp_path, mutate):
 
 @pytest.mark.parametrize("mutate,match", [
     (lambda d: d.update(head_node_typ=d.pop("head_node_type")), "'head_node_typ' was unexpected"),
-    (lambda d: d["available_node_types"]["head"].update(node_confg=d["available_node_types"]["head"].pop("node_config")),
+    (lambda d: (h := d["available_node_types"]["head"]).update(node_confg=h.pop("node_config")),
      "'node_config' is a required property"),
     (lambda d: d.update(max_workers="eight"), "'eight' is not of type 'integer'"),
     (lambda d: d.update(head_start_ray_commands=["ray start --head"]), "no MLflow tracking server"),
