@@ -31,6 +31,7 @@ from sweep.tracking import (
 )
 from sweep.trial import PAIR_KEY, run_trial
 
+REUSE_ACTORS = True  # a trial starts in the previous trial's worker: ~0.2 s instead of ~4 s (BRIEF §3)
 STATE = "state.json"
 SPEC = "spec.yaml"
 
@@ -188,7 +189,7 @@ def _run_phase(folder: Path, spec: SweepSpec, phase: Phase, state: dict[str, Any
         space = {**base, **(state["best"][phase.method.method] if phase.kind == "best" else {}),
                  **{k: tune.grid_search(v) for k, v in phase.method.grid.items()}, "seed": tune.grid_search(seeds)}
         tune_config = tune.TuneConfig(num_samples=1, max_concurrent_trials=limit, metric=single.metric,
-                                      mode=single.mode)
+                                      mode=single.mode, reuse_actors=REUSE_ACTORS)
     tuner = tune.Tuner(_trainable(spec), param_space=space, tune_config=tune_config,
                        run_config=_run_config(folder, spec, phase, state, opts))
     return tuner.fit()
@@ -205,7 +206,7 @@ def _search_tune_config(spec: SweepSpec, phase: Phase, limit: int | None):
         searcher = OptunaSearch(space=phase.method.search, metric=[o.metric for o in objs],
                                 mode=[o.mode for o in objs], sampler=optuna.samplers.NSGAIISampler(seed=0))
         return tune.TuneConfig(search_alg=searcher, scheduler=FIFOScheduler(), num_samples=phase.method.samples,
-                               max_concurrent_trials=limit)
+                               max_concurrent_trials=limit, reuse_actors=REUSE_ACTORS)
     searcher = OptunaSearch(space=phase.method.search, metric=objs[0].metric, mode=objs[0].mode,
                             sampler=optuna.samplers.TPESampler(seed=0))
     sched = spec.scheduler
@@ -213,7 +214,8 @@ def _search_tune_config(spec: SweepSpec, phase: Phase, limit: int | None):
                                reduction_factor=sched["reduction_factor"])
                  if sched["type"] == "asha" else FIFOScheduler())
     return tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=phase.method.samples,
-                           max_concurrent_trials=limit, metric=objs[0].metric, mode=objs[0].mode)
+                           max_concurrent_trials=limit, metric=objs[0].metric, mode=objs[0].mode,
+                           reuse_actors=REUSE_ACTORS)
 
 
 def _best_config(grid, spec: SweepSpec) -> dict[str, Any] | None:
