@@ -17,13 +17,12 @@ from ray import tune
 
 from otsr.checkpoint import atomic_write_json, load_checkpoint
 from otsr.config import TrainConfig
+from otsr.evaluation import metric_names
 from otsr.pairs import make_pair
 from otsr.plots import map_figure, save_png
 from otsr.trainers import TRAINERS, Progress
 
 PAIR_KEY = "pair"  # the pair spec rides in the trial config under this key (not a trainer parameter)
-METRIC_NAMES = ("transport_cost", "bias_mean_shift", "bias_sliced_w2", "bias_frechet", "l2_uvp", "cos",
-                "ot_consistency", "shift")
 
 
 def split_config(config: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -73,5 +72,5 @@ def run_trial(config: dict[str, Any]) -> None:
 
     result = TRAINERS[cfg.method](cfg, pair, resume=resume, report=report)
     if result.diverged:  # NaN objectives: Optuna records the trial as failed, MLflow as FAILED
-        tune.report({**dict.fromkeys(METRIC_NAMES, math.nan), **where, "step": result.step, "final": 1,
+        tune.report({**dict.fromkeys(metric_names(pair), math.nan), **where, "step": result.step, "final": 1,
                      "diverged": 1, "reason": result.message})

@@ -76,7 +76,8 @@ def test_mean_shift_and_bad_shapes(rng):
 
 @pytest.mark.parametrize("n", [1, 5, 40])
 def test_hungarian_matches_scipy(n):
-    scipy_opt = pytest.importorskip("scipy.optimize")
+    import scipy.optimize as scipy_opt  # a test dependency (pyproject's test extra)
+
     cost = np.random.default_rng(n).random((n, n))
     ours = metrics.hungarian(cost)
     ref = scipy_opt.linear_sum_assignment(cost)[1]

@@ -53,7 +53,7 @@ def test_psnr_and_ssim_against_hand_and_skimage_values():
     a = torch.full((1, 3, 16, 16), 0.5)
     assert float(psnr(a, a + 0.1)) == pytest.approx(20.0)  # MSE 0.01 -> 10 log10(1 / 0.01)
     assert float(ssim(a, a)) == pytest.approx(1.0)
-    metrics = pytest.importorskip("skimage.metrics")
+    import skimage.metrics as metrics  # the data extra installs scikit-image
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, 3, 40, 33, generator=g)
     y = (x + 0.1 * torch.randn(x.shape, generator=g)).clamp(0, 1)
