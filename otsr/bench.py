@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from otsr.config import TrainConfig
 from otsr.pairs import ConvexMixture, Pair
-from otsr.trainers._loop import autocast_dtype, build_state
+from otsr.trainers._loop import autocast, build_state
 from otsr.trainers.gan import gan_step
 from otsr.trainers.ots import ots_step
 
@@ -139,9 +139,9 @@ def time_loop(bench: BenchConfig, *, reference: bool, steps: int, warmup: int, c
                                  "compile": compile and not reference, "steps": warmup + steps + 1})
     state = build_state(cfg, bench.pair)
     step = ots_step if cfg.method == "ots" else gan_step
-    dtype = autocast_dtype(cfg, dev)
-    ctx = (lambda: torch.autocast(dev.type, dtype=dtype)) if dtype else (lambda: torch.autocast(dev.type,
-                                                                                                enabled=False))
+    def ctx():
+        return autocast(cfg, dev)
+
     for _ in range(warmup):
         with ctx():
             step(state, cfg, bench.pair)

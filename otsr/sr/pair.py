@@ -14,7 +14,7 @@ from otsr.metrics import frechet
 from otsr.pairs._base import Pair
 from otsr.sr.data import CropStream, check_min_size, list_images, paired_validation, read_image
 from otsr.sr.demo import build_demo, default_demo_root
-from otsr.sr.metrics import LPIPS, InceptionFeatures, psnr, ssim
+from otsr.sr.metrics import LPIPS, InceptionFeatures, fid, psnr, ssim
 
 POOL_FEATURES = 16  # the weight-free feature space of the bias view: 16x16 average-pooled RGB (768-d)
 
@@ -148,8 +148,6 @@ class UnpairedSR(Pair):
         out["bias_frechet_pool16"] = frechet(pool(fake), pool(real))
         if self.inception:
             inc = self._feature("inception", lambda: InceptionFeatures(self.inception).to(device))
-            from otsr.sr.metrics import fid
-
             out["fid"] = fid(inc, fake, real)
         return out
 
@@ -158,10 +156,10 @@ class UnpairedSR(Pair):
         """Rows of LR (nearest) | bicubic | T(LR) | HR on validation images (centre crops of one size)."""
         from otsr.plots import image_rows
 
-        rows = []
-        side = min(min(hr.shape[-2:]) for _, hr in self.validation_images("cpu")[:k])
+        rows, images = [], self.validation_images(device)[:k]
+        side = min(min(hr.shape[-2:]) for _, hr in images)
         side -= side % self.scale
-        for lr, hr in self.validation_images(device)[:k]:
+        for lr, hr in images:
             lr = lr[..., : side // self.scale, : side // self.scale]
             hr = hr[..., :side, :side]
             rows.append(torch.cat([F.interpolate(lr, size=hr.shape[-2:], mode="nearest"),

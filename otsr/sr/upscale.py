@@ -13,8 +13,8 @@ from torchvision.io import write_png
 
 from otsr.checkpoint import load_checkpoint
 from otsr.config import TrainConfig
-from otsr.models import build_map, default_models, default_width
 from otsr.sr.data import read_image
+from otsr.trainers._loop import build_models
 
 
 def load_map(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, int]:
@@ -25,8 +25,7 @@ def load_map(checkpoint: str | Path, device: str | torch.device = "cpu") -> tupl
     scale = int(params.get("scale", 1))
     hr = int(params.get("hr_crop", params.get("size", 32)))
     shape, shape_q = (3, hr // scale, hr // scale), (3, hr, hr)
-    name = default_models(shape, shape_q)[0] if cfg.map_model == "auto" else cfg.map_model
-    net = build_map(name, shape, cfg.width or default_width(name), cfg.depth, shape_q)
+    net, _ = build_models(cfg, shape, shape_q)
     net.load_state_dict(ck["map"])
     return net.to(device).eval(), scale
 

@@ -111,23 +111,29 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None
     return torch.bfloat16
 
 
-def _autocast(cfg: TrainConfig, device: torch.device):
+def autocast(cfg: TrainConfig, device: torch.device):
+    """The mixed-precision context of a config on a device (a no-op context for fp32)."""
     dtype = autocast_dtype(cfg, device)
     return torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
 
 
-def build_state(cfg: TrainConfig, pair: Pair) -> TrainState:
-    """Models (seeded init), optimisers and the training generator on the resolved device."""
-    device = resolve_device(cfg.device)
-    shape, shape_q = tuple(pair.shape), tuple(pair.shape_q)
+def build_models(cfg: TrainConfig, shape: tuple[int, ...], shape_q: tuple[int, ...]) -> tuple[nn.Module, nn.Module]:
+    """(map, critic) for samples P of ``shape`` and Q of ``shape_q``, seeded by ``cfg.seed``, on the CPU."""
     map_name, critic_name = default_models(shape, shape_q)
     map_name = map_name if cfg.map_model == "auto" else cfg.map_model
     critic_name = critic_name if cfg.critic_model == "auto" else cfg.critic_model
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
         torch.manual_seed(cfg.seed)
-        t = build_map(map_name, shape, cfg.width or default_width(map_name), cfg.depth, shape_q).to(device)
-        f = build_critic(critic_name, shape_q, cfg.width or default_width(critic_name),
-                         cfg.depth).to(device)
+        t = build_map(map_name, shape, cfg.width or default_width(map_name), cfg.depth, shape_q)
+        f = build_critic(critic_name, shape_q, cfg.width or default_width(critic_name), cfg.depth)
+    return t, f
+
+
+def build_state(cfg: TrainConfig, pair: Pair) -> TrainState:
+    """Models (seeded init), optimisers and the training generator on the resolved device."""
+    device = resolve_device(cfg.device)
+    shape = tuple(pair.shape)
+    t, f = (m.to(device) for m in build_models(cfg, shape, tuple(pair.shape_q)))
     if cfg.channels_last and len(shape) == 3 and device.type == "cuda" and not cfg.reference_habits:
         t, f = t.to(memory_format=torch.channels_last), f.to(memory_format=torch.channels_last)
     fwd_map, fwd_critic = t, f
@@ -189,10 +195,10 @@ def run(cfg: TrainConfig, pair: Pair, outer_step: OuterStep, *, report: Callable
     def save(folder: Path) -> Path:
         return save_checkpoint(state_dict(state, cfg, pair), Path(folder))
 
-    autocast = _autocast(cfg, state.device)
+    precision = autocast(cfg, state.device)
     while state.step < cfg.steps:
         _set_lr(state, cfg)
-        with autocast:
+        with precision:
             losses = outer_step(state, cfg, pair).detach().float()
         state.step += 1
         acc += losses
