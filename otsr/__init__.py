@@ -5,10 +5,16 @@ Front door: ``otsr.solve(pair, method="ots", **config)``.
 
 from otsr import metrics, theory
 from otsr.config import TrainConfig
-from otsr.evaluation import evaluate
-from otsr.pairs import Pair, make_pair, register_pair
+from otsr.evaluation import check_pair, evaluate
+from otsr.metric_registry import register_metric
+from otsr.pairs import Pair, PairSpec, make_pair, register_pair
+from otsr.recipes import recipe, resolve_config
+from otsr.result import Progress, Result
 from otsr.solve import solve
-from otsr.trainers import TRAINERS, Progress, Result
+from otsr.trainers import TRAINERS
 
-__all__ = ["TRAINERS", "Pair", "Progress", "Result", "TrainConfig", "evaluate", "make_pair", "metrics",
-           "register_pair", "solve", "theory"]
+__version__ = "0.2.0"
+
+__all__ = ["TRAINERS", "Pair", "PairSpec", "Progress", "Result", "TrainConfig", "__version__", "check_pair",
+           "evaluate", "make_pair", "metrics", "recipe", "register_metric", "register_pair", "resolve_config",
+           "solve", "theory"]

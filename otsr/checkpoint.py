@@ -1,20 +1,28 @@
-"""Checkpoints: plain dicts of tensors and primitives, written atomically, read with weights_only=True
-so that loading a checkpoint never runs code from it."""
+"""Checkpoint files: plain dicts of tensors and primitives, written atomically, read with weights_only=True so
+that loading a checkpoint never runs code from it; a file that is not an otsr checkpoint is refused by name."""
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 CHECKPOINT_NAME = "checkpoint.pt"
+REQUIRED_KEYS = ("config", "pair", "step", "map", "critic")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be used; the message names the file and why."""
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename, so readers never see half a file."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_bytes(data)
     os.replace(tmp, path)
@@ -37,10 +45,28 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint saved by ``save_checkpoint`` (file or folder), refusing pickled code."""
+    """Load a checkpoint saved by ``save_checkpoint`` (file or folder), refusing pickled code.
+
+    Raises CheckpointError naming the file for a missing, truncated, foreign or code-carrying file.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise CheckpointError(f"checkpoint {path} holds Python objects beyond tensors and plain values "
+                                  f"(it may carry code); otsr will not load it") from None
+        raise CheckpointError(f"checkpoint {path} is not a valid checkpoint file: {str(e).splitlines()[0]}") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        raise CheckpointError(f"checkpoint {path} is truncated or corrupt: "
+                              f"{(str(e).splitlines() or [type(e).__name__])[0]}") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"checkpoint {path} holds {type(ckpt).__name__}, not an otsr checkpoint")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} is not an otsr checkpoint (missing {', '.join(missing)})")
+    return ckpt

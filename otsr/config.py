@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any
 
 from otsr.costs import COSTS
@@ -11,6 +12,9 @@ from otsr.costs import COSTS
 METHODS = ("ots", "gan")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16")
+WARM_STARTS = ("auto", "bures", "identity")
+MAP_MODELS = ("resmlp", "mlp", "unet", "edsr")
+CRITIC_MODELS = ("mlp", "resnet")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +40,13 @@ class TrainConfig:
     beta1: float = 0.0  # Adam beta1 (0 as in WGAN-GP practice)
     beta2: float = 0.9  # Adam beta2
     lr_schedule: str = "constant"  # 'constant' or 'cosine' (both learning rates decay to 0 at the last step)
-    map_model: str = "auto"  # 'mlp' | 'unet' | 'edsr' | 'auto' (mlp vectors, unet images, edsr SR pairs)
+    map_model: str = "auto"  # 'resmlp' | 'mlp' | 'unet' | 'edsr' | 'auto' (resmlp vectors, unet images, edsr SR)
     critic_model: str = "auto"  # 'mlp' | 'resnet' | 'auto' (mlp for vectors, resnet for images)
-    width: int = 0  # MLP units / UNet, ResNet base channels / EDSR features; 0 = 128 / 32 / 64
-    depth: int = 3  # MLP hidden layers / UNet levels / EDSR residual blocks
+    width: int = 0  # map: ResMLP units / UNet base channels / EDSR features; 0 = 64-256 by D / 32 / 64
+    critic_width: int = 0  # critic or potential: MLP units / ResNet base channels; 0 = 128 / 32
+    depth: int = 3  # ResMLP blocks and MLP hidden layers / UNet levels / EDSR residual blocks
+    warm_start: str = "auto"  # 'bures' (start at the Gaussian OT map between Gaussian fits of P and Q), 'identity',
+    # or 'auto': bures for OTS on vector pairs, identity for the GAN (where its content cost pulls it)
     seed: int = 0  # seeds model init and every sample drawn in training
     device: str = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
     log_every: int = 100  # steps between loss readouts (the only host syncs besides eval)
@@ -47,7 +54,8 @@ class TrainConfig:
     eval_samples: int = 4096  # samples for periodic evaluation
     final_eval_samples: int = 16384  # samples for the final metrics (>= 2^14 as the W2 benchmark asks)
     checkpoint_every: int = 500  # steps between checkpoints when an output folder is given
-    precision: str = "auto"  # 'auto' (bf16 autocast on CUDA, fp32 on CPU), 'fp32' or 'bf16' (autocast)
+    precision: str = "auto"  # network bodies: 'auto' (bf16 autocast for conv nets on CUDA, else fp32), 'fp32' or
+    # 'bf16'; bases, potential values, costs and losses are fp32 always
     channels_last: bool = True  # channels_last memory format for image nets on CUDA (faster convolutions)
     compile: bool = False  # torch.compile the map (and the OTS potential; a GP critic needs double backward);
     # off by default: slower on CPU where measured (45.8 vs 63.5 steps/s, OTS MLP D=16)
@@ -60,6 +68,14 @@ class TrainConfig:
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"config key 'lr_schedule': unknown {self.lr_schedule!r}; "
                              f"valid: {', '.join(LR_SCHEDULES)}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", str(self.device)):
+            raise ValueError(f"config key 'device': {self.device!r} is not supported (valid: auto, cpu, cuda, cuda:N)")
+        for key, valid in (("map_model", MAP_MODELS), ("critic_model", CRITIC_MODELS)):
+            if getattr(self, key) not in ("auto", *valid):
+                raise ValueError(f"config key {key!r}: unknown model {getattr(self, key)!r}; valid: auto, "
+                                 f"{', '.join(valid)}")
+        if self.warm_start not in WARM_STARTS:
+            raise ValueError(f"config key 'warm_start': unknown {self.warm_start!r}; valid: {', '.join(WARM_STARTS)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"config key 'precision': unknown {self.precision!r}; valid: {', '.join(PRECISIONS)}")
         for key in ("channels_last", "compile", "reference_habits"):
@@ -93,8 +109,10 @@ class TrainConfig:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"config key {key!r}: {v!r} must be a positive integer")
-        if isinstance(self.width, bool) or not isinstance(self.width, int) or self.width < 0:
-            raise ValueError(f"config key 'width': {self.width!r} must be an integer >= 0")
+        for key in ("width", "critic_width"):
+            v = getattr(self, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"config key {key!r}: {v!r} must be an integer >= 0")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -114,6 +132,25 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of every field (for JSON, checkpoints and MLflow params)."""
         return dataclasses.asdict(self)
+
+    @classmethod
+    def field_help(cls) -> dict[str, str]:
+        """Each field's meaning, read from the comments beside the defaults above (the CLI's help text)."""
+        import inspect
+
+        out: dict[str, str] = {}
+        last = None
+        for line in inspect.getsource(cls).splitlines():
+            code, _, comment = line.partition("#")
+            name = code.split(":", 1)[0].strip()
+            if name in cls.__dataclass_fields__ and ":" in code and "=" in code:
+                last = name
+                out[name] = comment.strip()
+            elif last and not code.strip() and comment:  # a comment line continues the field above
+                out[last] += " " + comment.strip()
+            else:
+                last = None if code.strip() else last
+        return out
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated again)."""

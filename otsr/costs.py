@@ -7,9 +7,6 @@ the squared Euclidean norm ||x - y||^2 (kappa = 1) and ``half_mean`` is 1/2 mse 
 
 from __future__ import annotations
 
-import functools
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -55,28 +52,3 @@ def kappa(name: str, dim: int) -> float:
     """Scale kappa with c(x, y) = kappa * ||x - y||^2 for a ``dim``-dimensional sample."""
     name = check_cost(name)
     return {"mean": 1.0 / dim, "half_mean": 0.5 / dim}.get(name, 1.0)
-
-
-def numel(shape: tuple[int, ...]) -> int:
-    """Number of coordinates of one sample of the given shape."""
-    return math.prod(shape)
-
-
-@functools.lru_cache(maxsize=4)
-def _vgg(path: str, device: str):
-    from otsr.sr.metrics import VGGFeatures
-
-    return VGGFeatures(path).to(device)
-
-
-def content_cost(cfg, x: torch.Tensor, tx: torch.Tensor) -> torch.Tensor:
-    """Per-sample content cost of a trainer config: the named cost, plus ``perceptual_weight`` times the
-    MSE between VGG features of T(x) and of x (bicubic-upsampled for SR) when VGG weights are given."""
-    c = cost(cfg.cost, x, tx)
-    if cfg.perceptual_weight:
-        if x.ndim != 4:
-            raise ValueError("a perceptual (VGG) cost needs image samples")
-        vgg = _vgg(cfg.perceptual_weights, str(tx.device))
-        fx, ftx = vgg(upsample_like(x, tx)), vgg(tx)
-        c = c + cfg.perceptual_weight * (ftx.float() - fx.float()).pow(2).flatten(1).mean(1)
-    return c

@@ -49,25 +49,37 @@ def mean_shift(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.mean(0) - b.mean(0)).norm())
 
 
-def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_projections: int = 128, seed: int = 0) -> float:
-    """Sliced W2: sqrt of the mean over random unit directions of the 1-D W2^2 of the projections.
+def projection_directions(dim: int, n_projections: int = 128, seed: int = 0,
+                          device: torch.device | str = "cpu") -> torch.Tensor:
+    """Random unit directions for sliced W2, shape (dim, n_projections), float64, fixed by ``seed``."""
+    g = torch.Generator(device=device).manual_seed(seed)
+    theta = torch.randn(dim, n_projections, generator=g, device=device, dtype=torch.float64)
+    return theta / theta.norm(dim=0, keepdim=True)
+
+
+def sliced_from_projections(pa: torch.Tensor, pb: torch.Tensor) -> float:
+    """Sliced W2 from projected samples (n, k) and (m, k): sqrt of the mean 1-D W2^2 over the k directions.
 
     Samples may differ in number; the 1-D distances then compare quantiles on a common grid.
     """
-    if a.shape[1:] != b.shape[1:]:
-        raise ValueError(f"sliced_wasserstein: sample shapes differ, {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
-    a, b = _flat(a, b)
-    g = torch.Generator(device=a.device).manual_seed(seed)
-    theta = torch.randn(a.shape[1], n_projections, generator=g, device=a.device, dtype=a.dtype)
-    theta = theta / theta.norm(dim=0, keepdim=True)
-    pa, pb = (a @ theta).sort(0).values, (b @ theta).sort(0).values
+    pa, pb = pa.sort(0).values, pb.sort(0).values
     if pa.shape[0] != pb.shape[0]:
-        q = torch.linspace(0, 1, max(pa.shape[0], pb.shape[0]), dtype=a.dtype, device=a.device)
+        q = torch.linspace(0, 1, max(pa.shape[0], pb.shape[0]), dtype=pa.dtype, device=pa.device)
         pa, pb = torch.quantile(pa, q, dim=0), torch.quantile(pb, q, dim=0)
     return float((pa - pb).pow(2).mean()) ** 0.5
 
 
-def _sqrtm_psd(m: torch.Tensor) -> torch.Tensor:
+def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_projections: int = 128, seed: int = 0) -> float:
+    """Sliced W2: sqrt of the mean over random unit directions of the 1-D W2^2 of the projections."""
+    if a.shape[1:] != b.shape[1:]:
+        raise ValueError(f"sliced_wasserstein: sample shapes differ, {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
+    a, b = _flat(a, b)
+    theta = projection_directions(a.shape[1], n_projections, seed, a.device)
+    return sliced_from_projections(a @ theta, b @ theta)
+
+
+def sqrtm_psd(m: torch.Tensor) -> torch.Tensor:
+    """Square root of a symmetric positive semi-definite matrix (eigh; negative eigenvalues clipped to 0)."""
     w, v = torch.linalg.eigh((m + m.T) / 2)
     return (v * w.clamp_min(0).sqrt()) @ v.T
 
@@ -75,8 +87,8 @@ def _sqrtm_psd(m: torch.Tensor) -> torch.Tensor:
 def bures_sq(m1: torch.Tensor, c1: torch.Tensor, m2: torch.Tensor, c2: torch.Tensor) -> float:
     """Squared W2 between N(m1, c1) and N(m2, c2): |m1-m2|^2 + tr(c1 + c2 - 2 (c1^1/2 c2 c1^1/2)^1/2)."""
     m1, c1, m2, c2 = (t.double() for t in (m1, c1, m2, c2))
-    s1 = _sqrtm_psd(c1)
-    cross = _sqrtm_psd(s1 @ c2 @ s1)
+    s1 = sqrtm_psd(c1)
+    cross = sqrtm_psd(s1 @ c2 @ s1)
     return float((m1 - m2).pow(2).sum() + torch.trace(c1 + c2 - 2 * cross))
 
 
@@ -89,6 +101,46 @@ def frechet(a: torch.Tensor, b: torch.Tensor) -> float:
     a, b = _flat(a, b)
     return bures_sq(a.mean(0), torch.cov(a.T).reshape(a.shape[1], -1), b.mean(0),
                     torch.cov(b.T).reshape(b.shape[1], -1))
+
+
+class Moments:
+    """Running mean and covariance of flattened samples in float64, fed chunk by chunk (memory: d x d).
+
+    Sums are taken around the first chunk's mean, so large offsets do not cancel digits.
+    """
+
+    def __init__(self, second_order: bool = True):
+        self.n, self.second_order = 0, second_order
+        self.center = self.s1 = self.s2 = None
+
+    def update(self, x: torch.Tensor) -> None:
+        """Add a chunk (n, ...) of samples."""
+        x = x.flatten(1).double()
+        if self.center is None:
+            self.center = x.mean(0)
+            self.s1 = torch.zeros_like(self.center)
+            self.s2 = x.new_zeros(x.shape[1], x.shape[1]) if self.second_order else None
+        z = x - self.center
+        self.n += x.shape[0]
+        self.s1 += z.sum(0)
+        if self.second_order:
+            self.s2 += z.T @ z
+
+    def mean(self) -> torch.Tensor:
+        """Sample mean."""
+        return self.center + self.s1 / self.n
+
+    def cov(self) -> torch.Tensor:
+        """Unbiased sample covariance (as ``torch.cov``)."""
+        m = self.s1 / self.n
+        return (self.s2 - self.n * torch.outer(m, m)) / (self.n - 1)
+
+
+def frechet_from_moments(a: Moments, b: Moments) -> float:
+    """The Fréchet distance of two streams of samples (see ``frechet``)."""
+    if a.n < 2 or b.n < 2:
+        raise ValueError("frechet: need at least 2 samples on each side")
+    return bures_sq(a.mean(), a.cov(), b.mean(), b.cov())
 
 
 def linear_assignment(cost: np.ndarray) -> np.ndarray:

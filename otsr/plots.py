@@ -1,4 +1,5 @@
-"""PNG figures without plotting libraries (the core needs only torch): scatter panels and image grids."""
+"""Figures: scatter panels and image grids as PNG without plotting libraries (the core needs only torch), and
+metric curves against training steps with matplotlib when it is installed."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from pathlib import Path
 import torch
 from torchvision.io import write_png
 from torchvision.utils import make_grid
+
+from otsr.evaluation import draw, draw_q
 
 PANEL = 256
 COLOURS = {"P": (31, 119, 180), "Q": (44, 160, 44), "T#P": (214, 39, 40)}
@@ -60,13 +63,49 @@ def save_png(img: torch.Tensor, path: Path) -> Path:
 @torch.no_grad()
 def map_figure(t, pair, device, n: int = 2000, seed: int = 0) -> torch.Tensor:
     """Vectors: panels P | Q | T#P. Images: a grid whose columns are inputs | T(inputs) | targets."""
-    if hasattr(pair, "figure"):  # pairs with validation data draw their own grid (super-resolution)
-        return pair.figure(t, device)
+    own = pair.figure(t, device)  # pairs with validation data draw their own grid (super-resolution)
+    if own is not None:
+        return own
     g = torch.Generator(device=device).manual_seed(seed)
     if len(pair.shape) == 1:
-        x = pair.sample_p(n, g)
-        return scatter_panels({"P": x, "Q": pair.sample_q(n, g), "T#P": t(x)})
+        x = draw(pair, n, g, False)[0]
+        return scatter_panels({"P": x, "Q": draw_q(pair, n, g), "T#P": t(x)})
     k = 8
-    x, y = pair.sample_with_target(k, g) if pair.has_true_map else (pair.sample_p(k, g), pair.sample_q(k, g))
+    x, y = draw(pair, k, g, True) if pair.has_true_map else (draw(pair, k, g, False)[0], draw_q(pair, k, g))
     cols = torch.stack([x, t(x), y], 1).flatten(0, 1)  # each row: input, output, target
     return image_rows([cols], nrow=6)
+
+
+CURVE_KEYS = ("l2_uvp", "psnr", "bias_sliced_w2", "bias_frechet", "bias_frechet_pool16", "ssim", "transport_cost")
+
+
+def curves_figure(evals: list[dict[str, float]], path: Path, title: str = "") -> Path | None:
+    """Metrics of the periodic and final evaluations against steps (one panel each); bicubic baselines of SR
+    pairs as dashed lines. Needs matplotlib (the sweep extra); without it nothing is drawn and None returned."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    keys = [k for k in CURVE_KEYS if any(k in e for e in evals)]
+    if not keys:
+        return None
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        pts = [(e["step"], e[key]) for e in evals if key in e]
+        ax.plot(*zip(*pts), "o-", ms=3, label=key)
+        base = f"{key}_bicubic"
+        if any(base in e for e in evals):
+            ax.plot(*zip(*[(e["step"], e[base]) for e in evals if base in e]), "k--", lw=1, label="bicubic")
+            ax.legend(fontsize=7)
+        ax.set_xlabel("step")
+        ax.set_title(key)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)

@@ -1,4 +1,4 @@
-"""``otsr.solve``: the one-call front door (builds the config and dispatches to a trainer)."""
+"""``otsr.solve``: the one-call front door (resolves the config against the pair's recipe, dispatches)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,16 @@ from typing import Any
 
 from otsr.config import TrainConfig
 from otsr.pairs import Pair, make_pair
-from otsr.trainers import TRAINERS, Result
+from otsr.recipes import resolve_config
+from otsr.result import Result
+from otsr.trainers import TRAINERS
 
 
 def solve(pair: Pair | str, method: str = "ots", *, report=None, out_dir=None, pair_params: dict | None = None,
           **config: Any) -> Result:
-    """Train ``method`` ('ots' or 'gan') on ``pair`` (a Pair or a registered name) and return the Result.
+    """Train ``method`` ('ots' or 'gan') on ``pair`` (a Pair, a registered name or 'module:Class').
+
+    Settings not given come from the pair's recipe (``otsr.recipes``), then ``TrainConfig``'s defaults.
 
     Example:
         >>> import otsr
@@ -22,5 +26,5 @@ def solve(pair: Pair | str, method: str = "ots", *, report=None, out_dir=None, p
     """
     if isinstance(pair, str):
         pair = make_pair(pair, **(pair_params or {}))
-    cfg = TrainConfig.from_dict({"method": method, **config})
+    cfg: TrainConfig = resolve_config(pair, {"method": method, **config})
     return TRAINERS[cfg.method](cfg, pair, report=report, out_dir=out_dir)

@@ -11,6 +11,6 @@ stamp=.venv/.otsr-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[sweep,data,test]"
+  .venv/bin/python -m pip install -q -e ".[sweep,data,metrics,test]"
   echo "$want" > "$stamp"
 fi

@@ -1,13 +1,14 @@
 """Problems with (mostly) known OT maps: a source P, a target Q and T* where known."""
 
-from otsr.pairs._base import NoTrueMapError, Pair, validate_pair
+from otsr.pairs._base import NoTrueMapError, Pair, cached_to
 from otsr.pairs._convex import ConvexMixture, best_affine_l2_uvp
 from otsr.pairs._gaussian import Gaussian, GaussianShift, gaussian_ot_matrix
-from otsr.pairs._images import DegradedImages
-from otsr.pairs._registry import PAIRS, make_pair, pair_class, pair_parameters, register_pair
+from otsr.pairs._images import DegradedImages, blur, gaussian_kernel
+from otsr.pairs._registry import PAIRS, make_pair, pair_class, pair_names, pair_parameters, register_pair
+from otsr.pairs._spec import PairSpec
 
 __all__ = [
-    "PAIRS", "ConvexMixture", "DegradedImages", "Gaussian", "GaussianShift", "NoTrueMapError", "Pair",
-    "best_affine_l2_uvp", "gaussian_ot_matrix", "make_pair", "pair_class", "pair_parameters",
-    "register_pair", "validate_pair",
+    "PAIRS", "ConvexMixture", "DegradedImages", "Gaussian", "GaussianShift", "NoTrueMapError", "Pair", "PairSpec",
+    "best_affine_l2_uvp", "blur", "cached_to", "gaussian_kernel", "gaussian_ot_matrix", "make_pair", "pair_class",
+    "pair_names", "pair_parameters", "register_pair",
 ]

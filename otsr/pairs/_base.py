@@ -1,12 +1,17 @@
-"""The Pair interface: what an OT problem is (source P, target Q, the true map when known)."""
+"""The Pair contract: what an OT problem is (source P, target Q, the true map when known), and every hook
+that evaluation, figures and reports may call, each with a default."""
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
+
+if TYPE_CHECKING:
+    from otsr.pairs._spec import PairSpec
 
 
 class NoTrueMapError(RuntimeError):
@@ -16,9 +21,12 @@ class NoTrueMapError(RuntimeError):
 class Pair(abc.ABC):
     """Source P and target Q with (optionally) the true OT map T* from P to Q.
 
-    A pair is fully reproduced by ``make_pair(pair.name, **pair.params())``. Samplers take an explicit
-    ``torch.Generator`` on the target device, so training runs are seeded and resumable.
-    Subclasses implement the abstract methods; nothing returns ``None`` by accident.
+    A pair is fully reproduced by ``pair.spec().build()``. Samplers take an explicit ``torch.Generator`` on the
+    target device, so training runs are seeded and resumable. Samplers and ``sample_with_target`` may use
+    autograd (e.g. T* = grad psi of a network): evaluation calls them with gradients enabled and detaches.
+
+    Subclasses implement the abstract members; the hooks below them have defaults and are overridden by pairs
+    that know more (a learned-shift metric, a validation set, their own figure).
     """
 
     name: ClassVar[str]
@@ -42,6 +50,10 @@ class Pair(abc.ABC):
     def sample_q(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` samples of Q drawn independently of P, shape ``(n, *shape_q)``."""
 
+    @abc.abstractmethod
+    def var_q(self) -> float:
+        """Var(Q) = trace of the covariance of Q (the L2-UVP normaliser)."""
+
     def sample_with_target(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` samples x of P with their images T*(x); raises NoTrueMapError when T* is unknown."""
         raise NoTrueMapError(f"pair {self.name!r} has no known OT map")
@@ -51,15 +63,60 @@ class Pair(abc.ABC):
         """Whether ``sample_with_target`` works, i.e. L2-UVP and cos can be computed."""
         return type(self).sample_with_target is not Pair.sample_with_target
 
-    @abc.abstractmethod
-    def var_q(self) -> float:
-        """Var(Q) = trace of the covariance of Q (the L2-UVP normaliser)."""
-
     def params(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this pair exactly (dataclass fields by default)."""
         if dataclasses.is_dataclass(self):
             return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
         raise NotImplementedError(f"{type(self).__name__} must implement params()")
+
+    def spec(self) -> PairSpec:
+        """The pair's identity: registry name (or import path) and parameters; ``spec().build()`` rebuilds it."""
+        from otsr.pairs._registry import spec_name
+        from otsr.pairs._spec import PairSpec
+
+        return PairSpec(spec_name(type(self)), self.params())
+
+    # --- evaluation hooks (defaults: nothing extra) ---
+
+    def map_metrics(self, x: torch.Tensor, tx: torch.Tensor) -> dict[str, float]:
+        """Pair-specific metrics of a chunk of samples x and their images T(x), as means over the chunk.
+
+        Evaluation streams samples in chunks and averages these values weighted by chunk size, so each value
+        must be a mean over the chunk's samples. Names must be listed by ``map_metric_names``.
+        """
+        return {}
+
+    def map_metric_names(self) -> set[str]:
+        """Names ``map_metrics`` returns (registered in ``otsr.metric_registry``)."""
+        return set()
+
+    def feature_spaces(self, device: torch.device) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+        """Extra feature maps (name -> fn on Q-shaped batches) whose Fréchet distance between T#P and Q is
+        reported at the final evaluation, e.g. ``fid`` through an Inception network."""
+        return {}
+
+    def feature_space_names(self) -> set[str]:
+        """Names ``feature_spaces`` returns with this pair's settings (without building any network)."""
+        return set()
+
+    def validation_metrics(self, t, device: torch.device, limit: int = 0) -> dict[str, float]:
+        """Metrics on the pair's own validation data (e.g. paired SR images), run at the final evaluation.
+
+        ``limit`` > 0 caps the number of validation items (the pre-training check uses 1).
+        """
+        return {}
+
+    def validation_metric_names(self) -> set[str]:
+        """Names ``validation_metrics`` returns with this pair's settings."""
+        return set()
+
+    def metric_notes(self) -> dict[str, str]:
+        """Metrics this pair cannot compute, each with the reason (reported, never faked)."""
+        return {} if self.has_true_map else {"l2_uvp": "unavailable: this pair has no known OT map"}
+
+    def figure(self, t, device: torch.device) -> torch.Tensor | None:
+        """A (3, H, W) uint8 picture of the map, or None for the generic scatter / image grid."""
+        return None
 
     def check_dim(self, dim: int, key: str = "dim") -> None:
         """Raise ValueError when the dimension parameter ``key`` is outside this pair's supported range."""
@@ -78,28 +135,3 @@ def cached_to(cache: dict, key: str, tensor: torch.Tensor, device: torch.device)
     if k not in cache:
         cache[k] = tensor.to(device)
     return cache[k]
-
-
-def validate_pair(pair: Pair, device: torch.device | str = "cpu") -> None:
-    """Check that a (possibly user-written) pair returns samples of its declared shape; raise ValueError."""
-    g = torch.Generator(device=device).manual_seed(0)
-    for what, fn, shape in (("sample_p", pair.sample_p, tuple(pair.shape)),
-                            ("sample_q", pair.sample_q, tuple(pair.shape_q))):
-        out = fn(3, g)
-        if not isinstance(out, torch.Tensor):
-            raise ValueError(f"pair {pair!r}: {what}(3) returned {type(out).__name__}, not a tensor")
-        if tuple(out.shape) != (3, *shape):
-            raise ValueError(
-                f"pair {pair!r}: {what}(3) returned shape {tuple(out.shape)}, expected {(3, *shape)}"
-            )
-        if not torch.isfinite(out).all():
-            raise ValueError(f"pair {pair!r}: {what} returned non-finite values")
-    if pair.has_true_map:
-        x, y = pair.sample_with_target(3, g)
-        if tuple(x.shape) != (3, *pair.shape) or tuple(y.shape) != (3, *pair.shape_q):
-            raise ValueError(
-                f"pair {pair!r}: sample_with_target(3) returned shapes {tuple(x.shape)}, {tuple(y.shape)}"
-            )
-    v = float(pair.var_q())
-    if not v > 0:
-        raise ValueError(f"pair {pair!r}: var_q() = {v}, must be > 0")

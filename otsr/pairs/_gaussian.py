@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from otsr.metrics import sqrtm_psd
 from otsr.pairs._base import Pair, cached_to
 
 
@@ -60,6 +61,10 @@ class GaussianShift(Pair):
         u = self.delta(x.device) / self.shift
         return {"shift": float(((tx - x) @ u).mean())}
 
+    def map_metric_names(self) -> set[str]:
+        """``shift``: the learned translation along delta."""
+        return {"shift"}
+
 
 def _random_spd(dim: int, g: torch.Generator, scale: float) -> torch.Tensor:
     """A random well-conditioned SPD matrix with eigenvalues in [0.25, 1] * scale^2 (float64)."""
@@ -68,20 +73,14 @@ def _random_spd(dim: int, g: torch.Generator, scale: float) -> torch.Tensor:
     return (q * eig) @ q.T
 
 
-def _sqrtm(a: torch.Tensor) -> torch.Tensor:
-    """Symmetric PSD square root via eigh."""
-    w, v = torch.linalg.eigh(a)
-    return (v * w.clamp_min(0).sqrt()) @ v.T
-
-
 def gaussian_ot_matrix(cov_p: torch.Tensor, cov_q: torch.Tensor) -> torch.Tensor:
     """Matrix A of the quadratic-cost OT map x -> m_q + A (x - m_p) between N(., cov_p) and N(., cov_q).
 
     A = S^-1/2 (S^1/2 C S^1/2)^1/2 S^-1/2 with S = cov_p, C = cov_q.
     """
-    s_half = _sqrtm(cov_p)
+    s_half = sqrtm_psd(cov_p)
     s_inv_half = torch.linalg.inv(s_half)
-    return s_inv_half @ _sqrtm(s_half @ cov_q @ s_half) @ s_inv_half
+    return s_inv_half @ sqrtm_psd(s_half @ cov_q @ s_half) @ s_inv_half
 
 
 @dataclasses.dataclass(repr=False)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.io import decode_jpeg, encode_jpeg, write_png
 
-from otsr.pairs._images import blur, gaussian_kernel
+from otsr.pairs import blur, gaussian_kernel
 
 HR_PHOTOS = ("astronaut", "rocket", "china", "immunohistochemistry")
 LR_PHOTOS = ("chelsea", "hubble_deep_field", "flower", "retina")

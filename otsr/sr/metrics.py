@@ -1,5 +1,6 @@
-"""SR metrics: PSNR and SSIM (as scikit-image computes them) on RGB in [0, 1]; FID, LPIPS and the VGG
-perceptual cost from pretrained weights the user keeps in local files (nothing is downloaded)."""
+"""SR metrics: PSNR and SSIM (as scikit-image computes them) on RGB in [0, 1]; FID through the FID Inception
+network and LPIPS through the ``lpips`` package, from pretrained weights the user keeps in local files
+(nothing is downloaded)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from otsr.metrics import frechet
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from torchvision.models import inception
 
 
 def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
@@ -47,109 +44,120 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, win_size: in
     return s.flatten(1).mean(1).reshape(n, c).mean(1)
 
 
-def _load_state(path: str | Path, what: str) -> dict:
+def load_state(path: str | Path, what: str) -> dict:
+    """A state dict from a local weights file (``weights_only``: loading never runs code from it)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} weights not found at {path} (give a local file; nothing is downloaded)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{what} weights file {path} cannot be read as a state dict: {e}") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise ValueError(f"{what} weights file {path} holds {type(state).__name__}, not a state dict")
+    return state
 
 
-def _imagenet_norm(x: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+def _tf_avg_pool(x: torch.Tensor) -> torch.Tensor:
+    """TensorFlow's 3x3 average pool: padded zeros do not count in the average (the FID network's pooling)."""
+    return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
 
 
-class InceptionFeatures(nn.Module):
-    """Inception-v3 pool3 features (2048-d) from a local torchvision ``inception_v3`` state dict (for FID)."""
+class _FIDBlockA(inception.InceptionA):
+    def _forward(self, x):
+        return [self.branch1x1(x), self.branch5x5_2(self.branch5x5_1(x)),
+                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))), self.branch_pool(_tf_avg_pool(x))]
+
+
+class _FIDBlockC(inception.InceptionC):
+    def _forward(self, x):
+        b7 = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
+        d = x
+        for layer in (self.branch7x7dbl_1, self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4,
+                      self.branch7x7dbl_5):
+            d = layer(d)
+        return [self.branch1x1(x), b7, d, self.branch_pool(_tf_avg_pool(x))]
+
+
+class _FIDBlockE(inception.InceptionE):
+    """The last two Inception blocks; the FID network's final one max-pools its pool branch."""
+
+    def __init__(self, in_channels: int, max_pool: bool):
+        super().__init__(in_channels)
+        self.max_pool = max_pool
+
+    def _forward(self, x):
+        a = self.branch3x3_1(x)
+        b = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
+        pooled = F.max_pool2d(x, 3, stride=1, padding=1) if self.max_pool else _tf_avg_pool(x)
+        return [self.branch1x1(x), torch.cat([self.branch3x3_2a(a), self.branch3x3_2b(a)], 1),
+                torch.cat([self.branch3x3dbl_3a(b), self.branch3x3dbl_3b(b)], 1), self.branch_pool(pooled)]
+
+
+class FIDInception(nn.Module):
+    """The Inception network of TensorFlow's FID (pool3, 2048-d), as SR and GAN papers compute FID.
+
+    Its weights are the ``pt_inception-2015-12-05`` state dict that pytorch-fid publishes; give the local file.
+    It differs from torchvision's ImageNet Inception-v3 (1008 classes, TF-style average pools, a max pool in the
+    last block), so torchvision weights do not fit. Inputs in [0, 1] are resized bilinearly to 299 x 299.
+    """
 
     def __init__(self, weights: str | Path):
         super().__init__()
-        from torchvision.models import inception_v3
-
-        net = inception_v3(weights=None, aux_logits=True, init_weights=False)
-        net.load_state_dict(_load_state(weights, "Inception-v3"))
-        net.fc = nn.Identity()
-        net.aux_logits, net.AuxLogits = False, None
-        self.net = net.eval().requires_grad_(False)
+        net = inception.Inception3(num_classes=1008, aux_logits=False, init_weights=False)
+        net.Mixed_5b, net.Mixed_5c, net.Mixed_5d = _FIDBlockA(192, 32), _FIDBlockA(256, 64), _FIDBlockA(288, 64)
+        net.Mixed_6b, net.Mixed_6c = _FIDBlockC(768, 128), _FIDBlockC(768, 160)
+        net.Mixed_6d, net.Mixed_6e = _FIDBlockC(768, 160), _FIDBlockC(768, 192)
+        net.Mixed_7b, net.Mixed_7c = _FIDBlockE(1280, max_pool=False), _FIDBlockE(2048, max_pool=True)
+        try:
+            net.load_state_dict(load_state(weights, "FID Inception"))
+        except RuntimeError as e:
+            raise ValueError(f"FID Inception weights file {weights} does not match the FID network "
+                             f"(pt_inception-2015-12-05 expected): {str(e).splitlines()[0]}") from None
+        pool = nn.MaxPool2d(3, stride=2)
+        self.body = nn.Sequential(net.Conv2d_1a_3x3, net.Conv2d_2a_3x3, net.Conv2d_2b_3x3, pool,
+                                  net.Conv2d_3b_1x1, net.Conv2d_4a_3x3, pool, net.Mixed_5b, net.Mixed_5c,
+                                  net.Mixed_5d, net.Mixed_6a, net.Mixed_6b, net.Mixed_6c, net.Mixed_6d, net.Mixed_6e,
+                                  net.Mixed_7a, net.Mixed_7b, net.Mixed_7c, nn.AdaptiveAvgPool2d(1))
+        self.eval().requires_grad_(False)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (n, 3, H, W) in [0, 1] -> (n, 2048)."""
-        x = F.interpolate(x.float(), size=(299, 299), mode="bilinear", align_corners=False)
-        return self.net(_imagenet_norm(x))
+        """Images (n, 3, H, W) in [0, 1] -> pool3 features (n, 2048), in fp32 whatever the caller's autocast."""
+        with torch.autocast(x.device.type, enabled=False):
+            x = F.interpolate(x.float(), size=(299, 299), mode="bilinear", align_corners=False)
+            return self.body(2 * x - 1).flatten(1)
 
 
-def fid(features: nn.Module, a: torch.Tensor, b: torch.Tensor, batch: int = 64) -> float:
-    """Fréchet Inception Distance between two image batches in [0, 1]."""
-    fa = torch.cat([features(a[i:i + batch]) for i in range(0, len(a), batch)])
-    fb = torch.cat([features(b[i:i + batch]) for i in range(0, len(b), batch)])
-    return frechet(fa, fb)
+class LPIPSMetric(nn.Module):
+    """LPIPS (AlexNet) through the ``lpips`` package: its linear heads ship with the wheel, the AlexNet backbone
+    comes from a local torchvision ``alexnet`` state dict (the package would otherwise download it)."""
 
-
-ALEX_RELU = (1, 4, 7, 9, 11)  # relu1..relu5 in torchvision's alexnet.features
-ALEX_CHANNELS = (64, 192, 384, 256, 256)
-
-
-class LPIPS(nn.Module):
-    """LPIPS (AlexNet variant) from local files: torchvision ``alexnet`` weights and the 5 linear heads.
-
-    The heads file holds ``lin{i}.model.1.weight`` (the lpips package's names) or ``lin{i}.weight``,
-    each of shape (1, C_i, 1, 1).
-    """
-
-    shift = (-0.030, -0.088, -0.188)
-    scale = (0.458, 0.448, 0.450)
-
-    def __init__(self, alexnet_weights: str | Path, lin_weights: str | Path):
+    def __init__(self, alexnet_weights: str | Path):
         super().__init__()
-        from torchvision.models import alexnet
+        try:
+            import lpips
+        except ImportError as e:
+            raise ImportError("LPIPS needs the lpips package: pip install 'otsr[metrics]' (or lpips==0.1.4)") from e
+        import warnings
 
-        net = alexnet(weights=None)
-        net.load_state_dict(_load_state(alexnet_weights, "AlexNet"))
-        self.features = net.features[: ALEX_RELU[-1] + 1].eval().requires_grad_(False)
-        lins = _load_state(lin_weights, "LPIPS linear heads")
-        self.lins = []
-        for i, c in enumerate(ALEX_CHANNELS):
-            w = lins.get(f"lin{i}.model.1.weight", lins.get(f"lin{i}.weight"))
-            if w is None or tuple(w.shape) != (1, c, 1, 1):
-                raise ValueError(f"LPIPS heads file {lin_weights}: lin{i} weight missing or not (1, {c}, 1, 1)")
-            self.register_buffer(f"lin{i}", w.float())
-            self.lins.append(f"lin{i}")
+        with warnings.catch_warnings():  # lpips builds torchvision's alexnet with the deprecated 'pretrained'
+            warnings.simplefilter("ignore", UserWarning)
+            self.model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
+        features = {k[len("features."):]: v for k, v in load_state(alexnet_weights, "AlexNet").items()
+                    if k.startswith("features.")}
+        backbone = {}
+        for key in self.model.net.state_dict():  # 'slice2.3.weight' holds alexnet 'features.3.weight'
+            idx = key.split(".", 1)[1]
+            if idx not in features:
+                raise ValueError(f"AlexNet weights file {alexnet_weights}: 'features.{idx}' is missing")
+            backbone[key] = features[idx]
+        self.model.net.load_state_dict(backbone)
+        self.eval().requires_grad_(False)
 
     @torch.no_grad()
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Per-image distance of batches in [0, 1]."""
-        shift = torch.tensor(self.shift, device=a.device).view(1, 3, 1, 1)
-        scale = torch.tensor(self.scale, device=a.device).view(1, 3, 1, 1)
-        ha, hb = ((2 * a.float() - 1) - shift) / scale, ((2 * b.float() - 1) - shift) / scale
-        total = torch.zeros(a.shape[0], device=a.device)
-        for i, layer in enumerate(self.features):
-            ha, hb = layer(ha), layer(hb)
-            if i in ALEX_RELU:
-                k = ALEX_RELU.index(i)
-                na = ha / (ha.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-                nb = hb / (hb.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-                total += F.conv2d((na - nb).pow(2), getattr(self, self.lins[k])).mean((1, 2, 3))
-        return total
-
-
-class VGGFeatures(nn.Module):
-    """VGG-19 features up to ``layer`` (default relu5_4) from a local torchvision ``vgg19`` state dict."""
-
-    def __init__(self, weights: str | Path, layer: int = 35):
-        super().__init__()
-        from torchvision.models import vgg19
-
-        net = vgg19(weights=None)
-        state = _load_state(weights, "VGG-19")
-        feats = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-        if not feats:
-            raise ValueError(f"VGG-19 weights file {weights} has no 'features.*' entries")
-        net.features.load_state_dict(feats)  # the classifier is not needed (and may be left out of the file)
-        self.features = net.features[: layer + 1].eval().requires_grad_(False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1] -> feature maps (gradients flow to ``x`` for a perceptual cost)."""
-        return self.features(_imagenet_norm(x.float()))
+        with torch.autocast(a.device.type, enabled=False):
+            return self.model(a.float(), b.float(), normalize=True).flatten()

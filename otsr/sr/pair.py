@@ -1,5 +1,6 @@
 """The unpaired ×scale SR problem as a Pair: P = LR crops, Q = HR crops (no true map), plus the paired
-validation set on which PSNR/SSIM (and LPIPS/FID with local weights) are measured."""
+validation set on which PSNR/SSIM (and LPIPS with local weights) are measured; FID (with local weights) compares
+T(LR crops) with HR crops."""
 
 from __future__ import annotations
 
@@ -10,13 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from otsr.costs import upsample_like
-from otsr.metrics import frechet
-from otsr.pairs._base import Pair
+from otsr.pairs import Pair
 from otsr.sr.data import CropStream, check_min_size, list_images, paired_validation, read_image
 from otsr.sr.demo import build_demo, default_demo_root
-from otsr.sr.metrics import LPIPS, InceptionFeatures, fid, psnr, ssim
-
-POOL_FEATURES = 16  # the weight-free feature space of the bias view: 16x16 average-pooled RGB (768-d)
+from otsr.sr.metrics import FIDInception, LPIPSMetric, psnr, ssim
 
 
 @dataclasses.dataclass(repr=False)
@@ -33,9 +31,8 @@ class UnpairedSR(Pair):
     crops_per_image: int = 8  # crops cut from each decoded image
     valid_limit: int = 0  # validation pairs used (0 = all)
     valid_crop: int = 0  # HR side of the centre crop evaluated per validation image (0 = whole images)
-    inception: str = ""  # local torchvision inception_v3 weights: enables FID
-    lpips_alexnet: str = ""  # local torchvision alexnet weights ...
-    lpips_lin: str = ""  # ... and LPIPS linear heads: enable LPIPS
+    inception: str = ""  # local FID Inception weights (pytorch-fid's pt_inception-2015-12-05 .pth): enables FID
+    lpips_alexnet: str = ""  # local torchvision alexnet weights: enables LPIPS (heads ship with the lpips package)
     seed: int = 0  # crop positions and augmentation
 
     def __post_init__(self):
@@ -83,35 +80,29 @@ class UnpairedSR(Pair):
 
     def metric_notes(self) -> dict[str, str]:
         """Metrics that cannot be computed, with the reason (never faked)."""
-        notes = {}
+        notes = {"l2_uvp": "unavailable: real unpaired data has no known OT map"}
         if not self.inception:
-            notes["fid"] = "unavailable: no local Inception-v3 weights given (pair parameter 'inception')"
-        if not (self.lpips_alexnet and self.lpips_lin):
-            notes["lpips"] = "unavailable: no local AlexNet + LPIPS head weights given ('lpips_alexnet', 'lpips_lin')"
-        notes["l2_uvp"] = "unavailable: real unpaired data has no known OT map"
+            notes["fid"] = "unavailable: no local FID Inception weights given (pair parameter 'inception')"
+        if not self.lpips_alexnet:
+            notes["lpips"] = "unavailable: no local AlexNet weights given (pair parameter 'lpips_alexnet')"
         return notes
 
-    def validation_images(self, device) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(LR, HR) float tensors (1, 3, h, w) in [0, 1], centre-cropped when ``valid_crop`` is set."""
-        out = []
-        for lr_file, hr_file in self.valid:
+    def validation_images(self, device, limit: int = 0):
+        """Yield (LR, HR) float tensors (1, 3, h, w) in [0, 1], one pair at a time (centre-cropped when
+        ``valid_crop`` is set); ``limit`` > 0 stops after that many."""
+        for lr_file, hr_file in self.valid[:limit] if limit else self.valid:
             lr, hr = read_image(lr_file).float()[None] / 255, read_image(hr_file).float()[None] / 255
             if self.valid_crop:
                 c, s = self.valid_crop, self.scale
-                h0, w0 = (lr.shape[-2] - c // s) // 2, (lr.shape[-1] - c // s) // 2
+                h0, w0 = max(0, (lr.shape[-2] - c // s) // 2), max(0, (lr.shape[-1] - c // s) // 2)
                 lr = lr[..., h0:h0 + c // s, w0:w0 + c // s]
                 hr = hr[..., h0 * s:h0 * s + c, w0 * s:w0 * s + c]
-            out.append((lr.to(device), hr.to(device)))
-        return out
+            yield lr.to(device), hr.to(device)
 
-    def map_eval_names(self) -> set[str]:
-        """Names ``map_eval`` reports with the weights this pair was given."""
-        names = {"psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "bias_frechet_pool16"}
-        if self.lpips_alexnet and self.lpips_lin:
-            names.add("lpips")
-        if self.inception:
-            names.add("fid")
-        return names
+    def validation_metric_names(self) -> set[str]:
+        """PSNR/SSIM of T(LR) and of bicubic; LPIPS when AlexNet weights are given."""
+        names = {"psnr", "ssim", "psnr_bicubic", "ssim_bicubic"}
+        return names | ({"lpips"} if self.lpips_alexnet else set())
 
     def _feature(self, key: str, build):
         if key not in self._features:
@@ -119,51 +110,49 @@ class UnpairedSR(Pair):
         return self._features[key]
 
     @torch.no_grad()
-    def map_eval(self, t, device) -> dict[str, float]:
-        """PSNR/SSIM of T(LR) and of bicubic against the paired HR images; LPIPS/FID when weights are given;
-        the bias view: Fréchet distance between pooled features of T(LR crops) and HR crops."""
-        ps, ss, pb, sb, outs, his, lps = [], [], [], [], [], [], []
-        lpips = self._feature("lpips", lambda: LPIPS(self.lpips_alexnet, self.lpips_lin).to(device)) \
-            if self.lpips_alexnet and self.lpips_lin else None
-        for lr, hr in self.validation_images(device):
-            sr = t(lr).clamp(0, 1)
+    def validation_metrics(self, t, device, limit: int = 0) -> dict[str, float]:
+        """PSNR/SSIM (and LPIPS) of T(LR) and of bicubic against the paired HR images, one image at a time."""
+        sums = dict.fromkeys(self.validation_metric_names(), 0.0)
+        lpips = self._feature(("lpips", str(device)), lambda: LPIPSMetric(self.lpips_alexnet).to(device)) \
+            if self.lpips_alexnet else None
+        n = 0
+        for lr, hr in self.validation_images(device, limit):
+            sr = t(lr).float().clamp(0, 1)
             bic = upsample_like(lr, hr).clamp(0, 1)
-            ps.append(psnr(sr, hr))
-            ss.append(ssim(sr, hr))
-            pb.append(psnr(bic, hr))
-            sb.append(ssim(bic, hr))
+            sums["psnr"] += float(psnr(sr, hr).sum())
+            sums["ssim"] += float(ssim(sr, hr).sum())
+            sums["psnr_bicubic"] += float(psnr(bic, hr).sum())
+            sums["ssim_bicubic"] += float(ssim(bic, hr).sum())
             if lpips is not None:
-                lps.append(lpips(sr, hr))
-            outs.append(sr)
-            his.append(hr)
-        out = {"psnr": float(torch.cat(ps).mean()), "ssim": float(torch.cat(ss).mean()),
-               "psnr_bicubic": float(torch.cat(pb).mean()), "ssim_bicubic": float(torch.cat(sb).mean())}
-        if lps:
-            out["lpips"] = float(torch.cat(lps).mean())
-        g = torch.Generator(device=device).manual_seed(0)
-        n = 256
-        fake = torch.cat([t(self.sample_p(64, g)).clamp(0, 1) for _ in range(n // 64)])
-        real = self.sample_q(n, g)
-        pool = lambda z: F.adaptive_avg_pool2d(z, POOL_FEATURES).flatten(1)  # noqa: E731
-        out["bias_frechet_pool16"] = frechet(pool(fake), pool(real))
-        if self.inception:
-            inc = self._feature("inception", lambda: InceptionFeatures(self.inception).to(device))
-            out["fid"] = fid(inc, fake, real)
-        return out
+                sums["lpips"] += float(lpips(sr, hr).sum())
+            n += 1
+        return {k: v / n for k, v in sums.items()}
+
+    def feature_space_names(self) -> set[str]:
+        """``fid`` when FID Inception weights are given."""
+        return {"fid"} if self.inception else set()
+
+    def feature_spaces(self, device) -> dict:
+        """FID: the Fréchet distance of T(LR crops) and HR crops in the FID Inception network's pool3 space."""
+        if not self.inception:
+            return {}
+        net = self._feature(("fid", str(device)), lambda: FIDInception(self.inception).to(device))
+        return {"fid": lambda z: net(z.float().clamp(0, 1))}
 
     @torch.no_grad()
     def figure(self, t, device, k: int = 4) -> torch.Tensor:
         """Rows of LR (nearest) | bicubic | T(LR) | HR on validation images (centre crops of one size)."""
         from otsr.plots import image_rows
 
-        rows, images = [], self.validation_images(device)[:k]
+        images = list(self.validation_images(device, k))
         side = min(min(hr.shape[-2:]) for _, hr in images)
         side -= side % self.scale
+        rows = []
         for lr, hr in images:
             lr = lr[..., : side // self.scale, : side // self.scale]
             hr = hr[..., :side, :side]
             rows.append(torch.cat([F.interpolate(lr, size=hr.shape[-2:], mode="nearest"),
-                                   upsample_like(lr, hr).clamp(0, 1), t(lr).clamp(0, 1), hr]))
+                                   upsample_like(lr, hr).clamp(0, 1), t(lr).float().clamp(0, 1), hr]))
         return image_rows(rows, nrow=4)
 
 

@@ -11,23 +11,23 @@ from pathlib import Path
 import torch
 from torchvision.io import write_png
 
-from otsr.checkpoint import load_checkpoint
+from otsr.checkpoint import CheckpointError, load_checkpoint
 from otsr.config import TrainConfig
 from otsr.sr.data import read_image
-from otsr.trainers._loop import build_models
+from otsr.state import build_models
 
 
 def load_map(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, int]:
-    """The map of a checkpoint (rebuilt from its own config, weights only) and its scale factor."""
+    """The map of an SR checkpoint (rebuilt from its own config and stored sample shapes) and its scale."""
     ck = load_checkpoint(Path(checkpoint), map_location="cpu")
-    cfg = TrainConfig.from_dict(ck["config"])
-    params = ck["pair"]["params"]
-    scale = int(params.get("scale", 1))
-    hr = int(params.get("hr_crop", params.get("size", 32)))
-    shape, shape_q = (3, hr // scale, hr // scale), (3, hr, hr)
-    net, _ = build_models(cfg, shape, shape_q)
+    shapes = ck.get("shapes") or {}
+    shape, shape_q = tuple(shapes.get("p", ())), tuple(shapes.get("q", ()))
+    if len(shape) != 3 or len(shape_q) != 3 or shape_q[1] <= shape[1]:
+        raise CheckpointError(f"checkpoint {checkpoint} is not a super-resolution map (samples {shape} -> "
+                              f"{shape_q}); upscale needs a run on an SR pair such as sr-folders")
+    net, _ = build_models(TrainConfig.from_dict(ck["config"]), shape, shape_q)
     net.load_state_dict(ck["map"])
-    return net.to(device).eval(), scale
+    return net.to(device).eval(), shape_q[1] // shape[1]
 
 
 @torch.no_grad()

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 
 from otsr.config import TrainConfig
-from otsr.costs import content_cost
 from otsr.pairs import Pair
-from otsr.trainers._loop import Result, TrainState, run
+from otsr.result import Result
+from otsr.state import TrainState
+from otsr.trainers.loop import run
 
 
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, g: torch.Generator) -> torch.Tensor:
@@ -34,7 +35,7 @@ def gan_step(s: TrainState, cfg: TrainConfig, pair: Pair) -> torch.Tensor:
         x, y = pair.sample_p(cfg.batch_size, g), pair.sample_q(cfg.batch_size, g)
         with torch.no_grad():
             fake = s.fwd_map(x)
-        critic_loss = s.critic(fake).float().mean() - s.critic(y).float().mean()
+        critic_loss = s.critic(fake).mean() - s.critic(y).mean()
         if cfg.gp > 0:
             critic_loss = critic_loss + cfg.gp * gradient_penalty(s.critic, y, fake, g)
         s.opt_critic.zero_grad(set_to_none=True)
@@ -45,7 +46,7 @@ def gan_step(s: TrainState, cfg: TrainConfig, pair: Pair) -> torch.Tensor:
     s.critic.requires_grad_(False)
     x = pair.sample_p(cfg.batch_size, g)
     tx = s.fwd_map(x)
-    map_loss = cfg.lam * content_cost(cfg, x, tx).mean() - s.critic(tx).float().mean()
+    map_loss = cfg.lam * s.content_cost(x, tx).mean() - s.critic(tx).mean()
     s.opt_map.zero_grad(set_to_none=True)
     map_loss.backward()
     s.opt_map.step()

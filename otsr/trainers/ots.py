@@ -13,9 +13,10 @@ from pathlib import Path
 import torch
 
 from otsr.config import TrainConfig
-from otsr.costs import content_cost
 from otsr.pairs import Pair
-from otsr.trainers._loop import Result, TrainState, run
+from otsr.result import Result
+from otsr.state import TrainState
+from otsr.trainers.loop import run
 
 
 def ots_step(s: TrainState, cfg: TrainConfig, pair: Pair) -> torch.Tensor:
@@ -25,7 +26,7 @@ def ots_step(s: TrainState, cfg: TrainConfig, pair: Pair) -> torch.Tensor:
     for _ in range(cfg.map_steps):
         x = pair.sample_p(cfg.batch_size, g)
         tx = s.fwd_map(x)
-        map_loss = content_cost(cfg, x, tx).mean() - s.fwd_critic(tx).float().mean()
+        map_loss = s.content_cost(x, tx).mean() - s.fwd_critic(tx).mean()
         s.opt_map.zero_grad(set_to_none=True)
         map_loss.backward()
         s.opt_map.step()
@@ -35,7 +36,7 @@ def ots_step(s: TrainState, cfg: TrainConfig, pair: Pair) -> torch.Tensor:
     x, y = pair.sample_p(cfg.batch_size, g), pair.sample_q(cfg.batch_size, g)
     with torch.no_grad():
         tx = s.fwd_map(x)
-    critic_loss = s.fwd_critic(tx).float().mean() - s.fwd_critic(y).float().mean()
+    critic_loss = s.fwd_critic(tx).mean() - s.fwd_critic(y).mean()
     s.opt_critic.zero_grad(set_to_none=True)
     critic_loss.backward()
     s.opt_critic.step()

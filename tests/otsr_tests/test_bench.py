@@ -1,8 +1,13 @@
 """The benchmark command's machinery (figures come from `otsr bench`, not from timed tests)."""
 
+import json
+
 import pytest
 
 from otsr import bench
+from otsr.bench.quality import QualityOptions, markdown, run_quality
+
+QUALITY_D16_REDUCED = 8.0  # % L2-UVP after 300 of 2000 steps (best affine map: 32.3 %)
 
 
 def test_flop_count_scales_with_batch_and_includes_the_gradient_penalty():
@@ -33,3 +38,16 @@ def test_readme_table_is_replaced_between_markers(tmp_path):
     text = readme.read_text()
     assert text.count("<!-- bench:cpu:begin -->") == 1 and "| b |" in text and "| a |" not in text
     assert text.startswith("# x\n\nintro\n")
+
+
+@pytest.mark.slow
+def test_quality_benchmark_ots_at_d16_on_a_reduced_budget(tmp_path):
+    """The quality command end to end at 15 % of the D = 16 recipe: OTS already far past the best affine map."""
+    out = tmp_path / "quality.json"
+    results = run_quality(QualityOptions(dims=(16,), methods=("ots",), budget=0.15, device="cpu"), out, quiet=True)
+    row = results["dims"]["16"]
+    print(f"OTS D=16 at {row['ots']['steps']} steps: L2-UVP {row['ots']['l2_uvp']:.2f}% "
+          f"(affine {row['affine_l2_uvp']:.1f}%) in {row['ots']['seconds']:.0f}s")
+    assert row["ots"]["status"] == "completed" and row["ots"]["steps"] == 300
+    assert row["ots"]["l2_uvp"] < QUALITY_D16_REDUCED
+    assert "| 16 | OTS | 300 |" in markdown(json.loads(out.read_text()))

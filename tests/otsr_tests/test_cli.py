@@ -10,7 +10,8 @@ FAST = ["--steps", "20", "--batch-size", "32", "--log-every", "5", "--eval-every
 
 @pytest.mark.parametrize("args,message", [
     (["--pair", "nope"], "unknown pair 'nope'"),
-    (["--method", "vae"], "unknown method 'vae'"),
+    (["--method", "vae"], "invalid choice: 'vae'"),
+    (["--compile", "false"], "unrecognized arguments: false"),
     (["--method", "gan", "--lam", "-1"], "lambda=-1.0 must be >= 0"),
     (["--pair", "convex-mixture", "--dim", "300"], "dim=300 is outside its range"),
     (["--pair-param", "shift"], "expected KEY=VALUE"),
@@ -53,3 +54,60 @@ def test_pairs_lists_every_pair(capsys):
     text = capsys.readouterr().out
     for name in ("gaussian-shift", "gaussian", "convex-mixture", "degraded-images"):
         assert f"{name}:" in text
+
+
+def test_a_user_pair_by_import_path_trains_resumes_and_is_listed_in_the_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--pair", "otsr.testing:GradientPair", "--pair-param", "dim=2", "--method", "ots", *FAST,
+                 "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["pair"] == {"name": "otsr.testing:GradientPair", "params": {"dim": 2, "seed": 0}}
+    assert "l2_uvp" in printed["metrics"]
+    assert main(["train", "--resume", str(out), "--steps", "25"]) == 0  # rebuilt from the spec in the checkpoint
+    assert json.loads(capsys.readouterr().out)["step"] == 25
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--method", "gan"], "the run has method='ots'; --method 'gan' would change it"),
+    (["--pair", "convex-mixture"], "the run is on pair 'gaussian-shift'; --pair 'convex-mixture' would change it"),
+    (["--dim", "8"], "pair parameters come from the checkpoint"),
+])
+def test_resume_refuses_to_change_what_the_run_is(args, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--pair", "gaussian-shift", "--dim", "4", "--method", "ots", *FAST, "--out", str(out)]) == 0
+    before = (out / "metrics.json").read_text()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), *args]) == EXIT_BAD_INPUT
+    assert message in capsys.readouterr().err
+    assert (out / "metrics.json").read_text() == before  # nothing overwritten
+
+
+@pytest.mark.parametrize("bad,message", [("not.a.module:X", "cannot import module 'not.a.module'"),
+                                          ("otsr.testing:Nope", "has no attribute 'Nope'"),
+                                          ("otsr.testing:tiny_config", "is not a subclass of otsr.Pair")])
+def test_bad_import_paths_are_named(bad, message, tmp_path, capsys):
+    assert main(["train", "--pair", bad, *FAST, "--out", str(tmp_path / "run")]) == EXIT_BAD_INPUT
+    assert message in capsys.readouterr().err
+
+
+def test_every_boolean_flag_round_trips_both_ways():
+    import dataclasses
+
+    from otsr.cli import build_parser
+    from otsr.config import TrainConfig
+
+    flags = [f.name for f in dataclasses.fields(TrainConfig) if isinstance(f.default, bool)]
+    assert flags  # compile, channels_last, reference_habits
+    for name in flags:
+        opt = "--" + name.replace("_", "-")
+        for argv, want in (([opt], True), (["--no-" + opt[2:]], False), ([], None)):
+            args = build_parser().parse_args(["train", *argv])
+            assert getattr(args, name) is want, (name, argv)
+
+
+def test_help_explains_each_field_and_version(capsys):
+    assert main(["train", "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "per-coordinate MSE" in text and "{ots,gan}" in text and "--no-compile" in text
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("otsr ")

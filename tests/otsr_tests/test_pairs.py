@@ -1,18 +1,17 @@
-import dataclasses
 
 import pytest
 import torch
 
+from otsr.evaluation import check_pair
 from otsr.pairs import (
     PAIRS,
     ConvexMixture,
     DegradedImages,
-    Pair,
     best_affine_l2_uvp,
     make_pair,
     pair_parameters,
-    validate_pair,
 )
+from otsr.testing import LinearPair
 
 SMALL = {"gaussian-shift": {"dim": 4}, "gaussian": {"dim": 4}, "convex-mixture": {"dim": 4},
          "degraded-images": {"size": 16, "pool": 64}, "sr-folders": {"hr_crop": 32, "workers": 0}}
@@ -21,9 +20,9 @@ SMALL = {"gaussian-shift": {"dim": 4}, "gaussian": {"dim": 4}, "convex-mixture":
 @pytest.mark.parametrize("name", sorted(PAIRS))
 def test_every_pair_samples_its_shape_and_reproduces_from_params(name):
     pair = make_pair(name, **SMALL[name])
-    validate_pair(pair)
+    check_pair(pair)
     twin = make_pair(pair.name, **pair.params())
-    validate_pair(twin)  # the same calls in the same order (streaming pairs depend on what was drawn before)
+    check_pair(twin)  # the same calls in the same order (streaming pairs depend on what was drawn before)
     a = pair.sample_p(8, torch.Generator().manual_seed(5))
     b = twin.sample_p(8, torch.Generator().manual_seed(5))
     assert a.shape == (8, *pair.shape)
@@ -80,7 +79,7 @@ def test_image_pair_from_a_folder(tmp_path):
         _write_png(tmp_path / f"img{i}.png", 40, 50, i)
     pair = DegradedImages(source=str(tmp_path), size=16, pool=30)
     assert pair.crops.shape == (30, 3, 16, 16)
-    validate_pair(pair)
+    check_pair(pair)
 
 
 def test_image_pair_bad_folders_name_the_file(tmp_path):
@@ -93,36 +92,10 @@ def test_image_pair_bad_folders_name_the_file(tmp_path):
         DegradedImages(source=str(tmp_path), size=16)
 
 
-@dataclasses.dataclass(repr=False)
-class Ring(Pair):
-    """A user pair: P uniform on a segment, Q its image under a known monotone map."""
-
-    name = "user-ring"
-    dim: int = 2
-    wrong_shape: bool = False
-
-    @property
-    def shape(self):
-        return (self.dim,)
-
-    def sample_p(self, n, generator):
-        return torch.rand(n, self.dim + int(self.wrong_shape), generator=generator, device=generator.device)
-
-    def sample_q(self, n, generator):
-        return 2 * torch.rand(n, self.dim, generator=generator, device=generator.device) + 1
-
-    def sample_with_target(self, n, generator):
-        x = self.sample_p(n, generator)
-        return x, 2 * x + 1
-
-    def var_q(self):
-        return self.dim * 4 / 12
-
-
 def test_user_pair_with_wrong_shape_is_rejected():
-    validate_pair(Ring())
+    check_pair(LinearPair())
     with pytest.raises(ValueError, match=r"sample_p\(3\) returned shape \(3, 3\), expected \(3, 2\)"):
-        validate_pair(Ring(wrong_shape=True))
+        check_pair(LinearPair(wrong_shape=True))
 
 
 def test_pair_parameters_lists_defaults():

@@ -3,6 +3,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torchvision.io import write_png
@@ -11,8 +12,9 @@ from otsr.cli import main
 from otsr.models import EDSR
 from otsr.sr.data import CropStream, DataError, check_min_size, list_images, paired_validation
 from otsr.sr.demo import build_demo
-from otsr.sr.metrics import LPIPS, InceptionFeatures, VGGFeatures, fid, psnr, ssim
+from otsr.sr.metrics import FIDInception, LPIPSMetric, psnr, ssim
 from otsr.sr.pair import UnpairedSR
+from otsr.sr.perceptual import VGGFeatures
 from otsr.sr.upscale import upscale_tiled
 
 
@@ -85,17 +87,23 @@ def test_dataset_errors_name_the_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_short_sr_training_on_the_demo_set(demo, tmp_path, capsys):
+def test_reference_recipe_stays_on_the_content_then_upscales(demo, tmp_path, capsys):
+    """The AIM19 recipe (1/2 MSE to bicubic, 15 map steps, batch 8) at toy size: the young map no longer leaves
+    the content (before the potential was put in the cost's units: PSNR 14.0 vs 24.3 for bicubic after 50 steps)."""
     out = tmp_path / "run"
     code = main(["train", "--pair", "sr-folders", "--pair-param", f"root={demo}", "--pair-param", "hr_crop=32",
-                 "--pair-param", "workers=0", "--method", "ots", "--cost", "half_mean", "--map-steps", "3",
-                 "--steps", "6", "--batch-size", "4", "--width", "8", "--depth", "2", "--eval-every", "3",
-                 "--log-every", "3", "--final-eval-samples", "32", "--device", "cpu", "--out", str(out)])
+                 "--pair-param", "workers=0", "--method", "ots", "--steps", "40", "--width", "8", "--depth", "2",
+                 "--eval-every", "10", "--log-every", "10", "--eval-samples", "64", "--final-eval-samples", "128",
+                 "--lr-map", "1e-3", "--lr-critic", "1e-3", "--device", "cpu", "--out", str(out)])
     assert code == 0
     printed = json.loads(capsys.readouterr().out)
     m = printed["metrics"]
     assert {"psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "bias_frechet_pool16"} <= set(m)
-    assert m["psnr"] == pytest.approx(m["psnr_bicubic"], abs=3.0)  # EDSR starts at bicubic
+    config = json.loads((out / "config.json").read_text())["train"]
+    assert config["cost"] == "half_mean" and config["map_steps"] == 15 and config["batch_size"] == 8  # the recipe
+    assert [e["step"] for e in printed["evals"]] == [0, 10, 20, 30, 40]  # 0: the bicubic start
+    for e in printed["evals"]:  # every evaluation, not only the last
+        assert abs(e["psnr"] - e["psnr_bicubic"]) < 1.0, e
     assert "fid" in printed["unavailable"] and "lpips" in printed["unavailable"] and "fid" not in m
     assert (out / "map.png").stat().st_size > 1000
     written = main(["upscale", str(demo / "valid_lr" / sorted(p.name for p in (demo / "valid_lr").iterdir())[0]),
@@ -116,31 +124,88 @@ def test_tiled_upscale_equals_untiled():
     assert not torch.allclose(upscale_tiled(net, lr, 4, tile=16, overlap=0), full, atol=1e-5)  # overlap matters
 
 
-@pytest.mark.slow
-def test_fid_lpips_and_vgg_from_local_stand_in_weights(tmp_path):
-    from torchvision.models import alexnet, inception_v3, vgg19
+def _stand_in_fid_weights(path):
+    """A random-init state dict of the FID Inception network's layout (the real file is pt_inception-2015-12-05)."""
+    from torchvision.models.inception import Inception3
 
     torch.manual_seed(0)
-    torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), tmp_path / "inc.pt")
-    torch.save(alexnet(weights=None).state_dict(), tmp_path / "alex.pt")
-    torch.save({f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate((64, 192, 384, 256, 256))},
-               tmp_path / "lin.pt")
+    net = Inception3(num_classes=1008, aux_logits=False, init_weights=True)
+    torch.save(net.state_dict(), path)
+
+
+@pytest.mark.slow
+def test_fid_network_and_distance_match_pytorch_fid(tmp_path, monkeypatch):
+    """Same stand-in weights through otsr and through pytorch-fid: same pool3 features, same FID."""
+    import pytorch_fid.inception as pf
+    from pytorch_fid.fid_score import calculate_frechet_distance
+
+    from otsr.metrics import Moments, frechet_from_moments
+
+    _stand_in_fid_weights(tmp_path / "fid.pt")
+    ours = FIDInception(tmp_path / "fid.pt")
+    # pytorch-fid would download its weights: hand it the same local file instead (no network in tests)
+    monkeypatch.setattr(pf, "load_state_dict_from_url", lambda *a, **k: torch.load(tmp_path / "fid.pt"))
+    ref = pf.InceptionV3([pf.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.rand(6, 3, 48, 40, generator=g), torch.rand(6, 3, 48, 40, generator=g) ** 2
+    fa, fb = ours(a), ours(b)
+    with torch.no_grad():
+        ra, rb = (ref(z)[0].flatten(1) for z in (a, b))
+    assert fa.shape == (6, 2048)
+    assert torch.allclose(fa, ra, atol=1e-5, rtol=1e-4) and torch.allclose(fb, rb, atol=1e-5, rtol=1e-4)
+    # the distance itself, on features with more samples than dimensions (6 images give singular 2048-d covariances)
+    za, zb = torch.randn(400, 24, generator=g).double(), (torch.randn(400, 24, generator=g) * 1.3 + 0.2).double()
+    ma, mb = Moments(), Moments()
+    for chunk in za.split(64):
+        ma.update(chunk)
+    mb.update(zb)
+    expected = calculate_frechet_distance(za.mean(0).numpy(), np.cov(za.numpy(), rowvar=False),
+                                          zb.mean(0).numpy(), np.cov(zb.numpy(), rowvar=False))
+    assert frechet_from_moments(ma, mb) == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="does not match the FID network"):
+        from torchvision.models import inception_v3
+
+        torch.save(inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict(), tmp_path / "tv.pt")
+        FIDInception(tmp_path / "tv.pt")  # torchvision's ImageNet Inception is not the FID network
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
+        FIDInception(tmp_path / "absent.pt")
+
+
+@pytest.mark.slow
+def test_lpips_through_the_package_with_a_local_backbone(tmp_path):
+    import lpips
+    from torchvision.models import alexnet
+
+    torch.manual_seed(0)
+    tv = alexnet(weights=None)
+    torch.save(tv.state_dict(), tmp_path / "alex.pt")
+    ours = LPIPSMetric(tmp_path / "alex.pt")
+    # the reference: the package's own model with the same backbone copied in layer by layer
+    ref = lpips.LPIPS(net="alex", pnet_rand=True, verbose=False).eval()
+    for k, layer in enumerate([0, 3, 6, 8, 10]):
+        conv = getattr(getattr(ref.net, f"slice{k + 1}"), str(layer))
+        conv.weight.data.copy_(tv.features[layer].weight.data)
+        conv.bias.data.copy_(tv.features[layer].bias.data)
+    g = torch.Generator().manual_seed(1)
+    a, b = torch.rand(3, 3, 32, 32, generator=g), torch.rand(3, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        expected = ref(2 * a - 1, 2 * b - 1).flatten()
+    assert torch.allclose(ours(a, b), expected, atol=1e-6)
+    assert float(ours(a, a).max()) == pytest.approx(0.0, abs=1e-7) and float(ours(a, b).min()) > 0
+    torch.save({"classifier.1.weight": torch.zeros(1)}, tmp_path / "wrong.pt")
+    with pytest.raises(ValueError, match="'features.0.weight' is missing"):
+        LPIPSMetric(tmp_path / "wrong.pt")
+
+
+@pytest.mark.slow
+def test_vgg_perceptual_cost_from_a_local_file(tmp_path):
+    from torchvision.models import vgg19
+
     torch.save({k: v for k, v in vgg19(weights=None).state_dict().items() if k.startswith("features")},
                tmp_path / "vgg.pt")
     g = torch.Generator().manual_seed(1)
-    a, b = torch.rand(6, 3, 32, 32, generator=g), torch.rand(6, 3, 32, 32, generator=g) * 0.5
-    inc = InceptionFeatures(tmp_path / "inc.pt")
-    assert fid(inc, a, a) == pytest.approx(0.0, abs=1e-3) and fid(inc, a, b) > 0
-    lp = LPIPS(tmp_path / "alex.pt", tmp_path / "lin.pt")
-    assert float(lp(a, a).max()) == pytest.approx(0.0, abs=1e-6) and float(lp(a, b).min()) > 0
-    vgg = VGGFeatures(tmp_path / "vgg.pt", layer=8)
-    assert vgg(a).shape[1] == 128
-    with pytest.raises(FileNotFoundError, match="nothing is downloaded"):
-        InceptionFeatures(tmp_path / "absent.pt")
-    with pytest.raises(ValueError, match="lin0 weight missing"):
-        torch.save({}, tmp_path / "empty.pt")
-        LPIPS(tmp_path / "alex.pt", tmp_path / "empty.pt")
-    # a training run with the perceptual cost, through the trainer config
+    a = torch.rand(2, 3, 32, 32, generator=g)
+    assert VGGFeatures(tmp_path / "vgg.pt", layer=8)(a).shape[1] == 128
     import otsr
 
     pair = otsr.make_pair("degraded-images", size=16, pool=32)

@@ -23,7 +23,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from otsr.config import TrainConfig
 from otsr.pairs import ConvexMixture, Pair
-from otsr.trainers._loop import autocast, build_state
+from otsr.state import build_state
 from otsr.trainers.gan import gan_step
 from otsr.trainers.ots import ots_step
 
@@ -139,25 +139,20 @@ def time_loop(bench: BenchConfig, *, reference: bool, steps: int, warmup: int, c
                                  "compile": compile and not reference, "steps": warmup + steps + 1})
     state = build_state(cfg, bench.pair)
     step = ots_step if cfg.method == "ots" else gan_step
-    def ctx():
-        return autocast(cfg, dev)
-
     for _ in range(warmup):
-        with ctx():
-            step(state, cfg, bench.pair)
+        step(state, cfg, bench.pair)
     _sync(dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     t0 = time.perf_counter()
     for _ in range(steps):
-        with ctx():
-            loss = step(state, cfg, bench.pair)
+        loss = step(state, cfg, bench.pair)
     loss.sum().item()  # one sync at the end: all queued work is done
     _sync(dev)
     seconds = (time.perf_counter() - t0) / steps
     counter = FlopCounterMode(display=False)
     counter.mod_tracker = _GlobalOnly()  # per-module hooks break autograd.grad (the gradient penalty)
-    with counter, ctx():
+    with counter:
         step(state, cfg, bench.pair)
     _sync(dev)
     inner = cfg.map_steps + 1 if cfg.method == "ots" else cfg.critic_steps + 1

@@ -1,0 +1,92 @@
+"""``otsr bench --sr``: train OTS and the lambda-GAN on an unpaired SR pair with the reference recipe, evaluating
+periodically at the recipe's sample counts, and judge the run by the SR criteria: PSNR of T(LR) within 1 dB of
+bicubic at every evaluation, and the OTS map ending less biased (pooled Fréchet to HR) than where it started.
+
+Prints PSNR, SSIM, bias, steps/s and peak memory per method and writes them (with the curves) as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from otsr.pairs import make_pair
+from otsr.recipes import resolve_config
+from otsr.runtime import resolve_device
+from otsr.trainers import TRAINERS
+
+PSNR_SLACK_DB = 1.0  # T(LR) must stay within this of bicubic at every evaluation
+BIAS = "bias_frechet_pool16"
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    """Peak GPU allocator memory, or the process's max RSS on CPU (GiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def check_run(evals: list[dict[str, float]], method: str) -> dict[str, Any]:
+    """The pass/fail verdicts of one run's evaluation curve."""
+    worst = min(e["psnr"] - e["psnr_bicubic"] for e in evals)
+    out = {"psnr_worst_vs_bicubic_db": round(worst, 3), "psnr_ok": worst >= -PSNR_SLACK_DB}
+    if method == "ots":
+        out["bias_start"], out["bias_end"] = evals[0][BIAS], evals[-1][BIAS]
+        out["bias_ok"] = evals[-1][BIAS] < evals[0][BIAS]
+    return out
+
+
+def run_sr_check(pair_params: dict[str, Any], steps: int, device: str = "auto", lam: float = 1.0,
+                 out_dir: Path | None = None, **overrides: Any) -> dict[str, Any]:
+    """Train OTS and the GAN (weight ``lam``) for ``steps`` outer steps each; return metrics and verdicts."""
+    pair = make_pair("sr-folders", **pair_params)
+    dev = resolve_device(device)
+    results: dict[str, Any] = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+                               "pair": pair.spec().to_dict(), "steps": steps}
+    for method in ("ots", "gan"):
+        settings = {"method": method, "device": str(dev), "steps": steps, "eval_every": max(1, steps // 3),
+                    "checkpoint_every": 0, **overrides}
+        if method == "gan":
+            settings["lam"] = lam
+        cfg = resolve_config(pair, settings)
+        if dev.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(dev)
+        t0 = time.perf_counter()
+        res = TRAINERS[method](cfg, pair, out_dir=(out_dir / method) if out_dir else None)
+        wall = time.perf_counter() - t0
+        row = {"status": res.status, "message": res.message, "steps_per_s": round(res.step / wall, 3),
+               "seconds": round(wall, 1), "peak_mem_gib": round(peak_memory_gib(dev), 2),
+               "eval_samples": cfg.eval_samples, "final_eval_samples": cfg.final_eval_samples,
+               "precision": res.precision, "evals": res.evals,
+               **{k: res.metrics.get(k, math.nan) for k in ("psnr", "ssim", "psnr_bicubic", "ssim_bicubic", BIAS)}}
+        if res.status == "completed" and res.evals:
+            row.update(check_run(res.evals, method))
+        results[method] = row
+    return results
+
+
+def summary_lines(results: dict[str, Any]) -> list[str]:
+    """One line per method for the console."""
+    lines = [f"SR check on {results['device']}, {results['steps']} steps per method"]
+    for method in ("ots", "gan"):
+        r = results.get(method, {})
+        if r.get("status") != "completed":
+            lines.append(f"  {method}: {r.get('status')} {r.get('message', '')}")
+            continue
+        verdict = "PASS" if r.get("psnr_ok") and r.get("bias_ok", True) else "FAIL"
+        bias = f"bias {r['bias_start']:.2f} -> {r['bias_end']:.2f}" if "bias_end" in r else f"bias {r[BIAS]:.2f}"
+        lines.append(f"  {method}: PSNR {r['psnr']:.2f} (bicubic {r['psnr_bicubic']:.2f}, worst "
+                     f"{r['psnr_worst_vs_bicubic_db']:+.2f} dB) SSIM {r['ssim']:.3f} {bias}; "
+                     f"{r['steps_per_s']:.2f} steps/s, peak {r['peak_mem_gib']:.2f} GiB [{verdict}]")
+    return lines
+
+
+def write_json(results: dict[str, Any], path: Path) -> None:
+    """Store the results (curves included)."""
+    Path(path).write_text(json.dumps(results, indent=2, sort_keys=True))
