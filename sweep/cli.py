@@ -1,4 +1,8 @@
-"""``otsr-sweep``: run, resume and report sweeps; open the MLflow UI on the local store."""
+"""``otsr-sweep``: run, resume and report sweeps; open the MLflow UI on the local store.
+
+Exit codes: 0 done, 1 an unexpected error (a stack trace only with --debug), 2 bad input (one line naming
+the file, key or value), 3 another driver holds the sweep folder, 130 interrupted (resumable).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,16 @@ import argparse
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
+from otsr.checkpoint import CheckpointError
+from otsr.imageio import DataError
 from sweep.space import SpaceError, load_space
 from sweep.tracking import TrackingError, default_artifact_root, default_tracking_uri, ui_command
 
 SMOKE = {"samples": 2, "steps": 40, "seeds": 1}  # --smoke-test: seconds, not minutes
+EXIT_BAD_INPUT, EXIT_BUSY, EXIT_INTERRUPTED = 2, 3, 130
 
 
 def _options(args: argparse.Namespace):
@@ -28,23 +36,26 @@ def _options(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate everything, create the sweep folder, run all phases, print the report."""
-    from sweep.runner import create_sweep, run_sweep
+    from sweep.runner import create_sweep, install_interrupt_handler, run_sweep
 
     opts = _options(args)
     t0 = time.perf_counter()
     folder = create_sweep(args.space, opts)
     print(f"sweep folder: {folder}", flush=True)
+    install_interrupt_handler()
     run_sweep(folder, opts)
     print(f"sweep {folder.name} finished in {time.perf_counter() - t0:.1f}s; report: {folder / 'report.html'}")
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    """Continue a sweep whose driver died: finished trials are kept, unfinished ones resume from checkpoints."""
-    from sweep.runner import run_sweep
+    """Continue a sweep whose driver died or was interrupted: finished trials are kept, the others continue."""
+    from sweep.runner import install_interrupt_handler, run_sweep
 
     opts = _options(args)
+    install_interrupt_handler()
     run_sweep(Path(args.sweep), opts)
+    print(f"sweep {Path(args.sweep).name} finished; report: {Path(args.sweep) / 'report.html'}")
     return 0
 
 
@@ -57,8 +68,12 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Check a search-space file without running anything."""
-    spec = load_space(args.space)
+    """Check a search-space file (and its resources against the cluster, with --address) without running."""
+    spec = load_space(args.space, _options(args).overrides)
+    if args.address:
+        from sweep.space import check_resources_on_cluster
+
+        check_resources_on_cluster(spec, args.address)
     print(f"{args.space}: ok ({', '.join(m.method for m in spec.methods)} on {spec.pair['name']})")
     return 0
 
@@ -67,7 +82,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     """Serve the MLflow UI for the local store on 127.0.0.1 until interrupted."""
     wd = Path(args.workdir)
     cmd = ui_command(args.tracking_uri or default_tracking_uri(wd), default_artifact_root(wd), args.port)
-    print(f"MLflow UI: http://127.0.0.1:{args.port}  (Ctrl-C to stop)", flush=True)
+    print(f"MLflow UI: http://127.0.0.1:{args.port}/#/experiments?workflowType=machine_learning  (runs tables: "
+          f"open an experiment; Ctrl-C to stop)", flush=True)
     proc = subprocess.Popen(cmd)
     try:
         return proc.wait()
@@ -79,7 +95,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="Ray cluster: 'auto' or 'ray://host:10001' (default: in-process Ray)")
     p.add_argument("--tracking-uri", help="MLflow tracking URI, e.g. http://127.0.0.1:5000 "
-                                          "(default: sqlite ./mlflow.db)")
+                                          "(default: $MLFLOW_TRACKING_URI, else sqlite ./mlflow.db)")
     p.add_argument("--storage", default="sweeps", help="folder for sweep folders (shared storage on clusters)")
     p.add_argument("--samples", type=int, help="Optuna trials per searched method")
     p.add_argument("--steps", type=int, help="training steps per trial")
@@ -88,44 +104,73 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpus-per-trial", type=float, help="fractions pack several trials per GPU")
     p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as resources allow)")
     p.add_argument("--num-cpus", type=int, help="CPUs for in-process Ray (default: all)")
-    p.add_argument("--verbose", type=int, default=1, help="Tune console output: 0 silent, 1 status table")
+    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2, 3],
+                   help="0 silent, 1 one line per finished trial (default), 2 Tune's status table, 3 Tune's full "
+                        "output")
+    p.add_argument("--debug", action="store_true", help="print the stack trace of errors")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """Subcommands: run, resume, report, validate, ui."""
-    p = argparse.ArgumentParser(prog="otsr-sweep", description=__doc__)
+    import otsr
+
+    p = argparse.ArgumentParser(prog="otsr-sweep", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"otsr {otsr.__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run a sweep from a search-space YAML file")
     r.add_argument("space")
     r.add_argument("--smoke-test", action="store_true", help=f"shrink the budget to {SMOKE}")
     _common(r)
     r.set_defaults(fn=cmd_run)
-    s = sub.add_parser("resume", help="continue a sweep after the driver died")
+    s = sub.add_parser("resume", help="continue a sweep after the driver died or was interrupted")
     s.add_argument("sweep")
     _common(s)
     s.set_defaults(fn=cmd_resume)
     rep = sub.add_parser("report", help="write and print a sweep's bias report")
     rep.add_argument("sweep")
+    rep.add_argument("--debug", action="store_true")
     rep.set_defaults(fn=cmd_report)
-    v = sub.add_parser("validate", help="check a search-space file")
+    v = sub.add_parser("validate", help="check a search-space file (with --address: against the cluster)")
     v.add_argument("space")
+    _common(v)
     v.set_defaults(fn=cmd_validate)
     u = sub.add_parser("ui", help="MLflow UI for the local store, on 127.0.0.1")
     u.add_argument("--port", type=int, default=5000)
     u.add_argument("--workdir", default=".")
     u.add_argument("--tracking-uri")
+    u.add_argument("--debug", action="store_true")
     u.set_defaults(fn=cmd_ui)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``otsr-sweep``; bad input exits 2 with a message naming the problem."""
-    args = build_parser().parse_args(argv)
+    """Entry point of ``otsr-sweep``; see the module docstring for the exit codes."""
+    from sweep.runner import SweepBusy, SweepInterrupted
+
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
     try:
         return args.fn(args)
-    except (SpaceError, TrackingError, FileNotFoundError) as e:
+    except (SpaceError, TrackingError, FileNotFoundError, DataError, CheckpointError, ValueError) as e:
+        if getattr(args, "debug", False):
+            traceback.print_exc()
         print(f"otsr-sweep: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except SweepBusy as e:
+        print(f"otsr-sweep: error: {e}", file=sys.stderr)
+        return EXIT_BUSY
+    except (SweepInterrupted, KeyboardInterrupt) as e:
+        print(f"otsr-sweep: {e or 'interrupted'}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # an unexpected failure: one line, the trace with --debug
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        print(f"otsr-sweep: unexpected error: {type(e).__name__}: {e} (rerun with --debug for the trace)",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -17,11 +17,9 @@ from typing import Any
 from otsr import theory
 from otsr.checkpoint import atomic_write_json
 from otsr.costs import kappa
-from sweep.space import load_space
+from otsr.metric_registry import table_metrics
 
-TABLE_METRICS = ("l2_uvp", "cos", "bias_mean_shift", "bias_sliced_w2", "bias_frechet", "ot_consistency",
-                 "transport_cost", "psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "lpips", "fid",
-                 "bias_frechet_pool16")
+TABLE_METRICS = table_metrics()
 
 
 def collect_trials(folder: Path) -> list[dict[str, Any]]:
@@ -58,9 +56,10 @@ def summarise(folder: Path) -> dict[str, Any]:
     """The report's numbers: per-trial points, best GAN lambda and its seeds, OTS seeds, the table."""
     folder = Path(folder)
     state = json.loads((folder / "state.json").read_text())
-    spec = load_space(folder / "spec.yaml", state.get("overrides"))
+    spec = json.loads((folder / "resolved.json").read_text())
     trials = collect_trials(folder)
-    obj = spec.objectives[0]
+    runs = json.loads((folder / "tracking_runs.json").read_text()) if (folder / "tracking_runs.json").exists() else {}
+    obj = spec["objectives"][0]
     best = state.get("best", {})
     gan_best, ots = _reference_trials(trials, "gan", best), _reference_trials(trials, "ots", best)
     best_cfg = best.get("gan")
@@ -74,21 +73,35 @@ def summarise(folder: Path) -> dict[str, Any]:
             rows.append({"metric": m, "gan_mean": g[0], "gan_std": g[1], "ots_mean": o[0], "ots_std": o[1]})
     headline = {}
     for r in rows:
-        if r["metric"] in ("l2_uvp", "bias_sliced_w2", "psnr", obj.metric):
+        if r["metric"] in ("l2_uvp", "bias_sliced_w2", "psnr", obj["metric"]):
             headline[f"best_gan_{r['metric']}"] = r["gan_mean"]
             headline[f"ots_{r['metric']}"] = r["ots_mean"]
     headline = {k: v for k, v in headline.items() if math.isfinite(v)}
-    return {"sweep": folder.name, "pair": spec.pair, "objective": [o.__dict__ for o in spec.objectives],
+    gan = spec["methods"].get("gan", {})
+    return {"sweep": folder.name, "pair": spec["pair"], "objective": spec["objectives"],
             "best_gan": best_cfg, "gan_best_seeds": len(gan_best), "ots_seeds": len(ots), "table": rows,
             "headline": headline, "trials": [{k: t[k] for k in ("phase", "trial_id", "method", "lam", "seed",
                                                                 "final", "diverged", "reference")}
-                                             | {"metrics": {k: t["metrics"].get(k) for k in TABLE_METRICS}}
+                                             | {"metrics": {k: t["metrics"].get(k) for k in TABLE_METRICS},
+                                                "step": t["metrics"].get("step"), "name": _trial_name(t, spec),
+                                                "reason": t["metrics"].get("reason"),
+                                                "run_id": runs.get(t["trial_id"])}
                                              for t in trials],
+            "baselines": spec.get("baselines", {}), "steps": spec.get("steps"),
+            "scheduler": (spec.get("scheduler") or {}).get("type"),
+            "tracking": {"uri": state.get("tracking_uri"), "experiment_id": state.get("experiment_id"),
+                         "parent": runs.get("parent")},
             "counts": {"trials": len(trials), "completed": sum(t["final"] and not t["diverged"] for t in trials),
                        "diverged": sum(t["diverged"] for t in trials),
                        "stopped_early": sum(not t["final"] for t in trials)},
-            "gp": spec.methods[[m.method for m in spec.methods].index("gan")].fixed.get("gp", 10.0)
-            if "gan" in [m.method for m in spec.methods] else None}
+            "gan_cost": gan.get("config", {}).get("cost"),
+            "gp": (best_cfg or {}).get("gp", gan.get("config", {}).get("gp")) if gan else None}
+
+
+def _trial_name(t: dict[str, Any], spec: dict[str, Any]) -> str:
+    from sweep.tracking import trial_run_name
+
+    return trial_run_name(t["config"], (spec["methods"].get(t["method"]) or {}).get("searched", []))
 
 
 def format_table(summary: dict[str, Any]) -> str:
@@ -104,55 +117,85 @@ def format_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _panels(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """(metric, title) per panel: bias first, then accuracy (L2-UVP, or PSNR for SR), then OT-consistency."""
+    shift_pair = summary["pair"]["name"] == "gaussian-shift"
+    trials = summary["trials"]
+    has = lambda k: any(t["metrics"].get(k) is not None for t in trials)  # noqa: E731
+    bias = "bias_mean_shift" if shift_pair else "bias_frechet_pool16" if has("bias_frechet_pool16") \
+        else "bias_sliced_w2"
+    bias_title = {"bias_mean_shift": "bias of T#P vs Q (mean shift = W1)",
+                  "bias_frechet_pool16": "bias of T#P vs Q (Fréchet, 16x16-pooled)",
+                  "bias_sliced_w2": "bias of T#P vs Q (sliced W2)"}[bias]
+    accuracy = ("l2_uvp", "L2-UVP (%) to the true OT map") if has("l2_uvp") else ("psnr", "PSNR (dB) on validation")
+    return [(bias, bias_title), accuracy,
+            ("ot_consistency", "OT-consistency: share of the optimal\nassignment x_i -> T(x_i) that is the identity")]
+
+
 def _plot(summary: dict[str, Any], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     trials = summary["trials"]
     gan = [t for t in trials if t["method"] == "gan" and not t["diverged"] and t["lam"] is not None]
     ots = [t for t in trials if t["method"] == "ots" and t["reference"]]
     pair = summary["pair"]
     shift_pair = pair["name"] == "gaussian-shift"
-    bias_key = "bias_mean_shift" if shift_pair else "bias_sliced_w2"
-    panels = [(bias_key, "bias of T#P vs Q (" + ("mean shift = W1" if shift_pair else "sliced W2") + ")"),
-              ("l2_uvp", "L2-UVP (%)"), ("ot_consistency", "OT-consistency")]
     objs = summary["objective"]
-    fig, axes = plt.subplots(1, 3 + (len(objs) == 2), figsize=(15 + 5 * (len(objs) == 2), 4.2))
+    panels = _panels(summary)
+    fig, axes = plt.subplots(1, 3 + (len(objs) == 2), figsize=(16 + 5 * (len(objs) == 2), 4.6))
     lams = [max(t["lam"], 1e-6) for t in gan]
     lo, hi = (min(lams) / 2, max(lams) * 2) if lams else (1e-3, 1e3)
     if len(objs) == 2:
         _pareto_panel(axes[3], gan, ots, objs)
+    best_lam = (summary.get("best_gan") or {}).get("lam")
+    baselines = summary.get("baselines", {})
     for ax, (key, title) in zip(axes, panels):
-        for done, marker, label in ((True, "o", "GAN trial"), (False, "x", "GAN, stopped early")):
-            pts = [(max(t["lam"], 1e-6), t["metrics"].get(key)) for t in gan if t["final"] == done]
-            pts = [(x, y) for x, y in pts if y is not None and math.isfinite(y)]
-            if pts:
-                ax.scatter(*zip(*pts), marker=marker, color="tab:red", alpha=0.8 if done else 0.4, label=label)
+        done = [(max(t["lam"], 1e-6), t["metrics"].get(key)) for t in gan if t["final"]]
+        done = [(x, y) for x, y in done if y is not None and math.isfinite(y)]
+        if done:
+            ax.scatter(*zip(*done), marker="o", color="tab:red", alpha=0.8, label="GAN trial (full budget)")
+        early = [(max(t["lam"], 1e-6), t["metrics"].get(key), t.get("step")) for t in gan if not t["final"]]
+        early = [(x, y, st) for x, y, st in early if y is not None and math.isfinite(y)]
+        if early:
+            steps = sorted({st for _, _, st in early})
+            ax.scatter([x for x, _, _ in early], [y for _, y, _ in early], marker="x", color="tab:red", alpha=0.45,
+                       label=f"GAN, stopped early by {summary.get('scheduler', 'ASHA').upper()} (scored at step "
+                             f"{', '.join(str(st) for st in steps[:3])}{'…' if len(steps) > 3 else ''})")
         m, s = _mean_std([t["metrics"].get(key) for t in ots])
         if math.isfinite(m):
             ax.axhspan(m - max(s, 1e-3 * abs(m)), m + max(s, 1e-3 * abs(m)), color="tab:blue", alpha=0.25,
                        label=f"OTS (no λ), n={len(ots)}")
             ax.axhline(m, color="tab:blue", lw=1)
+        ident = (baselines.get("identity") or {}).get(key)
+        if ident is not None and math.isfinite(ident):
+            ax.axhline(ident, color="0.4", ls=":", lw=1.2,
+                       label="identity map" if key != "psnr" else "bicubic (the maps' start)")
+        affine = (baselines.get("best_affine") or {}).get(key)
+        if affine is not None and math.isfinite(affine):
+            ax.axhline(affine, color="tab:green", ls="-.", lw=1.2, label="best affine map")
+        if best_lam is not None:
+            ax.axvline(max(best_lam, 1e-6), color="tab:red", ls="--", lw=1, label=f"chosen λ = {best_lam:.3g}")
         if shift_pair and key in ("bias_mean_shift", "l2_uvp") and summary.get("gp"):
-            import numpy as np
-
             xs = np.logspace(math.log10(lo), math.log10(hi), 200)
             dn, d = pair["params"]["shift"], pair["params"]["dim"]
-            k = kappa("mean", d)
+            k = kappa(summary["gan_cost"], d)
             s_gp = [theory.gan_gp_shift(x, summary["gp"], dn, k) for x in xs]
             s_1l = [theory.gan_shift(x, dn, k) for x in xs]
             f = (lambda s: theory.shift_bias(s, dn)) if key == "bias_mean_shift" else \
                 (lambda s: theory.shift_l2_uvp(s, dn, d))
-            ax.plot(xs, [f(s) for s in s_gp], "k-", lw=1, label="closed form, WGAN-GP")
+            ax.plot(xs, [f(s) for s in s_gp], "k-", lw=1, label=f"closed form, WGAN-GP (γ={summary['gp']:g})")
             ax.plot(xs, [f(s) for s in s_1l], "k--", lw=1, label="closed form, 1-Lipschitz")
         ax.set_xscale("log")
         ax.set_xlim(lo, hi)
         ax.set_xlabel("λ (content-loss weight)")
-        ax.set_title(title)
+        ax.set_ylabel(key)
+        ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+        ax.legend(fontsize=7)
     fig.suptitle(f"{summary['sweep']}: GAN bias vs λ against OTS on {pair['name']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -174,6 +217,35 @@ def _pareto_panel(ax, gan: list[dict], ots: list[dict], objs: list[dict]) -> Non
     ax.legend(fontsize=8)
 
 
+def _html(summary: dict[str, Any], text: str, png: str, rows: str) -> str:
+    tr = summary.get("tracking") or {}
+    base = tr.get("uri", "") if str(tr.get("uri", "")).startswith("http") else "http://127.0.0.1:5000"
+
+    def link(rid: str | None) -> str:
+        return f"<a href='{base}/#/experiments/{tr.get('experiment_id')}/runs/{rid}'>MLflow run</a>" if rid else ""
+
+    keys = [k for k in TABLE_METRICS if any(t["metrics"].get(k) is not None for t in summary["trials"])]
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+    trial_rows = []
+    for t in sorted(summary["trials"], key=lambda t: (t["phase"], t["method"], t.get("lam") or 0, t["seed"] or 0)):
+        status = "diverged" if t["diverged"] else "done" if t["final"] else f"stopped early at step {t.get('step')}"
+        cells = "".join(f"<td>{_num(t['metrics'].get(k))}</td>" for k in keys)
+        trial_rows.append(f"<tr><td>{html.escape(t['phase'])}</td><td>{html.escape(t['name'])}</td>"
+                          f"<td>{html.escape(status)}</td>{cells}<td>{link(t.get('run_id'))}</td></tr>")
+    return (f"<html><head><meta charset='utf-8'><title>{html.escape(summary['sweep'])}</title></head><body>"
+            f"<h1>Bias report: {html.escape(summary['sweep'])}</h1><p>{html.escape(text.splitlines()[2])}</p>"
+            f"<p>{html.escape(text.splitlines()[4])} {link(tr.get('parent')).replace('MLflow run', 'sweep run')}</p>"
+            f"<img src='data:image/png;base64,{png}' style='max-width:100%'/>"
+            f"<h2>Best-λ GAN against OTS</h2>"
+            f"<table border='1' cellpadding='4'><tr><th>metric</th><th>GAN, best λ</th><th>OTS</th></tr>{rows}"
+            f"</table><h2>Every trial</h2><table border='1' cellpadding='3'><tr><th>phase</th><th>trial</th>"
+            f"<th>status</th>{head}<th></th></tr>{''.join(trial_rows)}</table></body></html>")
+
+
+def _num(v) -> str:
+    return f"{v:.4g}" if isinstance(v, (int, float)) and math.isfinite(v) else "–"
+
+
 def write_report(folder: Path) -> dict[str, Any]:
     """Write report.png, report.md, report.html and report.json into the sweep folder; print the table."""
     folder = Path(folder)
@@ -183,17 +255,12 @@ def write_report(folder: Path) -> dict[str, Any]:
     counts = summary["counts"]
     text = (f"# Bias report: {summary['sweep']}\n\npair: {summary['pair']['name']} {summary['pair']['params']}\n\n"
             f"trials: {counts['trials']} ({counts['completed']} completed, {counts['stopped_early']} stopped early "
-            f"by ASHA, {counts['diverged']} diverged)\n\n{table}\n")
+            f"by the {summary.get('scheduler') or 'asha'} scheduler, {counts['diverged']} diverged)\n\n{table}\n")
     (folder / "report.md").write_text(text)
     png = base64.b64encode((folder / "report.png").read_bytes()).decode()
     rows = "".join(f"<tr><td>{html.escape(r['metric'])}</td><td>{r['gan_mean']:.4g} ± {r['gan_std']:.2g}</td>"
                    f"<td>{r['ots_mean']:.4g} ± {r['ots_std']:.2g}</td></tr>" for r in summary["table"])
-    (folder / "report.html").write_text(
-        f"<html><head><meta charset='utf-8'><title>{html.escape(summary['sweep'])}</title></head><body>"
-        f"<h1>Bias report: {html.escape(summary['sweep'])}</h1><p>{html.escape(text.splitlines()[2])}</p>"
-        f"<img src='data:image/png;base64,{png}' style='max-width:100%'/>"
-        f"<table border='1' cellpadding='4'><tr><th>metric</th><th>GAN, best λ</th><th>OTS</th></tr>{rows}"
-        f"</table></body></html>")
+    (folder / "report.html").write_text(_html(summary, text, png, rows))
     atomic_write_json(folder / "report.json", summary)
     print(text)
     return summary

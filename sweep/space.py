@@ -1,15 +1,18 @@
-"""Search-space files: YAML in, a validated ``SweepSpec`` out, before Ray starts.
+"""Search-space files: YAML in, a validated ``SweepSpec`` out, before Ray starts and before anything is created.
 
 Searched parameters use Optuna's short form ``{type: float|int|categorical, low, high, log, step,
 choices}``, turned into Optuna distributions here (their constructors reject bad ranges), plus
 ``{type: grid, values: [...]}`` for exhaustive grids (then every searched parameter of that method is a grid).
-Every error names the file, the key and the value.
+Every field's type and range is checked, both bounds and every choice must make a valid trainer config, and
+duplicate YAML keys are errors. Every error names the file, the key and the value.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +21,17 @@ import yaml
 
 from otsr.config import METHODS, TrainConfig
 from otsr.evaluation import metric_names
-from otsr.pairs import make_pair
+from otsr.pairs import PairSpec
+from otsr.recipes import resolve_config
 
-TOP_KEYS = {"name", "description", "pair", "methods", "objective", "budget", "scheduler", "resources"}
+TOP_KEYS = {"name", "description", "pair", "methods", "objective", "budget", "scheduler", "resources", "sampler"}
 METHOD_KEYS = {"samples", "fixed", "search"}
 BUDGET_KEYS = {"steps", "seeds", "eval_every"}
 SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor"}
 RESOURCE_KEYS = {"cpu", "gpu", "max_concurrent", "custom", "max_failures"}
 DIST_KEYS = {"type", "low", "high", "log", "step", "choices", "values"}
 SWEEP_OWNED = {"method", "seed", "steps", "eval_every"}  # set by the sweep, not by fixed/search blocks
-PERIODIC_METRICS = {"transport_cost", "bias_mean_shift", "bias_sliced_w2", "l2_uvp", "cos", "shift"}
+OVERRIDE_KEYS = {"samples", "steps", "seeds", "cpu", "gpu", "max_concurrent"}
 
 
 class SpaceError(ValueError):
@@ -55,7 +59,7 @@ class MethodSpec:
 
 @dataclasses.dataclass(frozen=True)
 class SweepSpec:
-    """A validated sweep: what to solve, how to compare, the budget, scheduler and resources."""
+    """A validated sweep: what to solve, how to compare, the budget, sampler, scheduler and resources."""
 
     name: str
     source: str  # the file it came from
@@ -67,6 +71,7 @@ class SweepSpec:
     eval_every: int
     scheduler: dict[str, Any]
     resources: dict[str, Any]
+    sampler: dict[str, Any]  # {"type": "tpe", **options}
     raw: dict[str, Any]  # the parsed YAML, for the record
 
     @property
@@ -75,13 +80,36 @@ class SweepSpec:
         return len(self.objectives) > 1
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML would silently keep the last)."""
+
+
+def _construct_unique(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    seen = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (also on line "
+                                                    f"{seen[key] + 1})", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique)
+# YAML 1.1 reads 1.0e5 (no exponent sign) as a string; read it as the number everyone means (as YAML 1.2 does)
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$|^[-+]?\.[0-9_]+[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
 def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> SweepSpec:
     """Read and validate a search-space YAML file; ``overrides`` replace top-level budget/resources values."""
     path = Path(path)
     if not path.is_file():
         raise SpaceError(f"{path}: no such search-space file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
         raise SpaceError(f"{path}: not valid YAML: {e}") from None
     return parse_space(raw, str(path), overrides)
@@ -94,16 +122,28 @@ def _err(src: str, key: str, msg: str) -> SpaceError:
 def _check_keys(src: str, where: str, block: Any, allowed: set[str]) -> dict:
     if not isinstance(block, dict):
         raise _err(src, where, f"expected a mapping, got {block!r}")
-    unknown = sorted(set(block) - allowed)
+    unknown = sorted(set(block) - allowed, key=str)
     if unknown:
-        raise _err(src, f"{where}.{unknown[0]}" if where else unknown[0],
+        raise _err(src, f"{where}.{unknown[0]}" if where else str(unknown[0]),
                    f"unknown key (valid: {', '.join(sorted(allowed))})")
     return block
 
 
-def _positive_int(src: str, key: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise _err(src, key, f"{v!r} must be a positive integer")
+def _int(src: str, key: str, v: Any, low: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise _err(src, key, f"{v!r} must be an integer >= {low}")
+    return v
+
+
+def _number(src: str, key: str, v: Any, low: float = 0.0) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < low:
+        raise _err(src, key, f"{v!r} must be a number >= {low:g}")
+    return float(v)
+
+
+def _bool(src: str, key: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _err(src, key, f"{v!r} must be true or false (not a string)")
     return v
 
 
@@ -111,33 +151,56 @@ def to_distribution(src: str, key: str, d: Any) -> od.BaseDistribution | list:
     """Optuna short form -> distribution; ``grid`` -> list of values."""
     d = _check_keys(src, key, d, DIST_KEYS)
     kind = d.get("type")
+    allowed = {"float": {"type", "low", "high", "log", "step"}, "int": {"type", "low", "high", "log", "step"},
+               "categorical": {"type", "choices"}, "grid": {"type", "values"}}
+    if kind not in allowed:
+        raise _err(src, f"{key}.type", f"unknown distribution {kind!r} (valid: float, int, categorical, grid)")
+    _check_keys(src, key, d, allowed[kind])
     try:
-        if kind == "float":
-            return od.FloatDistribution(float(d["low"]), float(d["high"]), log=bool(d.get("log", False)),
-                                        step=d.get("step"))
-        if kind == "int":
-            return od.IntDistribution(int(d["low"]), int(d["high"]), log=bool(d.get("log", False)),
-                                      step=int(d.get("step", 1)))
-        if kind == "categorical":
-            return od.CategoricalDistribution(list(d["choices"]))
-        if kind == "grid":
-            values = d["values"]
-            if not isinstance(values, list) or not values:
-                raise ValueError(f"values must be a non-empty list, got {values!r}")
-            return values
+        if kind in ("float", "int"):
+            for bound in ("low", "high"):
+                if bound not in d:
+                    raise KeyError(bound)
+                v = d[bound]
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or (kind == "int" and not isinstance(v, int)):
+                    raise _err(src, f"{key}.{bound}", f"{v!r} must be {'an integer' if kind == 'int' else 'a number'}")
+            log = _bool(src, f"{key}.log", d.get("log", False))
+            if kind == "float":
+                step = d.get("step")
+                if step is not None:
+                    _number(src, f"{key}.step", step)
+                return od.FloatDistribution(float(d["low"]), float(d["high"]), log=log, step=step)
+            return od.IntDistribution(int(d["low"]), int(d["high"]), log=log,
+                                      step=_int(src, f"{key}.step", d.get("step", 1), 1))
+        values = d["choices" if kind == "categorical" else "values"]
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{'choices' if kind == 'categorical' else 'values'} must be a non-empty list, "
+                             f"got {values!r}")
+        return od.CategoricalDistribution(values) if kind == "categorical" else values
     except KeyError as e:
         raise _err(src, key, f"type {kind!r} needs {e.args[0]!r}") from None
     except (ValueError, TypeError) as e:
+        if isinstance(e, SpaceError):
+            raise
         raise _err(src, key, f"{e} (got {d!r})") from None
-    raise _err(src, f"{key}.type", f"unknown distribution {kind!r} (valid: float, int, categorical, grid)")
 
 
-def _sample_value(dist: od.BaseDistribution | list) -> Any:
+def _candidate_values(dist: od.BaseDistribution | list) -> list:
+    """Values whose trainer configs must be valid: both bounds, or every choice."""
     if isinstance(dist, list):
-        return dist[0]
+        return list(dist)
     if isinstance(dist, od.CategoricalDistribution):
-        return dist.choices[0]
-    return dist.low
+        return list(dist.choices)
+    return [dist.low, dist.high]
+
+
+def _check_overrides(overrides: dict[str, Any]) -> None:
+    for k, v in overrides.items():
+        if k not in OVERRIDE_KEYS:
+            raise SpaceError(f"override {k!r}: unknown (valid: {', '.join(sorted(OVERRIDE_KEYS))})")
+        low = 0 if k in ("cpu", "gpu", "max_concurrent") else 1
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < low:
+            raise SpaceError(f"--{k.replace('_', '-')}: {v!r} must be >= {low}")
 
 
 def parse_space(raw: Any, src: str = "<dict>", overrides: dict[str, Any] | None = None) -> SweepSpec:
@@ -147,20 +210,21 @@ def parse_space(raw: Any, src: str = "<dict>", overrides: dict[str, Any] | None 
         if key not in raw:
             raise _err(src, key, "missing")
     overrides = overrides or {}
-    name = str(raw.get("name", Path(src).stem))
+    _check_overrides(overrides)
+    name = raw.get("name", Path(src).stem)
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        raise _err(src, "name", f"{name!r} must be a plain name (letters, digits, '.', '_', '-'; no paths)")
 
-    pair_block = _check_keys(src, "pair", raw["pair"], {"name", "params"})
-    pair_params = pair_block.get("params") or {}
     try:
-        pair = make_pair(str(pair_block.get("name")), **pair_params)
+        pair = PairSpec.from_dict(raw["pair"]).build()
     except (ValueError, TypeError, FileNotFoundError, ImportError) as e:  # DataError is a ValueError
         raise _err(src, "pair", str(e)) from None
     available = metric_names(pair)
 
     budget = _check_keys(src, "budget", raw["budget"], BUDGET_KEYS)
-    steps = _positive_int(src, "budget.steps", overrides.get("steps", budget.get("steps", 1000)))
-    seeds = _positive_int(src, "budget.seeds", overrides.get("seeds", budget.get("seeds", 1)))
-    eval_every = _positive_int(src, "budget.eval_every", budget.get("eval_every", max(1, steps // 5)))
+    steps = _int(src, "budget.steps", overrides.get("steps", budget.get("steps", 1000)), 1)
+    seeds = _int(src, "budget.seeds", overrides.get("seeds", budget.get("seeds", 1)), 1)
+    eval_every = _int(src, "budget.eval_every", budget.get("eval_every", max(1, steps // 5)), 1)
     eval_every = min(eval_every, steps)
 
     objectives = _parse_objectives(src, raw["objective"], available)
@@ -168,29 +232,49 @@ def parse_space(raw: Any, src: str = "<dict>", overrides: dict[str, Any] | None 
     methods_block = raw["methods"]
     if not isinstance(methods_block, dict) or not methods_block:
         raise _err(src, "methods", f"expected a mapping of {'/'.join(METHODS)} to settings")
-    methods = tuple(_parse_method(src, m, b, overrides.get("samples")) for m, b in methods_block.items())
+    methods = tuple(_parse_method(src, m, b, overrides.get("samples"), pair) for m, b in methods_block.items())
 
     sched = _check_keys(src, "scheduler", raw.get("scheduler") or {"type": "asha"}, SCHEDULER_KEYS)
     if sched.get("type", "asha") not in ("asha", "fifo"):
         raise _err(src, "scheduler.type", f"unknown scheduler {sched.get('type')!r} (valid: asha, fifo)")
     sched = {"type": sched.get("type", "asha"),
-             "grace_period": _positive_int(src, "scheduler.grace_period", sched.get("grace_period", eval_every)),
-             "reduction_factor": _positive_int(src, "scheduler.reduction_factor", sched.get("reduction_factor", 2))}
-    if sched["type"] == "asha" and len(objectives) == 1 and objectives[0].metric not in PERIODIC_METRICS:
+             "grace_period": _int(src, "scheduler.grace_period", sched.get("grace_period", eval_every), 1),
+             "reduction_factor": _int(src, "scheduler.reduction_factor", sched.get("reduction_factor", 2), 2)}
+    periodic = metric_names(pair, full=False)
+    if sched["type"] == "asha" and len(objectives) == 1 and objectives[0].metric not in periodic:
         raise _err(src, "objective.metric", f"{objectives[0].metric!r} is computed only at the end of a trial; "
-                   f"ASHA needs one of {sorted(PERIODIC_METRICS & available)} (or scheduler.type: fifo)")
+                   f"ASHA needs one of {sorted(periodic)} (or scheduler.type: fifo)")
 
     res = _check_keys(src, "resources", raw.get("resources") or {}, RESOURCE_KEYS)
-    resources = {"cpu": float(overrides.get("cpu", res.get("cpu", 1))),
-                 "gpu": float(overrides.get("gpu", res.get("gpu", 0))),
-                 "max_concurrent": int(overrides.get("max_concurrent", res.get("max_concurrent", 0))),
-                 "custom": dict(res.get("custom") or {}),
-                 "max_failures": int(res.get("max_failures", 3))}
-    for k in ("cpu", "gpu"):
-        if not (math.isfinite(resources[k]) and resources[k] >= 0):
-            raise _err(src, f"resources.{k}", f"{resources[k]!r} must be >= 0")
-    return SweepSpec(name, src, {"name": pair.name, "params": pair.params()}, methods, objectives, steps, seeds,
-                     eval_every, sched, resources, raw)
+    custom = res.get("custom") or {}
+    if not isinstance(custom, dict):
+        raise _err(src, "resources.custom", f"expected a mapping of resource name to amount, got {custom!r}")
+    resources = {"cpu": _number(src, "resources.cpu", overrides.get("cpu", res.get("cpu", 1))),
+                 "gpu": _number(src, "resources.gpu", overrides.get("gpu", res.get("gpu", 0))),
+                 "max_concurrent": _int(src, "resources.max_concurrent",
+                                        overrides.get("max_concurrent", res.get("max_concurrent", 0)), 0),
+                 "custom": {str(k): _number(src, f"resources.custom.{k}", v) for k, v in custom.items()},
+                 "max_failures": _int(src, "resources.max_failures", res.get("max_failures", 3), 0)}
+    if resources["cpu"] == 0 and resources["gpu"] == 0 and not resources["custom"]:
+        raise _err(src, "resources", "a trial needs some resource (cpu > 0 or gpu > 0)")
+    if resources["gpu"] > 1 and resources["gpu"] != int(resources["gpu"]):
+        raise _err(src, "resources.gpu", f"{resources['gpu']!r}: more than one GPU must be a whole number")
+    for m in methods:
+        device = resolve_config(pair, {**m.fixed, "method": m.method}).device
+        if device.startswith("cuda") and resources["gpu"] == 0:
+            raise _err(src, f"methods.{m.method}.fixed.device", f"{device!r} but resources.gpu is 0: the trial "
+                       f"would get no GPU")
+
+    from sweep.studies import check_sampler
+
+    searched = {k: v for m in methods for k, v in m.search.items()}
+    try:
+        sampler = check_sampler(_check_keys(src, "sampler", raw.get("sampler") or {}, set(raw.get("sampler") or {})),
+                                searched, len(objectives) > 1)
+    except ValueError as e:
+        raise _err(src, "sampler", str(e)) from None
+    return SweepSpec(name, src, pair.spec().to_dict(), methods, objectives, steps, seeds,
+                     eval_every, sched, resources, sampler, raw)
 
 
 def _parse_objectives(src: str, block: Any, available: set[str]) -> tuple[Objective, ...]:
@@ -211,21 +295,18 @@ def _parse_objectives(src: str, block: Any, available: set[str]) -> tuple[Object
     return tuple(out)
 
 
-def _parse_method(src: str, method: str, block: Any, samples_override: int | None) -> MethodSpec:
+def _parse_method(src: str, method: str, block: Any, samples_override: int | None, pair) -> MethodSpec:
     where = f"methods.{method}"
     if method not in METHODS:
         raise _err(src, where, f"unknown method (valid: {', '.join(METHODS)})")
     block = _check_keys(src, where, block or {}, METHOD_KEYS)
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    fixed = dict(block.get("fixed") or {})
-    search_raw = dict(block.get("search") or {})
+    fixed = dict(_check_keys(src, f"{where}.fixed", block.get("fixed") or {}, fields | SWEEP_OWNED))
+    search_raw = dict(_check_keys(src, f"{where}.search", block.get("search") or {}, fields | SWEEP_OWNED))
     for part, params in (("fixed", fixed), ("search", search_raw)):
         for k in params:
             if k in SWEEP_OWNED:
                 raise _err(src, f"{where}.{part}.{k}", "is set by the sweep (budget block / seeds), not here")
-            if k not in fields:
-                raise _err(src, f"{where}.{part}.{k}",
-                           f"unknown trainer parameter (valid: {', '.join(sorted(fields))})")
     both = sorted(set(fixed) & set(search_raw))
     if both:
         raise _err(src, f"{where}.search.{both[0]}", "is both fixed and searched")
@@ -234,9 +315,49 @@ def _parse_method(src: str, method: str, block: Any, samples_override: int | Non
     search = {k: v for k, v in dists.items() if not isinstance(v, list)}
     if grid and search:
         raise _err(src, f"{where}.search", "mixes grid and sampled parameters; use one kind per method")
-    try:  # every fixed value, with a sample of each searched one, must make a valid trainer config
-        TrainConfig.from_dict({**fixed, **{k: _sample_value(v) for k, v in dists.items()}, "method": method})
+    try:  # the fixed values must make a valid trainer config ...
+        resolve_config(pair, {**fixed, "method": method})
     except ValueError as e:
-        raise _err(src, where, str(e)) from None
-    samples = _positive_int(src, f"{where}.samples", samples_override or block.get("samples", 1))
+        raise _err(src, f"{where}.fixed", str(e)) from None
+    for k, dist in dists.items():  # ... and so must both bounds and every choice of each searched one
+        for v in _candidate_values(dist):
+            try:
+                resolve_config(pair, {**fixed, k: v, "method": method})
+            except (ValueError, TypeError) as e:
+                raise _err(src, f"{where}.search.{k}", f"value {v!r} is not valid: {e}") from None
+    samples = _int(src, f"{where}.samples", samples_override or block.get("samples", 1), 1)
     return MethodSpec(method, samples, fixed, search, grid)
+
+
+def check_resources_on_cluster(spec: SweepSpec, address: str | None = None, num_cpus: int | None = None) -> None:
+    """A trial's resources must fit one node of the cluster (in-process: this machine), or nothing ever starts.
+
+    With an autoscaling cluster (``address`` given and nodes can be added) a too-large request is a warning.
+    """
+    res = spec.resources
+    if address is None:
+        cpus = num_cpus or os.cpu_count() or 1
+        try:
+            import torch
+
+            gpus = torch.cuda.device_count()
+        except ImportError:
+            gpus = 0
+        nodes = [{"CPU": cpus, "GPU": gpus}]
+        scalable = False
+    else:
+        import ray
+
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        scalable = bool(os.environ.get("OTSR_CLUSTER_AUTOSCALES"))
+    need = {"CPU": res["cpu"], "GPU": res["gpu"], **res["custom"]}
+    if any(all(node.get(k, 0) >= v for k, v in need.items() if v) for node in nodes):
+        return
+    have = "; ".join(", ".join(f"{k}={v:g}" for k, v in sorted(n.items()) if not k.startswith("node:")
+                               and not k.startswith("memory") and "object_store" not in k) for n in nodes)
+    msg = (f"{spec.source}: resources: a trial asks for {', '.join(f'{k}={v:g}' for k, v in need.items() if v)} "
+           f"but no node has that ({have})")
+    if scalable:
+        print(f"otsr-sweep: warning: {msg}; waiting for the autoscaler to add a node", flush=True)
+        return
+    raise SpaceError(msg)

@@ -33,8 +33,8 @@ def trial_runs(folder: Path) -> tuple[list[dict], dict[str, list]]:
 
 def assert_one_finished_run_per_trial(folder: Path) -> list[dict]:
     """Every trial has exactly one MLflow run, nested under the sweep's run, terminated; returns the trials."""
-    state = json.loads((folder / "state.json").read_text())
     trials, by_trial = trial_runs(folder)
+    parent = json.loads((folder / "tracking_runs.json").read_text())["parent"]
     assert trials
     ids = Counter(t["trial_id"] for t in trials)
     assert all(n == 1 for n in ids.values())
@@ -42,7 +42,8 @@ def assert_one_finished_run_per_trial(folder: Path) -> list[dict]:
     for tid, runs in by_trial.items():
         assert len(runs) == 1, f"trial {tid} has {len(runs)} MLflow runs"
         run = runs[0]
-        assert run.data.tags["mlflow.parentRunId"] == state["parent_run_id"]
+        assert run.data.tags["mlflow.parentRunId"] == parent
         assert run.info.status in ("FINISHED", "FAILED")
-        assert run.info.run_name.startswith("run_trial_")
+        method, seed = run.data.tags["method"], run.data.tags["seed"]
+        assert run.info.run_name.startswith(method + " ") and run.info.run_name.endswith(f" s{seed}")
     return trials

@@ -33,7 +33,11 @@ def test_trials_run_on_the_worker_node_and_log_over_http(ray_cluster, mlflow_ser
     run = client.search_runs([state["experiment_id"]], filter_string=f"tags.`otsr.trial_id` = '{done['trial_id']}'")[0]
     assert {a.path for a in client.list_artifacts(run.info.run_id, "final")} >= {"final/map.png",
                                                                                  "final/checkpoint.pt"}
-    assert len(client.get_metric_history(run.info.run_id, "l2_uvp")) == 3  # steps 20, 40, 60
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/l2_uvp")] == [20, 40, 60]
+    losses = client.get_metric_history(run.info.run_id, "train/loss_map")
+    assert [m.step for m in losses] == [20, 40, 60]  # log_every = 20 in the tiny space
+    assert all(m.timestamp > 1_600_000_000_000 for m in losses)  # real timestamps (ms), not 0
+    assert not {"final", "diverged", "iterations_since_restore", "eval/final"} & set(run.data.metrics)
     assert run.data.params["pair.name"] == "gaussian-shift"
     assert run.data.tags["method"] in ("gan", "ots")
 
@@ -145,6 +149,6 @@ def test_sr_demo_sweep_logs_sr_metrics_and_grids(ray_cluster, workdir, monkeypat
     client = MlflowClient(state["tracking_uri"])
     for t in trials:
         run = client.search_runs([state["experiment_id"]], filter_string=f"tags.`otsr.trial_id` = '{t['trial_id']}'")[0]
-        assert {"psnr", "ssim", "psnr_bicubic", "bias_frechet_pool16"} <= set(run.data.metrics)
+        assert {"eval/psnr", "eval/ssim", "eval/psnr_bicubic", "eval/bias_frechet_pool16"} <= set(run.data.metrics)
         assert "final/map.png" in {a.path for a in client.list_artifacts(run.info.run_id, "final")}
     assert {r["metric"] for r in report["table"]} >= {"transport_cost"}

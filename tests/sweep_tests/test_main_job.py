@@ -36,7 +36,7 @@ def test_quick_bias_sweep_end_to_end(tmp_path):
     assert row["gan_mean"] > row["ots_mean"]  # the best-lambda GAN is still worse than OTS
     state = json.loads((folder / "state.json").read_text())
     client = MlflowClient(state["tracking_uri"])
-    parent = client.get_run(state["parent_run_id"])
+    parent = client.get_run(json.loads((folder / "tracking_runs.json").read_text())["parent"])
     assert parent.info.status == "FINISHED"
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report/report.png",
                                                                                     "report/report.html"}

@@ -36,18 +36,59 @@ def test_short_form_becomes_optuna_distributions():
     (lambda d: d["methods"]["gan"]["search"]["lam"].update(low=0.0),
      r"methods.gan.search.lam: .*low.*0\.0"),
     (lambda d: d.update(objective={"metric": "shift_typo"}), r"objective.metric: 'shift_typo' is not computed"),
-    (lambda d: d["methods"]["gan"].update(fixed={"lr": 1e-3}), r"methods.gan.fixed.lr: unknown trainer parameter"),
-    (lambda d: d["methods"]["gan"].update(fixed={"gp": -1.0}), r"methods.gan: config key 'gp'"),
+    (lambda d: d["methods"]["gan"].update(fixed={"lr": 1e-3}), r"methods.gan.fixed.lr: unknown key \(valid: batch_size"),
+    (lambda d: d["methods"]["gan"].update(fixed={"gp": -1.0}), r"methods.gan.fixed: config key 'gp': -1.0 must be >= 0"),
     (lambda d: d["methods"].update(vae={}), r"methods.vae: unknown method"),
     (lambda d: d["pair"].update(params={"dim": 0}), r"pair: .*dim=0 is outside its range"),
     (lambda d: d["methods"]["gan"].update(fixed={"seed": 3}), r"methods.gan.fixed.seed: is set by the sweep"),
-    (lambda d: d.update(objective={"metric": "bias_frechet"}), r"computed only at the end"),
+    (lambda d: d.update(objective={"metric": "ot_consistency", "mode": "max"}), r"computed only at the end"),
+    (lambda d: d.update(resources={"max_concurrent": -3}), r"resources.max_concurrent: -3 must be an integer >= 0"),
+    (lambda d: d.update(scheduler={"type": "asha", "reduction_factor": 1}), r"reduction_factor: 1 must be .* >= 2"),
+    (lambda d: d.update(resources={"max_failures": -1}), r"resources.max_failures: -1 must be an integer >= 0"),
+    (lambda d: d["methods"]["gan"].update(fixed={"device": "tpu"}), r"methods.gan.fixed: .*'tpu' is not supported"),
+    (lambda d: d["methods"]["gan"].update(fixed={"map_model": "transformer"}), r"unknown model 'transformer'"),
+    (lambda d: d["methods"]["gan"]["search"].update(beta1={"type": "float", "low": 0.5, "high": 1.5}),
+     r"methods.gan.search.beta1: value 1.5 is not valid: .*'beta1'"),
+    (lambda d: d["methods"]["gan"]["search"].update(width={"type": "categorical", "choices": [2, "abc"]}),
+     r"methods.gan.search.width: value 'abc' is not valid"),
+    (lambda d: d["methods"]["gan"]["search"]["lam"].update(log="false"), r"lam.log: 'false' must be true or false"),
+    (lambda d: d.update(name="../../x"), r"name: '../../x' must be a plain name"),
+    (lambda d: d.update(name="/abs/x"), r"name: '/abs/x' must be a plain name"),
+    (lambda d: d.update(sampler={"type": "annealing"}), r"sampler: unknown sampler 'annealing'"),
+    (lambda d: d.update(sampler={"type": "tpe", "n_startup": 3}), r"sampler: sampler 'tpe' has no option 'n_startup'"),
+    (lambda d: d["methods"]["gan"].update(fixed={"device": "cuda"}), r"fixed.device: 'cuda' but resources.gpu is 0"),
 ])
 def test_bad_spaces_name_file_key_and_value(mutate, match):
     d = _base()
     mutate(d)
     with pytest.raises(SpaceError, match=match):
         parse_space(d, "x.yaml")
+
+
+def test_duplicate_yaml_keys_and_bad_overrides_are_errors(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("name: a\npair: {name: gaussian-shift}\nname: b\n")
+    with pytest.raises(SpaceError, match=r"dup.yaml: not valid YAML: .*duplicate key 'name'"):
+        load_space(path)
+    with pytest.raises(SpaceError, match=r"--samples: 0 must be >= 1"):
+        parse_space(_base(), "x.yaml", {"samples": 0})
+
+
+def test_sampler_block_builds_the_named_optuna_sampler():
+    from sweep.studies import make_sampler
+
+    d = _base()
+    d["sampler"] = {"type": "tpe", "n_startup_trials": 3}
+    spec = parse_space(d, "x.yaml")
+    sampler = make_sampler(spec.sampler, spec.methods[0].search)
+    assert type(sampler).__name__ == "TPESampler" and sampler._n_startup_trials == 3
+    d["sampler"] = {"type": "random", "seed": 7}
+    assert type(make_sampler(parse_space(d, "x.yaml").sampler, {})).__name__ == "RandomSampler"
+
+
+def test_quick_bias_actually_searches():
+    spec = load_space(REPO / "search_spaces/quick_bias.yaml")
+    assert spec.sampler["type"] == "tpe" and spec.sampler["n_startup_trials"] < spec.methods[0].samples
 
 
 def test_metric_the_pair_cannot_compute():
@@ -59,6 +100,15 @@ def test_metric_the_pair_cannot_compute():
 
 
 USER_DATA = {"sr_aim19.yaml"}  # point at data the user brings; here they must fail naming the missing folder
+
+
+def test_exponents_without_a_sign_are_numbers(tmp_path):
+    """YAML 1.1 reads 1.0e5 as a string; spaces read it as the number (YAML 1.2), so lam.high: 1.0e5 works."""
+    p = tmp_path / "exp.yaml"
+    p.write_text(tiny_space(tmp_path).read_text().replace("high: 10.0", "high: 1.0e5"))
+    spec = load_space(p)
+    gan = next(m for m in spec.methods if m.method == "gan")
+    assert gan.search["lam"].high == 1.0e5
 
 
 @pytest.mark.parametrize("path", sorted(p for p in (REPO / "search_spaces").glob("*.yaml") if p.name not in USER_DATA),
@@ -88,13 +138,24 @@ def load_space_text(tmp_path, text):
 def test_cli_rejects_a_bad_file_before_launching(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     bad = tmp_path / "bad.yaml"
-    bad.write_text(tiny_space(tmp_path).read_text().replace("log: true", "log: true, low: 0.0"))
+    bad.write_text(tiny_space(tmp_path).read_text().replace("log: true", "log: maybe"))
     assert main(["run", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad.yaml" in err and "methods.gan.search.lam" in err
     assert not (tmp_path / "sweeps").exists() and not (tmp_path / "mlflow.db").exists()
     assert main(["run", str(tmp_path / "missing.yaml")]) == 2
     assert "no such search-space file" in capsys.readouterr().err
+    greedy = tmp_path / "greedy.yaml"
+    greedy.write_text(tiny_space(tmp_path).read_text().replace("cpu: 0.5", "cpu: 64"))
+    assert main(["run", str(greedy)]) == 2
+    assert "a trial asks for CPU=64 but no node has that" in capsys.readouterr().err
+    custom = tmp_path / "custom.yaml"
+    custom.write_text(tiny_space(tmp_path, custom="{foo: 1}").read_text())
+    assert main(["run", str(custom)]) == 2
+    assert "foo=1" in capsys.readouterr().err
+    assert main(["run", str(tiny_space(tmp_path)), "--tracking-uri", "ftp://example.invalid/x"]) == 2
+    assert "unsupported scheme" in capsys.readouterr().err
+    assert not (tmp_path / "sweeps").exists() and not (tmp_path / "mlflow.db").exists()
 
 
 def test_unreachable_tracking_server_fails_before_any_trial(tmp_path, monkeypatch, capsys):
