@@ -5,9 +5,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sweep.cluster_config import ClusterConfigError, validate_cluster_config
+from sweep.cluster_config import ClusterConfigError, plan_nodes, validate_cluster_config
 
-CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
+ROOT = Path(__file__).resolve().parents[2]
+CLUSTER = ROOT / "cluster"
+SPACES = sorted((ROOT / "search_spaces").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("name", ["aws", "gcp", "onprem"])
@@ -32,7 +34,41 @@ def _broken(tmp_path, mutate):
     (lambda d: d.update(max_workers="eight"), "'eight' is not of type 'integer'"),
     (lambda d: d.update(head_start_ray_commands=["ray start --head"]), "no MLflow tracking server"),
     (lambda d: d["head_start_ray_commands"].append("mlflow server --host 0.0.0.0"), "binds 0.0.0.0"),
+    (lambda d: d["worker_start_ray_commands"].__setitem__(1, "ray start --address=$RAY_HEAD_IP:6379"),
+     "RAY_AUTH_MODE=token"),
+    (lambda d: d["file_mounts"].pop("/home/ubuntu/.ray/auth_token"), "auth token"),
+    (lambda d: (d.pop("rsync_filter"), d.pop("rsync_exclude")), "rsync_filter"),
+    (lambda d: d["available_node_types"]["gpu_worker"].update(resources={}), "give CPU and GPU explicitly"),
 ])
 def test_broken_configs_are_rejected_with_the_reason(tmp_path, mutate, match):
     with pytest.raises(ClusterConfigError, match=match):
         validate_cluster_config(_broken(tmp_path, mutate))
+
+
+@pytest.mark.parametrize("name", ["aws", "gcp"])
+@pytest.mark.parametrize("space", SPACES, ids=[p.stem for p in SPACES])
+def test_ray_places_every_shipped_space_on_the_cluster(name, space):
+    """Ray's own node-selection code finds a node type for one trial of each search space (GPU shares included)."""
+    full = validate_cluster_config(CLUSTER / f"{name}.yaml")
+    res = yaml.safe_load(space.read_text()).get("resources", {})
+    demand = {"CPU": res.get("cpu", 1), **({"GPU": res["gpu"]} if res.get("gpu") else {})}
+    add, left = plan_nodes(full, [demand])
+    assert not left, f"{space.name}: no node type of {name}.yaml fits {demand}"
+    wants = "gpu_worker" if demand.get("GPU") else "cpu_worker"
+    assert add == {wants: 1}
+
+
+def test_node_selection_finds_nothing_for_empty_resources(tmp_path):
+    """The shipped bug this guards against: `resources: {}` made GPU-share trials wait forever."""
+    from ray.autoscaler._private.util import prepare_config
+
+    raw = yaml.safe_load((CLUSTER / "gcp.yaml").read_text())
+    raw["available_node_types"]["gpu_worker"]["resources"] = {}
+    add, left = plan_nodes(prepare_config(raw), [{"CPU": 2, "GPU": 0.25}])
+    assert left == [{"CPU": 2, "GPU": 0.25}] and not add
+
+
+def test_onprem_uses_the_resources_each_machine_reports():
+    full = validate_cluster_config(CLUSTER / "onprem.yaml")
+    assert list(full["available_node_types"]) == ["local.cluster.node"]
+    assert full["available_node_types"]["local.cluster.node"]["resources"] == {}
