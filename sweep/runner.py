@@ -185,7 +185,8 @@ def driver_lock(folder: Path):
             except (OSError, ValueError):
                 pid = 0
             if pid and _alive(pid):
-                raise SweepBusy(f"{folder} is being run by process {pid}; wait for it or stop it first") from None
+                raise SweepBusy(f"{folder} is being run by process {pid} (its {LOCK}); wait for it or stop it "
+                                "first") from None
             path.unlink(missing_ok=True)  # stale: its driver died
     else:
         raise SweepBusy(f"{folder}: could not take {LOCK}")
