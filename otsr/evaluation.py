@@ -164,11 +164,12 @@ def evaluate(t: Callable[[torch.Tensor], torch.Tensor], pair: Pair, *, n: int, c
     features = {**feature_spaces(pair), **(pair.feature_spaces(device) if full else {})}
     acc = _Accumulator(pair, cost, full, features, device)
     step = chunk or chunk_size(pair, n)
-    for start in range(0, n, step):
-        k = min(step, n - start)
-        x, t_star = draw(pair, k, g, pair.has_true_map)
-        y = draw_q(pair, k, g)
-        acc.update(x, t(x).detach(), y, t_star)
+    with pair.evaluation_samples(seed):
+        for start in range(0, n, step):
+            k = min(step, n - start)
+            x, t_star = draw(pair, k, g, pair.has_true_map)
+            y = draw_q(pair, k, g)
+            acc.update(x, t(x).detach(), y, t_star)
     out = acc.result(pair.has_true_map)
     out.update(pair.validation_metrics(t, device, validation_limit))
     return out

@@ -51,7 +51,7 @@ def run_sr_check(pair_params: dict[str, Any], steps: int, device: str = "auto", 
                                "pair": pair.spec().to_dict(), "steps": steps}
     for method in ("ots", "gan"):
         settings = {"method": method, "device": str(dev), "steps": steps, "eval_every": max(1, steps // 3),
-                    "checkpoint_every": 0, **overrides}
+                    **overrides}
         if method == "gan":
             settings["lam"] = lam
         cfg = resolve_config(pair, settings)

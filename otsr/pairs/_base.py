@@ -4,6 +4,7 @@ that evaluation, figures and reports may call, each with a default."""
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -98,6 +99,15 @@ class Pair(abc.ABC):
     def feature_space_names(self) -> set[str]:
         """Names ``feature_spaces`` returns with this pair's settings (without building any network)."""
         return set()
+
+    def evaluation_samples(self, seed: int) -> contextlib.AbstractContextManager:
+        """A context in which the samplers draw the same evaluation samples for the same ``seed``.
+
+        Pairs that sample from the generator need nothing (evaluation seeds it); pairs with their own sample
+        streams (image folders read by workers) switch to a fixed evaluation stream, so periodic evaluations
+        compare maps on the same crops instead of adding sampling noise to the curve.
+        """
+        return contextlib.nullcontext()
 
     def validation_metrics(self, t, device: torch.device, limit: int = 0) -> dict[str, float]:
         """Metrics on the pair's own validation data (e.g. paired SR images), run at the final evaluation.

@@ -4,6 +4,7 @@ T(LR crops) with HR crops."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 
@@ -62,6 +63,19 @@ class UnpairedSR(Pair):
     def shape_q(self):
         """HR crops (3, hr_crop, hr_crop)."""
         return (3, self.hr_crop, self.hr_crop)
+
+    @contextlib.contextmanager
+    def evaluation_samples(self, seed: int):
+        """Fresh crop streams seeded by ``seed``: every evaluation sees the same LR and HR crops."""
+        train = self._lr, self._hr
+        self._lr = CropStream(self.lr_files, self.hr_crop // self.scale, workers=self.workers,
+                              crops_per_image=self.crops_per_image, seed=seed * 7919 + 2)
+        self._hr = CropStream(self.hr_files, self.hr_crop, workers=self.workers,
+                              crops_per_image=self.crops_per_image, seed=seed * 7919 + 3)
+        try:
+            yield
+        finally:
+            self._lr, self._hr = train
 
     def sample_p(self, n, generator):
         """LR crops from the decoding workers (their own seeded RNG; the generator only sets the device)."""

@@ -7,7 +7,7 @@ import pytest
 from otsr import bench
 from otsr.bench.quality import QualityOptions, markdown, run_quality
 
-QUALITY_D16_REDUCED = 8.0  # % L2-UVP after 300 of 2000 steps (best affine map: 32.3 %)
+QUALITY_D16_REDUCED = 10.0  # % L2-UVP after 300 of 2000 steps (measured 7.98; best affine map: 32.3 %)
 
 
 def test_flop_count_scales_with_batch_and_includes_the_gradient_penalty():

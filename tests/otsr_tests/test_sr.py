@@ -46,6 +46,22 @@ def test_edsr_and_pair_shapes(demo):
     assert 0 <= float(x.min()) and float(x.max()) <= 1
 
 
+def test_evaluations_see_the_same_crops(demo):
+    """Periodic evaluations of one map agree exactly (fixed evaluation streams), so curves show training, not
+    sampling noise; training draws go on from where they were."""
+    from otsr.evaluation import evaluate, probe_map
+
+    pair = UnpairedSR(root=str(demo), hr_crop=32, workers=0)
+    before = pair.sample_p(4, torch.Generator())
+    a = evaluate(probe_map(pair), pair, n=96, cost="half_mean", full=False)
+    b = evaluate(probe_map(pair), pair, n=96, cost="half_mean", full=False)
+    assert a == b
+    fresh = UnpairedSR(root=str(demo), hr_crop=32, workers=0)
+    fresh.sample_p(4, torch.Generator())
+    assert torch.equal(pair.sample_p(4, torch.Generator()), fresh.sample_p(4, torch.Generator()))
+    assert not torch.equal(before, pair.sample_p(4, torch.Generator()))
+
+
 def test_crop_stream_with_workers(demo):
     stream = CropStream(list_images(demo / "train_hr"), 64, workers=1, batch=16)
     assert stream.take(40, "cpu").shape == (40, 3, 64, 64)
