@@ -83,8 +83,7 @@ class TrialLogger(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         """End the run FAILED with the error's last line (called once retries are used up)."""
-        err = trial.get_error()
-        self.finish(trial, trial.last_result or {}, error=str(err).strip().splitlines()[-1] if err else "error")
+        self.finish(trial, trial.last_result or {}, error=trial_error(trial))
 
     def finish(self, trial, last: dict[str, Any], error: str | None) -> None:
         """Log artifacts and end the run FINISHED or FAILED (with the reason)."""
@@ -100,6 +99,25 @@ class TrialLogger(Callback):
             tags["otsr.reason"] = reason[:5000]
         self.tracker.set_tags(key, tags)
         self.tracker.set_status(key, "FAILED" if reason else "FINISHED")
+
+
+def trial_error(trial) -> str:
+    """The last line of an errored trial's exception (e.g. 'RuntimeError: trial asked for a GPU ...')."""
+    texts = []
+    for get in (trial.get_pickled_error, trial.get_error):
+        try:
+            err = get()
+        except Exception:  # storage not synced yet: try the next source
+            err = None
+        if err:
+            texts.append(str(err))
+    if trial.error_file and Path(trial.error_file).is_file():
+        texts.append(Path(trial.error_file).read_text())
+    for text in texts:
+        lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+        if lines:
+            return lines[-1]
+    return "error (no message recorded)"
 
 
 class StudyMirror(Callback):
@@ -172,5 +190,4 @@ class ConsoleReporter(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         """Errored after its retries."""
-        err = trial.get_error()
-        self._line(trial, "error: " + (str(err).strip().splitlines()[-1][:120] if err else "?"))
+        self._line(trial, "error: " + trial_error(trial)[:120])

@@ -195,7 +195,8 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
         ax.set_ylabel(key)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     fig.suptitle(f"{summary['sweep']}: GAN bias vs λ against OTS on {pair['name']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

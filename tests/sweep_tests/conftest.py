@@ -48,12 +48,13 @@ def tiny_space(tmp_path: Path, custom: str = "{}", samples: int = 3, steps: int 
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """A head node and one worker node (custom resource 'worker') on 127.0.0.1; the driver connects."""
+    """A head node and one worker node (custom resource 'worker') on 127.0.0.1; the driver connects. The worker
+    declares one GPU that this machine does not have: the case of a node whose CUDA is broken."""
     import ray
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    worker = cluster.add_node(num_cpus=2, resources={"worker": 4})
+    worker = cluster.add_node(num_cpus=2, num_gpus=1, resources={"worker": 4})
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, log_to_driver=False)
     try:

@@ -125,3 +125,23 @@ def test_a_second_driver_on_the_same_folder_is_refused(ray_cluster, workdir):
             stop_process_group(driver, signal.SIGKILL)
     assert driver.returncode == 0
     assert len(assert_one_finished_run_per_trial(folder)) == 3
+
+
+def test_a_trial_given_a_gpu_without_cuda_fails_with_that_reason(ray_cluster, workdir):
+    """Ray hands out the worker's declared GPU, but CUDA is unavailable: the trial must not train on CPU."""
+    from sweep.runner import Options, create_sweep, run_sweep
+
+    cluster, _ = ray_cluster
+    space = tiny_space(workdir, custom="{worker: 1}", samples=1, seeds=1, steps=20, eval_every=10)
+    text = space.read_text().replace("gpu: 0,", "gpu: 0.5, max_failures: 0,")
+    space.write_text(text[:text.index("  gan:")] + text[text.index("  ots:"):])  # one OTS trial is enough
+    opts = Options(address=cluster.address, verbose=0)
+    folder = create_sweep(space, opts)
+    run_sweep(folder, opts)
+    state = json.loads((folder / "state.json").read_text())
+    runs = MlflowClient(state["tracking_uri"]).search_runs([state["experiment_id"]],
+                                                           filter_string="tags.`otsr.trial_id` != ''")
+    assert len(runs) == 1
+    for run in runs:
+        assert run.info.status == "FAILED"
+        assert "asked for a GPU" in run.data.tags["otsr.reason"] and "CUDA" in run.data.tags["otsr.reason"]
