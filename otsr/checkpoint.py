@@ -57,10 +57,11 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        if "Unsupported global" in str(e) or "GLOBAL" in str(e):
             raise CheckpointError(f"checkpoint {path} holds Python objects beyond tensors and plain values "
                                   f"(it may carry code); otsr will not load it") from None
-        raise CheckpointError(f"checkpoint {path} is not a valid checkpoint file: {str(e).splitlines()[0]}") from None
+        raise CheckpointError(f"checkpoint {path} is not a checkpoint file (corrupt, truncated or not written by "
+                              "otsr)") from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt: "
                               f"{(str(e).splitlines() or [type(e).__name__])[0]}") from None

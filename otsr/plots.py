@@ -62,7 +62,7 @@ def save_png(img: torch.Tensor, path: Path) -> Path:
 
 @torch.no_grad()
 def map_figure(t, pair, device, n: int = 2000, seed: int = 0) -> torch.Tensor:
-    """Vectors: panels P | Q | T#P. Images: a grid whose columns are inputs | T(inputs) | targets."""
+    """Vectors: panels P | Q | T#P. Images: a grid of 8 samples whose rows are inputs, T(inputs), targets."""
     own = pair.figure(t, device)  # pairs with validation data draw their own grid (super-resolution)
     if own is not None:
         return own
@@ -72,8 +72,7 @@ def map_figure(t, pair, device, n: int = 2000, seed: int = 0) -> torch.Tensor:
         return scatter_panels({"P": x, "Q": draw_q(pair, n, g), "T#P": t(x)})
     k = 8
     x, y = draw(pair, k, g, True) if pair.has_true_map else (draw(pair, k, g, False)[0], draw_q(pair, k, g))
-    cols = torch.stack([x, t(x), y], 1).flatten(0, 1)  # each row: input, output, target
-    return image_rows([cols], nrow=6)
+    return image_rows([x, t(x), y], nrow=k)  # rows: inputs, T(inputs), targets
 
 
 CURVE_KEYS = ("l2_uvp", "psnr", "bias_sliced_w2", "bias_frechet", "bias_frechet_pool16", "ssim", "transport_cost")

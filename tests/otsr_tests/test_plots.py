@@ -1,0 +1,25 @@
+"""Figures: map panels for vector and image pairs, and the metric curves of a run."""
+
+import torch
+
+from otsr.pairs import GaussianShift, make_pair
+from otsr.plots import curves_figure, map_figure, save_png
+
+
+def test_vector_map_figure_is_an_rgb_image(tmp_path):
+    pair = GaussianShift(dim=4)
+    img = map_figure(lambda x: x + 1, pair, "cpu", n=200)
+    assert img.dtype == torch.uint8 and img.shape[0] == 3 and min(img.shape[1:]) > 100
+    assert save_png(img, tmp_path / "map.png").stat().st_size > 1000
+
+
+def test_image_map_figure_shows_input_output_target():
+    pair = make_pair("degraded-images", size=16, pool=32)
+    img = map_figure(lambda x: x, pair, "cpu")
+    assert img.shape == (3, 3 * 18 + 2, 8 * 18 + 2)  # rows: inputs, outputs, targets; 8 samples, 2 px padding
+
+
+def test_curves_figure_plots_each_metric_against_steps(tmp_path):
+    evals = [{"step": s, "l2_uvp": 10.0 / (s + 1), "bias_sliced_w2": 1.0, "ot_consistency": 1.0} for s in (0, 50, 100)]
+    path = curves_figure(evals, tmp_path / "curves.png", title="run")
+    assert path is not None and path.stat().st_size > 5000
