@@ -1,5 +1,5 @@
-"""Figures: scatter panels and image grids as PNG without plotting libraries (the core needs only torch), and
-metric curves against training steps with matplotlib when it is installed."""
+"""Figures: labelled scatter panels (matplotlib when installed, a dependency-free fallback otherwise: the core
+needs only torch), image grids, and metric curves against training steps."""
 
 from __future__ import annotations
 
@@ -26,8 +26,62 @@ def _projection(ref: torch.Tensor) -> torch.Tensor:
     return torch.linalg.eigh(c)[1][:, -2:].flip(1).float()
 
 
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, or None when matplotlib is not installed (GPU machines)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def labelled_scatter(samples: dict[str, torch.Tensor], title: str = "") -> torch.Tensor | None:
+    """P | Q | T#P as labelled matplotlib panels (Q's principal plane, common limits that hold all points,
+    T#P over a faint Q for comparison), returned as a (3, H, W) uint8 image; None without matplotlib."""
+    plt = _pyplot()
+    if plt is None:
+        return None
+    import io
+
+    from torchvision.io import decode_png
+
+    samples = {k: v.detach().cpu().float().flatten(1) for k, v in samples.items()}
+    ref = samples.get("Q", next(iter(samples.values())))
+    proj = _projection(ref)
+    pts = {k: (v @ proj).numpy() for k, v in samples.items()}
+    allp = torch.cat([torch.from_numpy(p) for p in pts.values()])
+    lo, hi = allp.min(0).values, allp.max(0).values
+    pad = 0.05 * (hi - lo).clamp_min(1e-6)
+    axis = "coordinate" if ref.shape[1] <= 2 else "principal direction of Q"
+    fig, axes = plt.subplots(1, len(pts), figsize=(3.4 * len(pts), 3.4), squeeze=False, sharex=True, sharey=True)
+    for ax, (name, p) in zip(axes[0], pts.items()):
+        if name == "T#P" and "Q" in pts:
+            ax.scatter(pts["Q"][:, 0], pts["Q"][:, 1], s=2, c="0.8", label="Q", rasterized=True)
+        colour = [c / 255 for c in COLOURS.get(name, (0, 0, 0))]
+        ax.scatter(p[:, 0], p[:, 1], s=2, color=colour, label=name, rasterized=True)
+        ax.set_title({"P": "P (input)", "Q": "Q (target)", "T#P": "T#P (mapped input)"}.get(name, name), fontsize=9)
+        ax.set_xlim(float(lo[0] - pad[0]), float(hi[0] + pad[0]))
+        ax.set_ylim(float(lo[1] - pad[1]), float(hi[1] + pad[1]))
+        ax.set_xlabel(f"1st {axis}", fontsize=8)
+        ax.legend(fontsize=7, loc="upper right", markerscale=4)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"2nd {axis}", fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    img = decode_png(torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8))
+    return img[:3]
+
+
 def scatter_panels(samples: dict[str, torch.Tensor]) -> torch.Tensor:
-    """One panel per named sample set, all projected on Q's top-2 principal plane with common limits."""
+    """One panel per named sample set, all projected on Q's top-2 principal plane with common limits (the
+    dependency-free fallback of ``labelled_scatter``)."""
     samples = {k: v.detach().cpu().float().flatten(1) for k, v in samples.items()}
     proj = _projection(samples.get("Q", next(iter(samples.values()))))
     pts = {k: v @ proj for k, v in samples.items()}
@@ -69,7 +123,9 @@ def map_figure(t, pair, device, n: int = 2000, seed: int = 0) -> torch.Tensor:
     g = torch.Generator(device=device).manual_seed(seed)
     if len(pair.shape) == 1:
         x = draw(pair, n, g, False)[0]
-        return scatter_panels({"P": x, "Q": draw_q(pair, n, g), "T#P": t(x)})
+        panels = {"P": x, "Q": draw_q(pair, n, g), "T#P": t(x)}
+        img = labelled_scatter(panels, title=f"{pair!r}, {n} samples")
+        return img if img is not None else scatter_panels(panels)
     k = 8
     x, y = draw(pair, k, g, True) if pair.has_true_map else (draw(pair, k, g, False)[0], draw_q(pair, k, g))
     return image_rows([x, t(x), y], nrow=k)  # rows: inputs, T(inputs), targets
@@ -81,12 +137,8 @@ CURVE_KEYS = ("l2_uvp", "psnr", "bias_sliced_w2", "bias_frechet", "bias_frechet_
 def curves_figure(evals: list[dict[str, float]], path: Path, title: str = "") -> Path | None:
     """Metrics of the periodic and final evaluations against steps (one panel each); bicubic baselines of SR
     pairs as dashed lines. Needs matplotlib (the sweep extra); without it nothing is drawn and None returned."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return None
     keys = [k for k in CURVE_KEYS if any(k in e for e in evals)]
     if not keys:
