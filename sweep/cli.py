@@ -16,7 +16,14 @@ from pathlib import Path
 from otsr.checkpoint import CheckpointError
 from otsr.imageio import DataError
 from sweep.space import SpaceError, load_space
-from sweep.tracking import TrackingError, default_artifact_root, default_tracking_uri, ui_command
+from sweep.tracking import (
+    TrackingError,
+    default_artifact_root,
+    default_tracking_uri,
+    otsr_experiments,
+    runs_url,
+    ui_command,
+)
 
 SMOKE = {"samples": 2, "steps": 40, "seeds": 1}  # --smoke-test: seconds, not minutes
 EXIT_BAD_INPUT, EXIT_BUSY, EXIT_INTERRUPTED = 2, 3, 130
@@ -81,9 +88,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_ui(args: argparse.Namespace) -> int:
     """Serve the MLflow UI for the local store on 127.0.0.1 until interrupted."""
     wd = Path(args.workdir)
-    cmd = ui_command(args.tracking_uri or default_tracking_uri(wd), default_artifact_root(wd), args.port)
-    print(f"MLflow UI: http://127.0.0.1:{args.port}/#/experiments?workflowType=machine_learning  (runs tables: "
-          f"open an experiment; Ctrl-C to stop)", flush=True)
+    uri = args.tracking_uri or default_tracking_uri(wd)
+    cmd = ui_command(uri, default_artifact_root(wd), args.port)
+    print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop); runs tables:", flush=True)
+    for name, exp_id in otsr_experiments(uri):
+        print(f"  {name}: {runs_url(uri, exp_id, port=args.port)}", flush=True)
     proc = subprocess.Popen(cmd)
     try:
         return proc.wait()

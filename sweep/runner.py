@@ -297,17 +297,40 @@ def _describe(phase: Phase, spec: SweepSpec) -> str:
     return f"{phase.method.method} with seeds 0..{spec.seeds - 1}"
 
 
+def quiet_libraries(verbose: int) -> None:
+    """Keep library chatter (MLflow's table creation, Optuna's study notice, Tune's file-sync and TensorBoard
+    warnings, Ray's start banner) off the console below verbosity 3: the sweep prints its own lines."""
+    import logging
+
+    levels = {"mlflow.store.db.utils": logging.WARNING, "alembic": logging.WARNING, "optuna": logging.WARNING,
+              "ray.tune.logger.tensorboardx": logging.ERROR}
+    if verbose < 3:
+        levels |= {"ray": logging.WARNING, "ray.tune": logging.WARNING}
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    except ImportError:
+        pass
+
+
 def _init_ray(opts: Options) -> None:
+    import logging
+
     import ray
 
+    quiet_libraries(opts.verbose)
+    level = logging.INFO if opts.verbose >= 3 else logging.WARNING
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")  # we checkpoint often
     if ray.is_initialized():
         return
     if opts.address:
-        ray.init(address=opts.address, log_to_driver=False)
+        ray.init(address=opts.address, log_to_driver=False, logging_level=level)
     else:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # keep in-process Ray on loopback
-        ray.init(num_cpus=opts.num_cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(num_cpus=opts.num_cpus, include_dashboard=False, log_to_driver=False, logging_level=level)
 
 
 def _trainable(spec: SweepSpec):

@@ -323,9 +323,20 @@ def get_or_create_experiment(uri: str, name: str, artifact_root: str | None) -> 
         raise TrackingError(f"MLflow at {uri}: cannot open experiment {name!r}: {e}") from None
 
 
+def otsr_experiments(uri: str) -> list[tuple[str, str]]:
+    """(name, id) of the store's sweep experiments (``otsr/<space>``); empty when the store is unreadable."""
+    try:
+        from mlflow.tracking import MlflowClient
+
+        exps = MlflowClient(uri).search_experiments(filter_string="name LIKE 'otsr/%'")
+    except Exception:  # a missing or foreign store: the UI still starts, there is just nothing to list
+        return []
+    return sorted((e.name, e.experiment_id) for e in exps)
+
+
 def runs_url(uri: str, experiment_id: str, port: int | None = None) -> str:
     """The UI address of an experiment's runs table (the machine-learning view, not the GenAI one)."""
-    base = uri.rstrip("/") if uri.startswith("http") else f"http://127.0.0.1:{port or 5000}"
+    base = uri.rstrip("/") if uri.startswith("http") and port is None else f"http://127.0.0.1:{port or 5000}"
     return f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning"
 
 
