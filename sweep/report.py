@@ -132,6 +132,17 @@ def _panels(summary: dict[str, Any]) -> list[tuple[str, str]]:
             ("ot_consistency", "OT-consistency: share of the optimal\nassignment x_i -> T(x_i) that is the identity")]
 
 
+def theory_curves(summary: dict[str, Any], key: str, lams) -> tuple[list[float], list[float]]:
+    """The gaussian-shift closed forms of ``key`` (bias_mean_shift or l2_uvp) against lambda, for the WGAN-GP
+    equilibrium and the 1-Lipschitz one, with the sweep's own GAN cost (kappa) and gradient-penalty weight."""
+    pair = summary["pair"]
+    dn, d = pair["params"]["shift"], pair["params"]["dim"]
+    k = kappa(summary["gan_cost"], d)
+    f = (lambda s: theory.shift_bias(s, dn)) if key == "bias_mean_shift" else (lambda s: theory.shift_l2_uvp(s, dn, d))
+    return ([f(theory.gan_gp_shift(x, summary["gp"], dn, k)) for x in lams],
+            [f(theory.gan_shift(x, dn, k)) for x in lams])
+
+
 def _plot(summary: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -181,14 +192,9 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
             ax.axvline(max(best_lam, 1e-6), color="tab:red", ls="--", lw=1, label=f"chosen λ = {best_lam:.3g}")
         if shift_pair and key in ("bias_mean_shift", "l2_uvp") and summary.get("gp"):
             xs = np.logspace(math.log10(lo), math.log10(hi), 200)
-            dn, d = pair["params"]["shift"], pair["params"]["dim"]
-            k = kappa(summary["gan_cost"], d)
-            s_gp = [theory.gan_gp_shift(x, summary["gp"], dn, k) for x in xs]
-            s_1l = [theory.gan_shift(x, dn, k) for x in xs]
-            f = (lambda s: theory.shift_bias(s, dn)) if key == "bias_mean_shift" else \
-                (lambda s: theory.shift_l2_uvp(s, dn, d))
-            ax.plot(xs, [f(s) for s in s_gp], "k-", lw=1, label=f"closed form, WGAN-GP (γ={summary['gp']:g})")
-            ax.plot(xs, [f(s) for s in s_1l], "k--", lw=1, label="closed form, 1-Lipschitz")
+            gp_curve, lip_curve = theory_curves(summary, key, xs)
+            ax.plot(xs, gp_curve, "k-", lw=1, label=f"closed form, WGAN-GP (γ={summary['gp']:g})")
+            ax.plot(xs, lip_curve, "k--", lw=1, label="closed form, 1-Lipschitz")
         ax.set_xscale("log")
         ax.set_xlim(lo, hi)
         ax.set_xlabel("λ (content-loss weight)")

@@ -16,10 +16,11 @@ FAST = ["--steps", "20", "--batch-size", "32", "--log-every", "5", "--eval-every
     (["--pair", "convex-mixture", "--dim", "300"], "dim=300 is outside its range"),
     (["--pair-param", "shift"], "expected KEY=VALUE"),
     (["--pair-param", "shift=abc"], "'abc' is not a valid float"),
+    (["--device", "tpu"], "config key 'device': 'tpu' is not supported (valid: auto, cpu, cuda, cuda:N)"),
 ])
 def test_bad_input_fails_before_any_output(args, message, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", *args, *FAST, "--out", str(out)]) == EXIT_BAD_INPUT
+    assert main(["train", *FAST, *args, "--out", str(out)]) == EXIT_BAD_INPUT  # args last: they win
     assert message in capsys.readouterr().err
     assert not out.exists()
 
@@ -111,3 +112,20 @@ def test_help_explains_each_field_and_version(capsys):
     assert "per-coordinate MSE" in text and "{ots,gan}" in text and "--no-compile" in text
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("otsr ")
+
+
+def test_a_file_as_out_and_upscale_of_a_vector_run_are_one_line_errors(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    assert main(["train", "--pair", "gaussian-shift", "--dim", "2", *FAST, "--out", str(afile)]) == EXIT_BAD_INPUT
+    assert f"--out {afile} is a file, not a folder" in capsys.readouterr().err
+    run = tmp_path / "vec"
+    assert main(["train", "--pair", "gaussian-shift", "--dim", "2", *FAST, "--out", str(run)]) == 0
+    capsys.readouterr()
+    img = tmp_path / "x.png"
+    import torch
+    from torchvision.io import write_png
+    write_png(torch.zeros(3, 8, 8, dtype=torch.uint8), str(img))
+    assert main(["upscale", str(img), "--checkpoint", str(run), "--out", str(tmp_path / "up")]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "is not a super-resolution map" in err and "Traceback" not in err

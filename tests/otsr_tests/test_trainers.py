@@ -140,8 +140,9 @@ def test_gan_lands_on_the_wgan_gp_equilibrium_and_is_biased():
     assert ots.metrics["bias_mean_shift"] < 0.5
     for lam, precision in ((8.0, "fp32"), (32.0, "fp32"), (8.0, "bf16")):
         assert lam > theory.unbiased_lambda_max(4.0, kappa)  # inside the biased range
-        cfg = TrainConfig(method="gan", lam=lam, steps=1000, batch_size=256, lr_map=3e-4, lr_critic=3e-4,
-                          width=64, device="cpu", eval_every=1000, precision=precision)
+        cfg = TrainConfig(method="gan", lam=lam, steps=500, batch_size=256, lr_map=3e-4, lr_critic=3e-4,
+                          width=64, critic_width=64, device="cpu", eval_every=500, precision=precision,
+                          final_eval_samples=8192)
         res = otsr.trainers.gan.train(cfg, pair)
         s_gp = theory.gan_gp_shift(lam, cfg.gp, 4.0, kappa)
         print(f"GAN lambda={lam} {precision}: shift {res.metrics['shift']:.3f} vs s_GP {s_gp:.3f} "

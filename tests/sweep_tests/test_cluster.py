@@ -83,7 +83,7 @@ def _catch(errors, fn, *args):
 
 def test_killed_driver_resumes_without_losing_or_duplicating_trials(ray_cluster, workdir):
     cluster, _ = ray_cluster
-    space = tiny_space(workdir, custom="{worker: 1}", samples=4, seeds=1, steps=3000, eval_every=300)
+    space = tiny_space(workdir, custom="{worker: 1}", samples=4, seeds=1, steps=1200, eval_every=300)
     env = {**os.environ}
     common = ["--address", cluster.address, "--verbose", "0"]
     driver = subprocess.Popen([venv_bin("otsr-sweep"), "run", str(space), *common], cwd=workdir, env=env,

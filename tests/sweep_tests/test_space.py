@@ -177,3 +177,20 @@ def test_validate_command():
     out = subprocess.run([sys.executable, "-m", "sweep.cli", "validate", str(REPO / "search_spaces/quick_bias.yaml")],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0 and "ok (gan, ots on convex-mixture)" in out.stdout
+
+
+def test_a_user_pair_by_import_path_is_validated_before_ray_starts(tmp_path):
+    text = tiny_space(tmp_path).read_text()
+    user = tmp_path / "user.yaml"
+    user.write_text(text.replace("{name: gaussian-shift, params: {dim: 4, shift: 2.0}}",
+                                 '{name: "otsr.testing:GradientPair", params: {dim: 2}}')
+                    .replace("objective: {metric: l2_uvp", "objective: {metric: l2_uvp"))
+    spec = load_space(user)
+    assert spec.pair["name"] == "otsr.testing:GradientPair" and spec.pair["params"]["dim"] == 2
+    for name, match in (("otsr.testing:Nope", "has no attribute 'Nope'"),
+                        ("no_such_module_xyz:Pair", "no_such_module_xyz"),
+                        ("otsr.testing:tiny_config", "is not a subclass of otsr.Pair")):
+        bad = tmp_path / "bad.yaml"
+        bad.write_text(user.read_text().replace("otsr.testing:GradientPair", name))
+        with pytest.raises(SpaceError, match=f"bad.yaml: pair.*{match}"):
+            load_space(bad)
