@@ -56,7 +56,7 @@ def test_killed_worker_node_retries_trials_from_checkpoints(ray_cluster, workdir
     victim = cluster.add_node(num_cpus=1, resources={"victim": 1})
     cluster.wait_for_nodes()
     opts = Options(address=cluster.address, tracking_uri=None, verbose=0)
-    folder = create_sweep(tiny_space(workdir, custom="{victim: 1}", samples=1, seeds=1, steps=4000,
+    folder = create_sweep(tiny_space(workdir, custom="{victim: 1}", samples=1, seeds=1, steps=1500,
                                      eval_every=200), opts)
     errors = []
     driver = threading.Thread(target=lambda: _catch(errors, run_sweep, folder, opts))
