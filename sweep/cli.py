@@ -161,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
+    from sweep.runner import quiet_libraries
+
+    quiet_libraries(getattr(args, "verbose", 1))  # before the MLflow store is created, not only when Ray starts
     try:
         return args.fn(args)
     except (SpaceError, TrackingError, FileNotFoundError, DataError, CheckpointError, ValueError) as e:
