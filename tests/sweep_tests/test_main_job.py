@@ -22,7 +22,8 @@ def test_quick_bias_sweep_end_to_end(tmp_path):
     env.pop("RAY_ADDRESS", None)
     t0 = time.perf_counter()
     out = subprocess.run([venv_bin("otsr-sweep"), "run", str(REPO / "search_spaces/quick_bias.yaml"),
-                          "--verbose", "0", "--steps", "200"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+                          "--verbose", "0", "--steps", "200"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
     wall = time.perf_counter() - t0
     assert out.returncode == 0, out.stderr[-3000:]
     folder = only_sweep(tmp_path / "sweeps")
