@@ -156,8 +156,7 @@ def time_loop(bench: BenchConfig, *, reference: bool, steps: int, warmup: int, c
         step(state, cfg, bench.pair)
     _sync(dev)
     inner = cfg.map_steps + 1 if cfg.method == "ots" else cfg.critic_steps + 1
-    mem = (torch.cuda.max_memory_allocated(dev) / 2**30 if dev.type == "cuda"
-           else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20)
+    mem = peak_memory_gib(dev)
     flops = counter.get_total_flops()
     return {"steps_per_s": 1 / seconds, "samples_per_s": inner * cfg.batch_size / seconds,
             "tflops": flops / seconds / 1e12, "flops_per_step": flops, "peak_mem_gib": mem}
@@ -184,6 +183,13 @@ def run_suite(names: list[str], *, steps: int, warmup: int, compile: bool, devic
             print(format_row(rows[-1]), flush=True)
     return {"date": dt.date.today().isoformat(), "machine": machine_name(device), "torch": torch.__version__,
             "peaks_tflops": peaks, "compile": compile, "steps": steps, "rows": rows}
+
+
+def peak_memory_gib(device: torch.device) -> float:
+    """Peak GPU allocator memory, or the process's max RSS on CPU (GiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def machine_name(device: str | None) -> str:

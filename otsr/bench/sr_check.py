@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import resource
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from otsr.bench.speed import peak_memory_gib
 from otsr.pairs import make_pair
 from otsr.recipes import resolve_config
 from otsr.runtime import resolve_device
@@ -23,13 +23,6 @@ from otsr.trainers import TRAINERS
 
 PSNR_SLACK_DB = 1.0  # T(LR) must stay within this of bicubic at every evaluation
 BIAS = "bias_frechet_pool16"
-
-
-def peak_memory_gib(device: torch.device) -> float:
-    """Peak GPU allocator memory, or the process's max RSS on CPU (GiB)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 def check_run(evals: list[dict[str, float]], method: str) -> dict[str, Any]:
