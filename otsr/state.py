@@ -15,6 +15,7 @@ from torch import nn
 
 from otsr.config import TrainConfig
 from otsr.costs import cost as named_cost
+from otsr.evaluation import draw_q, var_q
 from otsr.models import build_critic, build_map, default_models, default_width
 from otsr.pairs import Pair
 from otsr.runtime import autocast_dtype, resolve_device, resolve_precision
@@ -112,9 +113,8 @@ def build_models(cfg: TrainConfig, shape: tuple[int, ...], shape_q: tuple[int, .
 def image_stats(pair: Pair, n: int = 256) -> tuple[float, float]:
     """Mean and standard deviation over all pixels of ``n`` samples of Q (the potential's input scale)."""
     g = torch.Generator().manual_seed(FIT_SEED)
-    with torch.enable_grad():
-        y = pair.sample_q(n, g).detach().double()
-    return float(y.mean()), math.sqrt(float(pair.var_q()) / math.prod(pair.shape_q))
+    y = draw_q(pair, n, g).double()
+    return float(y.mean()), math.sqrt(var_q(pair) / math.prod(pair.shape_q))
 
 
 def build_content_cost(cfg: TrainConfig, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from otsr.evaluation import draw, draw_q
 from otsr.pairs import Pair, gaussian_ot_matrix
 
 FIT_SAMPLES = 1 << 14
@@ -52,9 +53,8 @@ def fit_gaussians(pair: Pair, warm: bool, n: int = FIT_SAMPLES, device: torch.de
     if len(pair.shape) != 1 or pair.shape != pair.shape_q:
         raise ValueError(f"fit_gaussians: vector pairs only, not {pair.shape} -> {pair.shape_q}")
     g = torch.Generator(device=device).manual_seed(FIT_SEED)
-    with torch.enable_grad():  # samplers may need autograd (T* = grad psi)
-        x = pair.sample_p(n, g).detach().double().cpu()
-        y = pair.sample_q(n, g).detach().double().cpu()
+    x = draw(pair, n, g, False)[0].double().cpu()  # draw/draw_q: samplers may need autograd (T* = grad psi)
+    y = draw_q(pair, n, g).double().cpu()
     d = x.shape[1]
     cov_p, cov_q = torch.cov(x.T).reshape(d, d), torch.cov(y.T).reshape(d, d)
     scale_p, scale_q = math.sqrt(float(cov_p.trace()) / d), math.sqrt(float(cov_q.trace()) / d)
