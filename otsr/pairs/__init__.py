@@ -3,12 +3,14 @@
 from otsr.pairs._base import NoTrueMapError, Pair, cached_to
 from otsr.pairs._convex import ConvexMixture, best_affine_l2_uvp
 from otsr.pairs._gaussian import Gaussian, GaussianShift, gaussian_ot_matrix
+from otsr.pairs._icnn import ICNNMixture
 from otsr.pairs._images import DegradedImages, blur, gaussian_kernel
 from otsr.pairs._registry import PAIRS, make_pair, pair_class, pair_names, pair_parameters, register_pair
 from otsr.pairs._spec import PairSpec
 
 __all__ = [
-    "PAIRS", "ConvexMixture", "DegradedImages", "Gaussian", "GaussianShift", "NoTrueMapError", "Pair", "PairSpec",
+    "PAIRS", "ConvexMixture", "DegradedImages", "Gaussian", "GaussianShift", "ICNNMixture", "NoTrueMapError", "Pair",
+    "PairSpec",
     "best_affine_l2_uvp", "blur", "cached_to", "gaussian_kernel", "gaussian_ot_matrix", "make_pair", "pair_class",
     "pair_names", "pair_parameters", "register_pair",
 ]
