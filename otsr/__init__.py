@@ -1,20 +1,35 @@
 """otsr: is an unpaired super-resolution map biased? Neural OT (OTS) vs the lambda-regularized GAN.
 
-Front door: ``otsr.solve(pair, method="ots", **config)``.
+Front door: ``otsr.solve(pair, method="ots", **config)``; a list-valued setting trains a bundle. The public names
+below are imported on first use, so ``otsr --version`` and the sweep driver do not pay for torch up front.
 """
 
-from otsr import metrics, theory
-from otsr.config import TrainConfig
-from otsr.evaluation import check_pair, evaluate
-from otsr.metric_registry import register_metric
-from otsr.pairs import Pair, PairSpec, make_pair, register_pair
-from otsr.recipes import recipe, resolve_config
-from otsr.result import Progress, Result
-from otsr.solve import solve
-from otsr.trainers import TRAINERS
+from __future__ import annotations
 
-__version__ = "0.2.0"
+import importlib
 
-__all__ = ["TRAINERS", "Pair", "PairSpec", "Progress", "Result", "TrainConfig", "__version__", "check_pair",
-           "evaluate", "make_pair", "metrics", "recipe", "register_metric", "register_pair", "resolve_config",
-           "solve", "theory"]
+__version__ = "0.3.0"
+
+_PUBLIC = {  # name -> module that defines it
+    "metrics": "otsr.metrics", "theory": "otsr.theory", "TrainConfig": "otsr.config", "check_pair": "otsr.evaluation",
+    "evaluate": "otsr.evaluation", "METHODS": "otsr.methods", "Method": "otsr.methods",
+    "register_method": "otsr.methods", "register_metric": "otsr.metric_registry", "Pair": "otsr.pairs",
+    "PairSpec": "otsr.pairs", "make_pair": "otsr.pairs", "register_pair": "otsr.pairs", "recipe": "otsr.recipes",
+    "resolve_config": "otsr.recipes", "resolve_members": "otsr.recipes", "Progress": "otsr.result",
+    "Result": "otsr.result", "solve": "otsr.solving", "train": "otsr.trainers", "train_bundle": "otsr.trainers",
+}
+
+__all__ = sorted([*_PUBLIC, "__version__"])
+
+
+def __getattr__(name: str):
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'otsr' has no attribute {name!r}")
+    module = importlib.import_module(_PUBLIC[name])
+    value = module if _PUBLIC[name] == f"otsr.{name}" and not hasattr(module, name) else getattr(module, name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -24,8 +24,17 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename, so readers never see half a file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    _write_then_rename(tmp, path, lambda: tmp.write_bytes(data))
+
+
+def _write_then_rename(tmp: Path, path: Path, write) -> None:
+    """Write ``tmp``, then rename it over ``path``; a failed write (disk full) leaves no temporary file behind."""
+    try:
+        write()
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
@@ -39,8 +48,7 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    _write_then_rename(tmp, path, lambda: torch.save(state, tmp))
     return path
 
 

@@ -1,31 +1,35 @@
-"""``otsr``: train one map on one pair (``otsr train``), list the pairs (``otsr pairs``)."""
+"""otsr: train one map (or a bundle of them) on one pair, list pairs, benchmark, upscale images, build the demo set.
+
+Commands:
+  otsr train      train OTS or the lambda-GAN on a pair; comma lists (--lam 0.1,1,10) train a bundle
+  otsr pairs      list the pairs and their parameters
+  otsr bench      speed, bundle, quality and super-resolution benchmarks
+  otsr upscale    super-resolve images with a trained SR checkpoint
+  otsr sr-demo    build the offline super-resolution demo set
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
-import otsr
-from otsr.checkpoint import load_checkpoint
-from otsr.config import LR_SCHEDULES, METHODS, PRECISIONS, WARM_STARTS, TrainConfig
-from otsr.costs import COSTS
-from otsr.models import CRITICS, MAPS
-from otsr.pairs import PairSpec, make_pair, pair_class, pair_names, pair_parameters
-from otsr.recipes import resolve_config
-from otsr.trainers import TRAINERS
-
 EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
-CHOICES = {"method": METHODS, "cost": COSTS, "lr_schedule": LR_SCHEDULES, "precision": PRECISIONS,
-           "warm_start": WARM_STARTS, "map_model": ("auto", *MAPS), "critic_model": ("auto", *CRITICS)}
 # A resumed run keeps what defines it: changing one of these is an error naming both values.
-RESUME_FIXED = ("method", "cost", "lam", "map_model", "critic_model", "width", "depth", "warm_start", "seed")
+RESUME_FIXED = ("method", "cost", "lam", "gp", "map_model", "critic_model", "width", "depth", "warm_start", "seed",
+                "batch_size")
+BUNDLE_FILE = "bundle.json"
+HEADLINE = ("l2_uvp", "psnr", "bias_sliced_w2")  # shown on the progress bar and in the summary, when present
+
+
+def _version() -> str:
+    from otsr import __version__
+
+    return f"otsr {__version__}"
 
 
 def _parse_value(text: str, like: Any, what: str) -> Any:
@@ -45,6 +49,8 @@ def _parse_value(text: str, like: Any, what: str) -> Any:
 
 
 def _pair_params(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    from otsr.pairs import pair_parameters
+
     defaults = pair_parameters(name)
     params: dict[str, Any] = {}
     for item in args.pair_param or []:
@@ -62,72 +68,206 @@ def _pair_params(name: str, args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
+def _bundle_fields() -> set[str]:
+    from otsr.methods import METHODS
+
+    return set().union(*(m.bundle_fields for m in METHODS.values()))
+
+
 def _config_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-            if getattr(args, f.name, None) is not None}
+    """The TrainConfig flags given on the command line; 'a,b,c' for a bundle field is a list (one per member)."""
+    from otsr.config import TrainConfig
+
+    out = {}
+    for f in dataclasses.fields(TrainConfig):
+        text = getattr(args, f.name, None)
+        if text is None:
+            continue
+        if isinstance(text, bool):
+            out[f.name] = text
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        parts = text.split(",") if f.name in _bundle_fields() else [text]
+        values = [_parse_value(p.strip(), f.default, flag) for p in parts]
+        out[f.name] = values if len(values) > 1 else values[0]
+    return out
 
 
-class _Bar:
-    """A one-line text progress bar on stderr, redrawn at each loss readout."""
+def _member_name(cfg, varying: list[str]) -> str:
+    return ",".join(f"{k}={getattr(cfg, k):g}" if isinstance(getattr(cfg, k), float) else f"{k}={getattr(cfg, k)}"
+                    for k in varying)
 
-    def __init__(self, total: int, start: int):
-        self.total, self.start, self.t0 = total, start, time.perf_counter()
 
-    def __call__(self, step: int, losses: dict[str, float]) -> None:
-        frac = step / self.total
-        rate = (step - self.start) / max(time.perf_counter() - self.t0, 1e-9)
-        bar = "#" * int(30 * frac)
-        print(f"\r[{bar:<30}] {step}/{self.total} {rate:.1f} it/s  critic {losses['loss_critic']:+.4g}"
-              f"  map {losses['loss_map']:+.4g}", end="", file=sys.stderr, flush=True)
+def _varying(members) -> list[str]:
+    return [k for k in sorted(_bundle_fields()) if len({getattr(m, k) for m in members}) > 1]
+
+
+class _Progress:
+    """A progress bar on stderr (tqdm when installed) with the rate, the ETA and the latest evaluation's headline
+    metrics; in a bundle, one line per member at each evaluation."""
+
+    def __init__(self, total: int, start: int, names: list[str]):
+        self.names, self.total = names, total
+        self.evals: dict[str, str] = {}
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            tqdm = None
+        self.bar = tqdm(total=total, initial=start, unit="step", file=sys.stderr, dynamic_ncols=True) if tqdm \
+            else None
+        self.last = start
+        if self.bar is None:
+            import time
+
+            self._t0, self._time, self._start = time.perf_counter(), time.perf_counter, start
+
+    def log(self, step: int, rows) -> None:
+        """A loss readout: advance the bar."""
+        if self.bar is not None:
+            self.bar.update(step - self.last)
+            if len(self.names) == 1 and self.evals:
+                self.bar.set_postfix_str(next(iter(self.evals.values())))
+        else:
+            rate = (step - self._start) / max(self._time() - self._t0, 1e-9)
+            eta = (self.total - step) / rate if rate > 0 else math.inf
+            tail = f" | {next(iter(self.evals.values()))}" if len(self.names) == 1 and self.evals else ""
+            print(f"\rstep {step}/{self.total} {rate:.1f} step/s, ETA {eta:.0f}s{tail}", end="", file=sys.stderr,
+                  flush=True)
+        self.last = step
+
+    def report(self, progress) -> None:
+        """An evaluation: remember its headline metrics; bundles print one line per member."""
+        for p in progress:
+            text = _headline(p.metrics)
+            self.evals[self.names[p.member]] = text
+            if len(self.names) > 1:
+                self.write(f"step {p.step:>6}  {self.names[p.member]:<24} {text}")
+
+    def write(self, line: str) -> None:
+        """A line above the bar."""
+        if self.bar is not None:
+            self.bar.write(line, file=sys.stderr)
+        else:
+            print(f"\r{line}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        print(file=sys.stderr)
+        """End the bar."""
+        if self.bar is not None:
+            self.bar.close()
+        else:
+            print(file=sys.stderr)
 
 
-def _resume(args: argparse.Namespace) -> tuple[dict, TrainConfig, object]:
-    """Checkpoint, config and pair of ``--resume DIR``; flags that would change the run's identity are refused."""
-    ckpt = load_checkpoint(Path(args.resume))
+def _headline(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k} {metrics[k]:.4g}" for k in HEADLINE if k in metrics and math.isfinite(metrics[k]))
+
+
+def _load_resume(args: argparse.Namespace):
+    """Checkpoints, configs, pair and folders of ``--resume DIR`` (a run folder or a bundle folder); flags that
+    would change the run's identity are refused."""
+    from otsr.checkpoint import CheckpointError, load_checkpoint
+    from otsr.config import TrainConfig
+    from otsr.pairs import PairSpec
+
+    root = Path(args.resume)
+    if (root / BUNDLE_FILE).is_file():
+        try:
+            names = json.loads((root / BUNDLE_FILE).read_text())["members"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{root / BUNDLE_FILE}: damaged bundle file ({e})") from None
+        folders = [root / n for n in names]
+    else:
+        folders = [root]
+    ckpts = [load_checkpoint(f) for f in folders]
     overrides = _config_overrides(args)
+    for key, value in overrides.items():
+        if isinstance(value, list):
+            raise ValueError(f"--resume {root}: --{key.replace('_', '-')} takes one value when resuming")
     for key in RESUME_FIXED:
-        if key in overrides and overrides[key] != ckpt["config"].get(key):
-            raise ValueError(f"--resume {args.resume}: the run has {key}={ckpt['config'].get(key)!r}; "
+        if key in overrides and overrides[key] != ckpts[0]["config"].get(key):
+            raise ValueError(f"--resume {root}: the run has {key}={ckpts[0]['config'].get(key)!r}; "
                              f"--{key.replace('_', '-')} {overrides[key]!r} would change it (start a new --out)")
-    spec = PairSpec.from_dict(ckpt["pair"], f"checkpoint {args.resume}: pair")
+    spec = PairSpec.from_dict(ckpts[0]["pair"], f"checkpoint {root}: pair")
     if args.pair is not None and args.pair != spec.name:
-        raise ValueError(f"--resume {args.resume}: the run is on pair {spec.name!r}; --pair {args.pair!r} would "
+        raise ValueError(f"--resume {root}: the run is on pair {spec.name!r}; --pair {args.pair!r} would "
                          f"change it (start a new --out)")
     if args.dim is not None or args.pair_param:
-        raise ValueError(f"--resume {args.resume}: pair parameters come from the checkpoint "
+        raise ValueError(f"--resume {root}: pair parameters come from the checkpoint "
                          f"({spec.describe()}); --dim/--pair-param cannot change them")
-    return ckpt, TrainConfig.from_dict({**ckpt["config"], **overrides}), spec.build()
+    cfgs = [TrainConfig.from_dict({**c["config"], **overrides}) for c in ckpts]
+    _say_resume(ckpts[0], cfgs[0])
+    return ckpts, cfgs, spec.build(), folders
+
+
+def _say_resume(ckpt: dict, cfg) -> None:
+    step, old = int(ckpt["step"]), ckpt["config"]
+    if step > cfg.steps:
+        raise ValueError(f"the checkpoint is at step {step}, beyond --steps {cfg.steps}; a run cannot be shortened")
+    print(f"otsr: resuming from step {step} of {cfg.steps}", file=sys.stderr)
+    if ckpt.get("status") == "completed" and step == cfg.steps:
+        print("otsr: the run is complete at this length; nothing to train (pass a larger --steps to continue)",
+              file=sys.stderr)
+    if old.get("lr_schedule") == "cosine" and old.get("steps") != cfg.steps:
+        before = 0.5 * (1 + math.cos(math.pi * min(step, old["steps"]) / old["steps"]))
+        after = cfg.lr_factor(step)
+        print(f"otsr: warning: the cosine schedule now spans {cfg.steps} steps instead of {old['steps']}: the "
+              f"learning-rate factor at step {step} goes from {before:.3g} to {after:.3g}", file=sys.stderr)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Build everything (failing fast on bad input), train, print the final metrics as JSON."""
+    """Build everything (failing fast on bad input), train, print a short summary (the JSON is in the folder)."""
+    from otsr.pairs import make_pair
+    from otsr.recipes import resolve_members
+    from otsr.rundir import run_config
+    from otsr.trainers import train_bundle
+
     resume = None
     if args.resume:
+        resume, members, pair, folders = _load_resume(args)
         out = Path(args.resume)
-        resume, cfg, pair = _resume(args)
     else:
-        if not args.out:
+        if not args.out and not args.print_config:
             raise ValueError("--out DIR is required (or --resume DIR)")
-        out = Path(args.out)
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {out} is a file, not a folder")
-        if (out / "metrics.json").exists() and not args.overwrite:
-            raise ValueError(f"{out} already holds a completed run; pass --overwrite or another --out")
         name = args.pair or "gaussian-shift"
         pair = make_pair(name, **_pair_params(name, args))
-        cfg = resolve_config(pair, _config_overrides(args))
-    bar = _Bar(cfg.steps, int(resume["step"]) if resume else 0)
-    result = TRAINERS[cfg.method](cfg, pair, resume=resume, out_dir=out, on_log=bar)
+        members = resolve_members(pair, {"method": "ots", **_config_overrides(args)})
+        out = Path(args.out) if args.out else None
+        folders = None
+    if args.print_config:
+        configs = [run_config(m, pair) for m in members]
+        print(json.dumps(configs[0] if len(configs) == 1 else configs, indent=2))
+        return 0
+    if folders is None:
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file, not a folder")
+        if ((out / "metrics.json").exists() or (out / BUNDLE_FILE).exists()) and not args.overwrite:
+            raise ValueError(f"{out} already holds a run; pass --overwrite, another --out, or --resume {out}")
+        if len(members) == 1:
+            folders = [out]
+        else:
+            names = [_member_name(m, _varying(members)) for m in members]
+            if len(set(names)) != len(names):
+                raise ValueError(f"bundle members are not distinct: {names}")
+            out.mkdir(parents=True, exist_ok=True)
+            (out / BUNDLE_FILE).write_text(json.dumps({"members": names}, indent=2))
+            folders = [out / n for n in names]
+    names = [f.name if len(folders) > 1 else "" for f in folders]
+    bar = _Progress(members[0].steps, int(resume[0]["step"]) if resume else 0, names)
+    results = train_bundle(members, pair, resume=resume, out_dirs=folders, on_log=bar.log,
+                           report=lambda ps: bar.report(ps))
     bar.close()
-    print(json.dumps({**result.summary(), "out": str(out)}, indent=2))
-    return EXIT_DIVERGED if result.diverged else 0
+    for res, folder, name in zip(results, folders, names):
+        head = _headline(res.metrics) or res.message
+        label = f"{name}: " if name else ""
+        print(f"{label}{res.status} at step {res.step} ({res.seconds:.0f} s)  {head}")
+        print(f"  {folder}/  (metrics.json, result.json, curves.png, map.png)")
+    return EXIT_DIVERGED if all(r.diverged for r in results) else 0
 
 
 def cmd_pairs(args: argparse.Namespace) -> int:
     """Print each registered pair with its parameters and defaults."""
+    from otsr.pairs import pair_class, pair_names, pair_parameters
+
     for name in pair_names():
         cls = pair_class(name)
         doc = (cls.__doc__ or "").strip().splitlines()[0]
@@ -140,7 +280,9 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Benchmark the trainer loops against the reference habits; optionally write the README table."""
+    """Benchmarks: loop speed against the reference habits, bundles, quality, SR, the loader."""
+    import torch
+
     from otsr import bench
 
     if args.threads:
@@ -149,11 +291,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from otsr.bench.quality import QualityOptions, markdown, run_quality, sweep_markdown, write_quality_readme
 
         opts = QualityOptions(dims=tuple(args.dims), budget=args.budget, device=args.device or "auto",
-                              methods=tuple(args.methods))
+                              methods=tuple(args.methods), pairs=tuple(args.quality_pairs))
         results = run_quality(opts, Path(args.out or "bench_quality.json"))
         print(markdown(results) + "\n\n" + sweep_markdown(results))
         if args.readme:
             write_quality_readme(Path(args.readme), results)
+        return 0
+    if args.bundle:
+        from otsr.bench.bundles import markdown as bundle_markdown
+        from otsr.bench.bundles import run_bundle_bench
+
+        report = run_bundle_bench(args.bundle_config or None, sizes=args.bundle, steps=args.steps,
+                                  warmup=args.warmup, device=args.device, pack=not args.no_pack)
+        print(bundle_markdown(report))
+        if args.readme:
+            bench.write_readme(Path(args.readme), "bundle", bundle_markdown(report))
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=2))
         return 0
     if args.sr:
         from otsr.bench.sr_check import run_sr_check, summary_lines, write_json
@@ -205,6 +359,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_upscale(args: argparse.Namespace) -> int:
     """Super-resolve whole images with a trained SR checkpoint."""
+    import torch
+
     from otsr.sr.upscale import upscale_files
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -223,29 +379,48 @@ def cmd_sr_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_help(name: str, default: Any, helps: dict[str, str], table: dict[str, dict[str, str]]) -> str:
+    text = helps.get(name, "")
+    kinds = table.get(name)
+    resolved = "; ".join(f"{kind}: {v}" for kind, v in kinds.items()) if kinds else ""
+    text += f" (default {default!r}" + (f"; {resolved})" if resolved else ")")
+    if name in _bundle_fields():
+        text += "; a comma list trains a bundle"
+    return text.replace("%", "%%")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser; every TrainConfig field is a --flag of its default's type."""
-    p = argparse.ArgumentParser(prog="otsr", description=__doc__)
-    p.add_argument("--version", action="version", version=f"otsr {otsr.__version__}")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    t = sub.add_parser("train", help="train one map on one pair")
+    """The argument parser; every TrainConfig field is a --flag (help: its meaning and what each pair kind gets)."""
+    from otsr.config import CHOICES, TrainConfig
+    from otsr.pairs import pair_names
+    from otsr.recipes import recipe_table
+
+    p = argparse.ArgumentParser(prog="otsr", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=_version())
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="{train,pairs,bench,upscale,sr-demo}")
+    t = sub.add_parser("train", help="train one map, or a bundle (comma lists), on one pair",
+                       description="Train OTS or the lambda-GAN on one pair. Settings not given come from the pair "
+                                   "kind's recipe (shown per option); a comma list such as --lam 0.1,1,10 trains a "
+                                   "bundle, one run folder per member under --out.")
     t.add_argument("--pair", help=f"one of: {', '.join(pair_names())}; or a user pair as module:Class "
                                   f"(default gaussian-shift)")
     t.add_argument("--dim", type=int, help="the pair's dimension (dim, or crop size for image pairs)")
     t.add_argument("--pair-param", action="append", metavar="KEY=VALUE", help="any other pair parameter")
-    t.add_argument("--out", help="output folder (config, checkpoint, metrics.json, map.png)")
-    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    t.add_argument("--out", help="output folder (config, checkpoint, metrics, figures; a bundle: one folder per "
+                                 "member)")
+    t.add_argument("--resume", metavar="DIR", help="continue the run (or bundle) in DIR from its checkpoint")
     t.add_argument("--overwrite", action="store_true", help="reuse an --out folder holding a finished run")
-    helps = TrainConfig.field_help()
+    t.add_argument("--print-config", action="store_true", help="print the resolved config (recipe applied, width "
+                                                               "and device resolved) and exit")
+    helps, table = TrainConfig.field_help(), recipe_table()
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
-        text = f"{helps.get(f.name, '')} (default {f.default!r}; vector and SR pairs: see otsr.recipes)"
-        text = text.replace("%", "%%")
+        text = _train_help(f.name, f.default, helps, table)
         if isinstance(f.default, bool):  # --compile / --no-compile: never a truthy "False" string
             t.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            t.add_argument(flag, dest=f.name, type=type(f.default), default=None, choices=CHOICES.get(f.name),
-                           help=text)
+            t.add_argument(flag, dest=f.name, default=None, choices=CHOICES.get(f.name), help=text,
+                           metavar=None if f.name in CHOICES else type(f.default).__name__.upper())
     t.set_defaults(fn=cmd_train)
     sub.add_parser("pairs", help="list the pairs and their parameters").set_defaults(fn=cmd_pairs)
     u = sub.add_parser("upscale", help="super-resolve images with a trained SR checkpoint (tiled)")
@@ -259,15 +434,28 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("sr-demo", help="build the offline SR demo dataset")
     d.add_argument("--out", help="folder (default: $OTSR_DATA or ~/.cache/otsr, /sr_demo)")
     d.set_defaults(fn=cmd_sr_demo)
-    b = sub.add_parser("bench", help="time the trainer loops against the reference habits")
+    _bench_parser(sub)
+    return p
+
+
+def _bench_parser(sub) -> None:
+    b = sub.add_parser("bench", help="speed, bundle, quality, SR and loader benchmarks")
     b.add_argument("--suite", choices=["cpu", "gpu", "all"], default="cpu")
-    b.add_argument("--quality", action="store_true", help="train OTS and the lambda-GAN on convex-mixture at --dims "
-                   "with the default recipe; print L2-UVP, bias, OT-consistency, steps and wall time next to the "
-                   "best affine map and published figures (continues the JSON given by --out)")
-    b.add_argument("--dims", type=lambda s: [int(v) for v in s.split(",")], default=[2, 8, 16, 64, 128],
+    b.add_argument("--quality", action="store_true", help="train OTS and the lambda-GAN on the quality pairs at "
+                   "--dims with the default recipe; print L2-UVP, bias, OT-consistency, steps and wall time next to "
+                   "the best affine map, the identity and published figures (continues the JSON given by --out)")
+    b.add_argument("--quality-pairs", type=lambda s: s.split(","), default=["convex-mixture", "icnn-mixture"],
+                   help="quality: pair families (convex-mixture seed 0; icnn-mixture seeds 1-3, see README)")
+    b.add_argument("--dims", type=lambda s: [int(v) for v in s.split(",")], default=[16, 64],
                    help="quality: dimensions")
     b.add_argument("--budget", type=float, default=1.0, help="quality: multiplies the recipe's steps")
     b.add_argument("--methods", type=lambda s: s.split(","), default=["ots", "gan"], help="quality: ots,gan")
+    b.add_argument("--bundle", type=lambda s: [int(v) for v in s.split(",")],
+                   help="bundle sizes, e.g. 1,4,16,64: summed member steps/s and peak memory next to the best packing "
+                        "of solo trials, measured in the same run")
+    b.add_argument("--bundle-config", action="append", help="bundle: configuration (repeatable; default: the quick "
+                   "sweep's GAN and the D=64 GAN)")
+    b.add_argument("--no-pack", action="store_true", help="bundle: skip the solo-packing comparison")
     b.add_argument("--config", action="append", help="one configuration (repeatable) instead of a suite")
     b.add_argument("--steps", type=int, default=20, help="timed outer steps per loop")
     b.add_argument("--warmup", type=int, default=3)
@@ -293,20 +481,29 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="also save the raw figures as JSON here (quality: the results file to continue; "
                                  "default bench_quality.json)")
     b.set_defaults(fn=cmd_bench)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``otsr`` console script."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--version"]:  # answered without importing torch
+        print(_version())
+        return 0
     try:
         args = build_parser().parse_args(argv)
-    except SystemExit as e:  # argparse already printed the usage and the error (or --help / --version)
+    except SystemExit as e:  # argparse already printed the usage and the error (or --help)
         return int(e.code or 0)
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError, ImportError) as e:  # DataError, CheckpointError are ValueErrors
-        print(f"otsr: error: {e}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, ImportError, OSError) as e:  # DataError, CheckpointError: ValueErrors
+        print(f"otsr: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+def _one_line(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.errno == 28:
+        return f"no space left on the device ({e.filename or 'output folder'}); free space and --resume"
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
 
 
 if __name__ == "__main__":

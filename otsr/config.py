@@ -8,21 +8,24 @@ import re
 from typing import Any
 
 from otsr.costs import COSTS
+from otsr.methods import METHODS, get_method
 
-METHODS = ("ots", "gan")
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16")
 WARM_STARTS = ("auto", "bures", "identity")
 MAP_MODELS = ("resmlp", "mlp", "unet", "edsr")
 CRITIC_MODELS = ("mlp", "resnet")
+CHOICES = {"method": tuple(METHODS), "cost": COSTS, "lr_schedule": LR_SCHEDULES, "precision": PRECISIONS,
+           "warm_start": WARM_STARTS, "map_model": ("auto", *MAP_MODELS), "critic_model": ("auto", *CRITIC_MODELS)}
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
     """How to solve: method, budget, optimiser and evaluation settings (the pair says *what* to solve).
 
-    Defaults follow the reference setups of the paper's code (BRIEF §1): Adam(0, 0.9), lr 1e-4,
-    10 map steps per potential step (OTS) or 10 critic steps with gradient penalty 10 (GAN), MSE cost.
+    Defaults follow the reference setups of the paper's published code (Gazdieva et al., arXiv 2202.01116):
+    Adam(0, 0.9), lr 1e-4, 10 map steps per potential step (OTS) or 10 critic steps with gradient penalty 10
+    (GAN), MSE cost. Vector and SR pairs get their own recipe on top (``otsr.recipes``).
     """
 
     method: str = "ots"  # 'ots' (max-min neural OT, no lambda) or 'gan' (WGAN-GP + lambda * content cost)
@@ -59,12 +62,11 @@ class TrainConfig:
     channels_last: bool = True  # channels_last memory format for image nets on CUDA (faster convolutions)
     compile: bool = False  # torch.compile the map (and the OTS potential; a GP critic needs double backward);
     # off by default: slower on CPU where measured (45.8 vs 63.5 steps/s, OTS MLP D=16)
-    reference_habits: bool = False  # benchmarks only: fp32, non-fused Adam, .item() + gc.collect() +
-    # torch.cuda.empty_cache() after every update, as the published loops do (BRIEF §2)
+    reference_habits: bool = False  # benchmarks only: fp32, .item() + gc.collect() + torch.cuda.empty_cache()
+    # after every update, as the published loops do
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown method {self.method!r}; valid methods: {', '.join(METHODS)}")
+        method = get_method(self.method)  # unknown names raise listing the valid ones
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"config key 'lr_schedule': unknown {self.lr_schedule!r}; "
                              f"valid: {', '.join(LR_SCHEDULES)}")
@@ -92,8 +94,6 @@ class TrainConfig:
                 raise ValueError(f"config key {key!r}: {v!r} is not a finite number")
         if self.lam < 0:
             raise ValueError(f"config key 'lam': lambda={self.lam} must be >= 0")
-        if self.method == "ots" and self.lam != 0:
-            raise ValueError(f"config key 'lam': method 'ots' has no lambda (got lam={self.lam}); use method 'gan'")
         if self.perceptual_weight < 0:
             raise ValueError(f"config key 'perceptual_weight': {self.perceptual_weight} must be >= 0")
         if self.gp < 0:
@@ -113,6 +113,7 @@ class TrainConfig:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"config key {key!r}: {v!r} must be an integer >= 0")
+        method.validate(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -155,3 +156,22 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def check_bundle(members: list[TrainConfig]) -> None:
+    """Members of one bundle share their method and every setting outside the method's ``bundle_fields``.
+
+    Raises ValueError naming the first field that differs and its values.
+    """
+    if not members:
+        raise ValueError("a bundle needs at least one member")
+    first = members[0]
+    method = get_method(first.method)
+    for m in members[1:]:
+        if m.method != first.method:
+            raise ValueError(f"a bundle trains one method; members have method={first.method!r} and {m.method!r}")
+        for f in dataclasses.fields(TrainConfig):
+            a, b = getattr(first, f.name), getattr(m, f.name)
+            if a != b and f.name not in method.bundle_fields:
+                raise ValueError(f"config key {f.name!r}: members of a bundle must share it (got {a!r} and {b!r}); "
+                                 f"what may differ for {first.method!r}: {', '.join(sorted(method.bundle_fields))}")

@@ -1,9 +1,10 @@
-"""Evaluate a learned map on a pair, streaming: accuracy against T* (when known) and bias of T#P against Q.
+"""Evaluate learned maps on a pair, streaming: accuracy against T* (when known) and bias of T#P against Q.
 
-Samples pass through the map in chunks whose size is set by the sample size, and each metric keeps only what
+Samples pass through the maps in chunks whose size is set by the sample size, and each metric keeps only what
 it needs (running sums, moments for the Fréchet distances, projections for sliced W2, the first 512 samples for
 OT-consistency), so memory is flat in the number of evaluation samples: 16,384 HR crops of 128 px cost what
-a few dozen do.
+a few dozen do. A bundle's K maps are evaluated in one pass on the same samples (``evaluate_members``): the
+members are compared on the same data, and Q's side of every metric is computed once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from otsr import metrics
 from otsr.costs import cost as cost_fn
 from otsr.pairs import Pair
+from otsr.sampling import draw, draw_q, var_q
 
 EVAL_SEED = 2**31 - 1  # evaluation samples are the same at every evaluation and independent of training
 OT_CONSISTENCY_SAMPLES = 512
@@ -24,6 +26,8 @@ FRECHET_MAX_DIM = 1024  # the raw-sample Fréchet distance needs a d x d covaria
 POOL = 16  # image samples larger than FRECHET_MAX_DIM are compared as POOL x POOL average-pooled images
 CHUNK_ELEMENTS = 1 << 21  # elements of one chunk of the larger sample shape (8 MiB in fp32)
 N_PROJECTIONS = 128
+CHANGE_ELEMENTS = 1 << 22  # outputs kept between evaluations for ``map_change`` (16 MiB per member)
+CHANGE_SAMPLES = 512
 
 
 def chunk_size(pair: Pair, n: int) -> int:
@@ -52,56 +56,42 @@ def metric_names(pair: Pair, full: bool = True) -> set[str]:
     return names
 
 
-def draw(pair: Pair, n: int, g: torch.Generator, target: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``n`` samples x of P (and T*(x) when ``target``), drawn with autograd available and detached.
+class _TargetSide:
+    """What every member's metrics compare against, accumulated once per evaluation: Q's samples."""
 
-    Samplers may need gradients (T* = grad psi of a network); evaluation itself never does.
-    """
-    with torch.enable_grad():
-        if target:
-            x, t_star = pair.sample_with_target(n, g)
-            return x.detach(), t_star.detach()
-        return pair.sample_p(n, g).detach(), None
+    def __init__(self, theta: torch.Tensor, features: dict):
+        self.mean = metrics.Moments(False)
+        self.theta, self.features = theta, features
+        self.proj: list[torch.Tensor] = []
+        self.moments = {k: metrics.Moments() for k in features}
 
-
-def var_q(pair: Pair) -> float:
-    """``pair.var_q()`` with autograd available (a pair may estimate it from samples of a gradient map)."""
-    with torch.enable_grad():
-        return float(pair.var_q())
+    def update(self, y: torch.Tensor) -> None:
+        self.mean.update(y)
+        self.proj.append(y.flatten(1).double() @ self.theta)
+        for name, fn in self.features.items():
+            self.moments[name].update(fn(y))
 
 
-def draw_q(pair: Pair, n: int, g: torch.Generator) -> torch.Tensor:
-    """``n`` samples of Q, drawn with autograd available and detached."""
-    with torch.enable_grad():
-        return pair.sample_q(n, g).detach()
+class _MapSide:
+    """Running state of every streaming metric of one map in one evaluation."""
 
-
-class _Accumulator:
-    """Running state of every streaming metric of one evaluation."""
-
-    def __init__(self, pair: Pair, cost: str, full: bool, features: dict, device):
-        self.pair, self.cost, self.full = pair, cost, full
+    def __init__(self, pair: Pair, cost: str, full: bool, target: _TargetSide):
+        self.pair, self.cost, self.full, self.target = pair, cost, full, target
         self.n = 0
         self.sums: dict[str, float] = {"transport_cost": 0.0, "l2": 0.0, "uv": 0.0, "uu": 0.0, "vv": 0.0}
         self.extra: dict[str, float] = {}
-        self.tx_mean, self.y_mean = metrics.Moments(False), metrics.Moments(False)
-        dim = math.prod(pair.shape_q)
-        self.theta = metrics.projection_directions(dim, N_PROJECTIONS, 0, device)
-        self.proj_tx: list[torch.Tensor] = []
-        self.proj_y: list[torch.Tensor] = []
-        self.features = features
-        self.moments = {k: (metrics.Moments(), metrics.Moments()) for k in self.features}
+        self.mean = metrics.Moments(False)
+        self.proj: list[torch.Tensor] = []
+        self.moments = {k: metrics.Moments() for k in target.features}
         self.ot_x: list[torch.Tensor] = []
         self.ot_tx: list[torch.Tensor] = []
 
-    def update(self, x: torch.Tensor, tx: torch.Tensor, y: torch.Tensor, t_star: torch.Tensor | None) -> None:
+    def update(self, x: torch.Tensor, tx: torch.Tensor, t_star: torch.Tensor | None) -> None:
         k = x.shape[0]
         self.n += k
         self.sums["transport_cost"] += float(cost_fn(self.cost, x, tx).double().sum())
-        self.tx_mean.update(tx)
-        self.y_mean.update(y)
-        self.proj_tx.append(tx.flatten(1).double() @ self.theta)
-        self.proj_y.append(y.flatten(1).double() @ self.theta)
+        self.mean.update(tx)
+        self.proj.append(tx.flatten(1).double() @ self.target.theta)
         if t_star is not None:
             a, b, x0 = tx.flatten(1).double(), t_star.flatten(1).double(), x.flatten(1).double()
             self.sums["l2"] += float((a - b).pow(2).sum())
@@ -111,10 +101,8 @@ class _Accumulator:
             self.sums["vv"] += float(v.pow(2).sum())
         for name, value in self.pair.map_metrics(x, tx).items():
             self.extra[name] = self.extra.get(name, 0.0) + value * k
-        for name, fn in self.features.items():
-            m_tx, m_y = self.moments[name]
-            m_tx.update(fn(tx))
-            m_y.update(fn(y))
+        for name, fn in self.target.features.items():
+            self.moments[name].update(fn(tx))
         if self.full:
             have = sum(len(t) for t in self.ot_x)
             if have < OT_CONSISTENCY_SAMPLES:
@@ -122,27 +110,55 @@ class _Accumulator:
                 self.ot_tx.append(tx[: OT_CONSISTENCY_SAMPLES - have])
 
     def result(self, has_target: bool) -> dict[str, float]:
-        n = self.n
+        n, tgt = self.n, self.target
         out = {"transport_cost": self.sums["transport_cost"] / n,
-               "bias_mean_shift": float((self.tx_mean.mean() - self.y_mean.mean()).norm()),
-               "bias_sliced_w2": metrics.sliced_from_projections(torch.cat(self.proj_tx), torch.cat(self.proj_y))}
+               "bias_mean_shift": float((self.mean.mean() - tgt.mean.mean()).norm()),
+               "bias_sliced_w2": metrics.sliced_from_projections(torch.cat(self.proj), torch.cat(tgt.proj))}
         if has_target:
             out["l2_uvp"] = 100.0 * self.sums["l2"] / n / var_q(self.pair)
             den = (self.sums["uu"] / n * self.sums["vv"] / n) ** 0.5
             out["cos"] = self.sums["uv"] / n / den if den > 0 else 0.0
         out.update({name: total / n for name, total in self.extra.items()})
-        for name, (m_tx, m_y) in self.moments.items():
-            out[name] = metrics.frechet_from_moments(m_tx, m_y) if n >= 2 else math.nan
+        for name, m_tx in self.moments.items():
+            out[name] = metrics.frechet_from_moments(m_tx, tgt.moments[name]) if n >= 2 else math.nan
         if self.full:
             out["ot_consistency"] = metrics.ot_consistency(torch.cat(self.ot_x), torch.cat(self.ot_tx), self.cost)
         return out
 
 
 @torch.no_grad()
+def evaluate_members(maps: Callable[[torch.Tensor], torch.Tensor], pair: Pair, *, n: int, cost: str,
+                     members: list[int], device: torch.device | str = "cpu", full: bool = True,
+                     seed: int = EVAL_SEED, chunk: int = 0, validation_limit: int = 0) -> list[dict[str, float]]:
+    """Metrics of the bundle members ``members`` on ``n`` fresh samples; ``maps`` takes a batch (B, ...) of P and
+    returns every member's images (K, B, ...). One pass: the members see the same samples. See ``evaluate``."""
+    if n < 2:
+        raise ValueError(f"evaluate: n={n} samples; need at least 2")
+    device = torch.device(device)
+    g = torch.Generator(device=device).manual_seed(seed)
+    features = {**feature_spaces(pair), **(pair.feature_spaces(device) if full else {})}
+    target = _TargetSide(metrics.projection_directions(math.prod(pair.shape_q), N_PROJECTIONS, 0, device), features)
+    sides = [_MapSide(pair, cost, full, target) for _ in members]
+    step = chunk or chunk_size(pair, n)
+    with pair.evaluation_samples(seed):
+        for start in range(0, n, step):
+            k = min(step, n - start)
+            x, t_star = draw(pair, k, g, pair.has_true_map)
+            y = draw_q(pair, k, g)
+            out = maps(x).detach()
+            target.update(y)
+            for side, m in zip(sides, members):
+                side.update(x, out[m], t_star)
+    results = [side.result(pair.has_true_map) for side in sides]
+    for res, m in zip(results, members):
+        res.update(pair.validation_metrics(lambda z, m=m: maps(z)[m], device, validation_limit))
+    return results
+
+
 def evaluate(t: Callable[[torch.Tensor], torch.Tensor], pair: Pair, *, n: int, cost: str,
              device: torch.device | str = "cpu", full: bool = True, seed: int = EVAL_SEED, chunk: int = 0,
              validation_limit: int = 0) -> dict[str, float]:
-    """Metrics of the map ``t`` on ``n`` fresh samples, streamed in chunks (memory flat in ``n``).
+    """Metrics of the map ``t`` (a batch (B, ...) of P -> its images) on ``n`` fresh samples, streamed in chunks.
 
     Always: transport cost E c(x, T(x)); bias of T#P vs Q as mean shift, sliced W2 and Fréchet distance (raw
     samples up to 1024 coordinates, 16x16-pooled images above); L2-UVP and cos when the pair knows T*; the pair's
@@ -157,22 +173,31 @@ def evaluate(t: Callable[[torch.Tensor], torch.Tensor], pair: Pair, *, n: int, c
         >>> round(m["l2_uvp"], 6), m["ot_consistency"]
         (0.0, 1.0)
     """
-    if n < 2:
-        raise ValueError(f"evaluate: n={n} samples; need at least 2")
-    device = torch.device(device)
-    g = torch.Generator(device=device).manual_seed(seed)
-    features = {**feature_spaces(pair), **(pair.feature_spaces(device) if full else {})}
-    acc = _Accumulator(pair, cost, full, features, device)
-    step = chunk or chunk_size(pair, n)
-    with pair.evaluation_samples(seed):
-        for start in range(0, n, step):
-            k = min(step, n - start)
-            x, t_star = draw(pair, k, g, pair.has_true_map)
-            y = draw_q(pair, k, g)
-            acc.update(x, t(x).detach(), y, t_star)
-    out = acc.result(pair.has_true_map)
-    out.update(pair.validation_metrics(t, device, validation_limit))
-    return out
+    return evaluate_members(lambda x: t(x)[None], pair, n=n, cost=cost, members=[0], device=device, full=full,
+                            seed=seed, chunk=chunk, validation_limit=validation_limit)[0]
+
+
+class MapChange:
+    """How far each member's map moved since the previous evaluation, without T*: on a fixed reference batch,
+    ``map_change`` = 100 % E|T_now(x) - T_before(x)|^2 / Var(Q), in L2-UVP's units (a convergence signal for
+    pairs with no known map; README shows it falling with L2-UVP)."""
+
+    def __init__(self, pair: Pair, device: torch.device):
+        n = max(2, min(CHANGE_SAMPLES, CHANGE_ELEMENTS // max(1, math.prod(pair.shape_q))))
+        g = torch.Generator(device=device).manual_seed(EVAL_SEED - 1)
+        with pair.evaluation_samples(EVAL_SEED - 1):
+            self.x = draw(pair, n, g, False)[0]
+        self.var_q = var_q(pair)
+        self.before: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def measure(self, maps: Callable[[torch.Tensor], torch.Tensor]) -> list[float] | None:
+        """Per-member change since the last call (None at the first call); remembers the current outputs."""
+        now = maps(self.x).detach().flatten(2).double()
+        before, self.before = self.before, now
+        if before is None:
+            return None
+        return (100.0 * (now - before).pow(2).sum(2).mean(1) / self.var_q).tolist()
 
 
 def probe_map(pair: Pair) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -207,7 +232,10 @@ def check_pair(pair: Pair, device: torch.device | str = "cpu", cost: str = "mean
             raise ValueError(f"pair {pair!r}: {what}(3) returned shape {tuple(out.shape)}, expected {(3, *shape)}")
         if not torch.isfinite(out).all():
             raise ValueError(f"pair {pair!r}: {what} returned non-finite values")
-    v = var_q(pair)
+    try:
+        v = var_q(pair)
+    except Exception as e:
+        raise ValueError(f"pair {pair!r}: var_q() failed: {type(e).__name__}: {e}") from e
     if not v > 0:
         raise ValueError(f"pair {pair!r}: var_q() = {v}, must be > 0")
     try:

@@ -9,7 +9,7 @@ import torch
 from torchvision.io import write_png
 from torchvision.utils import make_grid
 
-from otsr.evaluation import draw, draw_q
+from otsr.sampling import draw, draw_q
 
 PANEL = 256
 COLOURS = {"P": (31, 119, 180), "Q": (44, 160, 44), "T#P": (214, 39, 40)}

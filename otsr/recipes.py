@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from otsr.config import TrainConfig
+from otsr.config import TrainConfig, check_bundle
+from otsr.methods import get_method
 from otsr.pairs import Pair
 
 
@@ -20,14 +21,15 @@ def vector_steps(dim: int) -> int:
 
 def recipe(pair: Pair, method: str) -> dict[str, Any]:
     """TrainConfig fields that differ from the defaults for ``pair`` and ``method``."""
-    shape, shape_q = tuple(pair.shape), tuple(pair.shape_q)
+    return _recipe_for(tuple(pair.shape), tuple(pair.shape_q), method)
+
+
+def _recipe_for(shape: tuple[int, ...], shape_q: tuple[int, ...], method: str) -> dict[str, Any]:
     if len(shape) == 1:
         steps = vector_steps(shape[0])
-        # OTS: the potential learns 3x slower than the map (equal rates oscillate and diverge at D = 64);
-        # the WGAN-GP critic is held near 1-Lipschitz by its penalty and trains at the map's rate.
-        lr_critic = 3e-4 if method == "ots" else 1e-3
-        return {"batch_size": 1024, "lr_map": 1e-3, "lr_critic": lr_critic, "lr_schedule": "cosine", "map_steps": 10,
-                "critic_steps": 10, "steps": steps, "eval_every": steps // 4, "log_every": 100}
+        return {"batch_size": 1024, "lr_map": 1e-3, "lr_schedule": "cosine", "map_steps": 10,
+                "critic_steps": 10, "steps": steps, "eval_every": steps // 4, "log_every": 100,
+                **get_method(method).recipe(vector=True)}
     if shape != shape_q:  # unpaired SR: the AIM19 reference setup (EDSR 64 x 128, 15 map steps, 1/2 MSE)
         return {"batch_size": 8, "map_steps": 15, "critic_steps": 5, "cost": "half_mean", "width": 128, "depth": 64,
                 "eval_every": 2000, "checkpoint_every": 2000, "eval_samples": 2048, "final_eval_samples": 4096}
@@ -38,3 +40,49 @@ def resolve_config(pair: Pair, settings: dict[str, Any]) -> TrainConfig:
     """The config that runs: the pair's recipe for ``settings['method']`` overridden by ``settings``."""
     method = settings.get("method", TrainConfig.method)
     return TrainConfig.from_dict({**recipe(pair, method), **settings})
+
+
+def resolve_members(pair: Pair, settings: dict[str, Any]) -> list[TrainConfig]:
+    """The configs of a bundle: list values zip into members, scalars apply to all (see ``resolve_config``).
+
+    Lists of unequal lengths are an error naming them; a setting the method may not vary inside a bundle is
+    rejected by ``check_bundle`` naming the field.
+    """
+    lists = {k: list(v) for k, v in settings.items() if isinstance(v, (list, tuple))}
+    lengths = {k: len(v) for k, v in lists.items()}
+    if any(n == 0 for n in lengths.values()):
+        raise ValueError(f"empty list for {', '.join(k for k, n in lengths.items() if n == 0)}")
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"list-valued settings must have equal lengths (they zip into members): {lengths}")
+    k = next(iter(lengths.values()), 1)
+    members = [resolve_config(pair, {**settings, **{key: v[i] for key, v in lists.items()}}) for i in range(k)]
+    check_bundle(members)
+    return members
+
+
+def recipe_table() -> dict[str, dict[str, str]]:
+    """What each pair kind gets for the fields its recipe sets: {field: {"vector pairs": "1024", ...}} (CLI help)."""
+    from otsr.methods import METHODS
+
+    kinds = {"vector pairs": [((d,), (d,)) for d in (16, 64, 128)], "SR pairs": [((3, 32, 32), (3, 128, 128))]}
+    out: dict[str, dict[str, str]] = {}
+    for kind, shapes in kinds.items():
+        values: dict[str, dict[str, set]] = {}
+        for shape, shape_q in shapes:
+            for name in METHODS:
+                for key, v in _recipe_for(shape, shape_q, name).items():
+                    values.setdefault(key, {}).setdefault(name, set()).add(v)
+        for key, per_method in values.items():
+            same = {frozenset(v) for v in per_method.values()}
+            if len(same) == 1:
+                out.setdefault(key, {})[kind] = _fmt(next(iter(per_method.values())))
+            else:
+                out.setdefault(key, {})[kind] = ", ".join(f"{_fmt(v)} ({m})" for m, v in per_method.items())
+    return out
+
+
+def _fmt(values: set) -> str:
+    vals = sorted(values)
+    if len(vals) == 1:
+        return f"{vals[0]:g}" if isinstance(vals[0], float) else str(vals[0])
+    return " / ".join(str(v) for v in vals) + " by D"

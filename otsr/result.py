@@ -20,8 +20,9 @@ class Progress:
     step: int
     metrics: dict[str, float]
     final: bool
-    save_checkpoint: Callable[[Path], Path]  # writes a resumable checkpoint into a folder
-    map: nn.Module  # the map being trained (read-only use: figures, extra metrics)
+    save_checkpoint: Callable[[Path], Path]  # writes a resumable checkpoint of this member into a folder
+    map: nn.Module  # the member's map being trained, (B, ...) -> (B, ...) (read-only use: figures, extra metrics)
+    member: int = 0  # index in the bundle (0 for a solo run)
 
 
 @dataclasses.dataclass
@@ -30,7 +31,7 @@ class Result:
 
     config: TrainConfig
     pair: Pair
-    status: str  # 'completed' or 'diverged'
+    status: str  # 'completed', 'diverged' or 'stopped' (early, by a report callback)
     message: str  # e.g. "diverged at step 41 in the critic loss"
     step: int  # outer steps done
     metrics: dict[str, float]

@@ -17,8 +17,22 @@ from otsr.config import TrainConfig
 from otsr.pairs import Pair
 from otsr.plots import curves_figure, map_figure, save_png
 from otsr.result import Result
+from otsr.runtime import resolve_device
+from otsr.state import resolved_widths, sample_shapes
 
 METRICS_FILE = "metrics.json"
+
+
+def run_config(cfg: TrainConfig, pair: Pair) -> dict[str, Any]:
+    """What config.json holds: the trainer config as it runs (recipe applied; width and device resolved), the pair
+    spec and the sample shapes."""
+    width, critic_width = resolved_widths(cfg, tuple(pair.shape), tuple(pair.shape_q))
+    try:
+        device = str(resolve_device(cfg.device))
+    except ValueError:
+        device = cfg.device
+    return {"train": cfg.to_dict(), "resolved": {"width": width, "critic_width": critic_width, "device": device},
+            "pair": pair.spec().to_dict(), "shapes": sample_shapes(pair)}
 
 
 class RunFolder:
@@ -27,14 +41,15 @@ class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    def start(self, cfg: TrainConfig, pair: Pair) -> RunFolder:
-        """Create the folder, drop a stale metrics.json (it would mark this run complete) and write the config."""
+    def start(self, cfg: TrainConfig, pair: Pair, keep_result: bool = False) -> RunFolder:
+        """Create the folder, drop a stale metrics.json (it would mark this run complete, unless ``keep_result``:
+        a resumed member that had already ended) and write the config."""
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"output folder {self.path} is a file")
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / METRICS_FILE).unlink(missing_ok=True)
-        atomic_write_json(self.path / "config.json", {"train": cfg.to_dict(), "pair": pair.spec().to_dict(),
-                                                      "shapes": {"p": list(pair.shape), "q": list(pair.shape_q)}})
+        if not keep_result:
+            (self.path / METRICS_FILE).unlink(missing_ok=True)
+        atomic_write_json(self.path / "config.json", run_config(cfg, pair))
         return self
 
     def save_checkpoint(self, ckpt: dict[str, Any]) -> Path:

@@ -12,8 +12,8 @@ import math
 
 import torch
 
-from otsr.evaluation import draw, draw_q
 from otsr.pairs import Pair, gaussian_ot_matrix
+from otsr.sampling import draw, draw_q
 
 FIT_SAMPLES = 1 << 14
 FIT_SEED = 2**31 - 3  # fit samples are independent of training and evaluation samples

@@ -20,13 +20,14 @@ from sweep.tracking import PHASE_TAG, TRIAL_TAG, Tracker, flat_params, trial_run
 BOOKKEEPING = {"step", "final", "diverged", "node_id", "resumed_from", "trial_id", "timestamp", "time_this_iter_s",
                "time_total_s", "time_since_restore", "iterations_since_restore", "training_iteration", "pid",
                "done", "date", "hostname", "node_ip", "checkpoint_dir_name", "should_checkpoint", "reason",
-               "train_history", "loss_critic", "loss_map"}
+               "train_history"}  # and the loss_* readouts, which go to train/*
 
 
 def eval_metrics(result: dict[str, Any]) -> dict[str, float]:
     """The evaluation metrics of a Tune result (numeric, finite, not bookkeeping), prefixed ``eval/``."""
     return {f"eval/{k}": float(v) for k, v in result.items()
-            if k not in BOOKKEEPING and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+            if k not in BOOKKEEPING and not k.startswith("loss_") and isinstance(v, (int, float))
+            and not isinstance(v, bool) and math.isfinite(v)}
 
 
 class TrialLogger(Callback):
@@ -71,8 +72,7 @@ class TrialLogger(Callback):
         rows = []
         for h in result.get("train_history") or []:
             ts = int(h.get("time", now / 1000) * 1000)
-            rows += [["train/loss_critic", float(h["loss_critic"]), ts, int(h["step"])],
-                     ["train/loss_map", float(h["loss_map"]), ts, int(h["step"])]]
+            rows += [[f"train/{k}", float(v), ts, int(h["step"])] for k, v in h.items() if k.startswith("loss_")]
         self.tracker.log_metric_rows(key, rows)
         if result.get("resumed_from"):
             self.tracker.set_tags(key, {"otsr.resumed_from": result["resumed_from"]})

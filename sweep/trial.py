@@ -23,7 +23,7 @@ from otsr.pairs import PairSpec
 from otsr.recipes import resolve_config
 from otsr.result import Progress
 from otsr.rundir import RunFolder
-from otsr.trainers import TRAINERS
+from otsr.trainers import train
 
 PAIR_KEY = "pair"  # the pair spec rides in the trial config under this key (not a trainer parameter)
 
@@ -85,7 +85,7 @@ def run_trial(config: dict[str, Any]) -> None:
     if not torch.cuda.is_available() and (cfg.device.startswith("cuda") or _assigned_gpus() > 0):
         raise RuntimeError(f"trial asked for a GPU (device={cfg.device!r}, gpu share {_assigned_gpus():g}) but CUDA "
                            f"is not available on node {where['node_id'][:12]}: check the node's driver and torch build")
-    result = TRAINERS[cfg.method](cfg, pair, resume=resume, report=report, on_log=on_log)
+    result = train(cfg, pair, resume=resume, report=report, on_log=on_log)
     if result.diverged:  # NaN objectives: Optuna records the trial as failed, MLflow as FAILED
         tune.report({**dict.fromkeys(metric_names(pair), math.nan), **where, "step": result.step, "final": 1,
                      "diverged": 1, "reason": result.message})

@@ -93,7 +93,7 @@ def test_otsr_imports_without_the_sweep_stack():
             "        if name.split('.')[0] in ('ray', 'optuna', 'mlflow', 'yaml', 'sweep'):\n"
             "            raise ImportError('blocked ' + name)\n"
             "sys.meta_path.insert(0, Block())\n"
-            "import otsr, otsr.cli, otsr.solve, otsr.trainers, otsr.sr.pair, otsr.bench\n"
+            "import otsr, otsr.cli, otsr.solving, otsr.trainers, otsr.sr.pair, otsr.bench\n"
             "print('ok')\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr

@@ -21,7 +21,7 @@ import torch
 from otsr.bench.speed import machine_name, write_readme
 from otsr.pairs import ConvexMixture, best_affine_l2_uvp
 from otsr.recipes import resolve_config
-from otsr.trainers import TRAINERS
+from otsr.trainers import train
 
 DIMS = (2, 8, 16, 64, 128)
 GAN_LAMBDAS = (0.01, 0.1, 1.0)  # the small lambda sweep; its winner gets the full budget
@@ -42,13 +42,14 @@ class QualityOptions:
     device: str = "auto"
     methods: tuple[str, ...] = ("ots", "gan")
     lambdas: tuple[float, ...] = GAN_LAMBDAS
+    pairs: tuple[str, ...] = ("convex-mixture",)
 
 
 def _train(pair, method: str, steps: int, device: str, **extra) -> dict[str, Any]:
     cfg = resolve_config(pair, {"method": method, "device": device, **extra})
     cfg = cfg.replace(steps=steps, eval_every=max(1, steps // 4))
     t0 = time.perf_counter()
-    res = TRAINERS[method](cfg, pair)
+    res = train(cfg, pair)
     wall = time.perf_counter() - t0
     out = {"status": res.status, "steps": res.step, "seconds": round(wall, 1), "config": cfg.to_dict(),
            "precision": res.precision}

@@ -24,8 +24,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from otsr.config import TrainConfig
 from otsr.pairs import ConvexMixture, Pair
 from otsr.state import build_state
-from otsr.trainers.gan import gan_step
-from otsr.trainers.ots import ots_step
 
 README_BEGIN, README_END = "<!-- bench:{suite}:begin -->", "<!-- bench:{suite}:end -->"
 
@@ -138,24 +136,24 @@ def time_loop(bench: BenchConfig, *, reference: bool, steps: int, warmup: int, c
     cfg = TrainConfig.from_dict({**bench.train, "device": str(dev), "reference_habits": reference,
                                  "compile": compile and not reference, "steps": warmup + steps + 1})
     state = build_state(cfg, bench.pair)
-    step = ots_step if cfg.method == "ots" else gan_step
+    step = state.method.step
     for _ in range(warmup):
-        step(state, cfg, bench.pair)
+        step(state)
     _sync(dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     t0 = time.perf_counter()
     for _ in range(steps):
-        loss = step(state, cfg, bench.pair)
+        loss = step(state)
     loss.sum().item()  # one sync at the end: all queued work is done
     _sync(dev)
     seconds = (time.perf_counter() - t0) / steps
     counter = FlopCounterMode(display=False)
     counter.mod_tracker = _GlobalOnly()  # per-module hooks break autograd.grad (the gradient penalty)
     with counter:
-        step(state, cfg, bench.pair)
+        step(state)
     _sync(dev)
-    inner = cfg.map_steps + 1 if cfg.method == "ots" else cfg.critic_steps + 1
+    inner = state.method.inner_updates(cfg)
     mem = peak_memory_gib(dev)
     flops = counter.get_total_flops()
     return {"steps_per_s": 1 / seconds, "samples_per_s": inner * cfg.batch_size / seconds,

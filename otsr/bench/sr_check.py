@@ -19,7 +19,7 @@ from otsr.bench.speed import peak_memory_gib
 from otsr.pairs import make_pair
 from otsr.recipes import resolve_config
 from otsr.runtime import resolve_device
-from otsr.trainers import TRAINERS
+from otsr.trainers import train
 
 PSNR_SLACK_DB = 1.0  # T(LR) must stay within this of bicubic at every evaluation
 BIAS = "bias_frechet_pool16"
@@ -51,7 +51,7 @@ def run_sr_check(pair_params: dict[str, Any], steps: int, device: str = "auto", 
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         t0 = time.perf_counter()
-        res = TRAINERS[method](cfg, pair, out_dir=(out_dir / method) if out_dir else None)
+        res = train(cfg, pair, out_dir=(out_dir / method) if out_dir else None)
         wall = time.perf_counter() - t0
         row = {"status": res.status, "message": res.message, "steps_per_s": round(res.step / wall, 3),
                "seconds": round(wall, 1), "peak_mem_gib": round(peak_memory_gib(dev), 2),

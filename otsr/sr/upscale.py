@@ -13,8 +13,9 @@ from torchvision.io import write_png
 
 from otsr.checkpoint import CheckpointError, load_checkpoint
 from otsr.config import TrainConfig
+from otsr.models import MemberView
 from otsr.sr.data import read_image
-from otsr.state import build_models
+from otsr.state import CHECKPOINT_FORMAT, build_models
 
 
 def load_map(checkpoint: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, int]:
@@ -26,8 +27,11 @@ def load_map(checkpoint: str | Path, device: str | torch.device = "cpu") -> tupl
         raise CheckpointError(f"checkpoint {checkpoint} is not a super-resolution map (samples {shape} -> "
                               f"{shape_q}); upscale needs a run on an SR pair such as sr-folders")
     net, _ = build_models(TrainConfig.from_dict(ck["config"]), shape, shape_q)
+    if ck.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {checkpoint} was written by an older otsr (before bundles); its map "
+                              "cannot be loaded: train a new run")
     net.load_state_dict(ck["map"])
-    return net.to(device).eval(), shape_q[1] // shape[1]
+    return MemberView(net).to(device).eval(), shape_q[1] // shape[1]
 
 
 @torch.no_grad()

@@ -1,7 +1,5 @@
-"""The two trainers (``ots``, ``gan``) on one loop skeleton (``loop``)."""
+"""Training: one loop for every method (``otsr.methods``) and bundle size; ``train`` is a bundle of one."""
 
-from otsr.trainers import gan, ots
+from otsr.trainers.loop import train, train_bundle
 
-TRAINERS = {"ots": ots.train, "gan": gan.train}
-
-__all__ = ["TRAINERS", "gan", "ots"]
+__all__ = ["train", "train_bundle"]

@@ -1,116 +1,262 @@
-"""The loop skeleton shared by both trainers: setup, sync points (losses, divergence, evaluation,
-checkpoints), resume and outputs. The adversarial updates themselves live in ``ots.py`` and ``gan.py``."""
+"""The training loop of every method and bundle size: setup, sync points (losses, divergence, evaluation,
+checkpoints), resume and outputs. The adversarial updates themselves are the method's (``otsr.methods``).
+
+A bundle trains K configurations that share shapes and the loop; ``train`` is a bundle of one. Each member has
+its own status: a member whose loss goes non-finite is frozen and reported ``diverged at step N`` while the
+others go on; a member that a report callback stops (early stopping) is frozen with its last evaluation.
+"""
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from otsr.checkpoint import load_checkpoint
+from otsr.checkpoint import CheckpointError, load_checkpoint
 from otsr.config import TrainConfig
-from otsr.evaluation import check_pair, evaluate
+from otsr.evaluation import MapChange, check_pair, evaluate_members
+from otsr.models import MemberView, member_state
 from otsr.pairs import Pair
 from otsr.result import Progress, Result
 from otsr.rundir import RunFolder
-from otsr.state import TrainState, build_state
+from otsr.state import TrainState, build_networks, build_state
 
-LOSS_NAMES = ("critic", "map")  # which loss a divergence is blamed on, in the order outer steps return them
-
-OuterStep = Callable[[TrainState, TrainConfig, Pair], torch.Tensor]
+Report = Callable[[list[Progress]], "Sequence[int] | None"]  # returns the member indices to stop early
 
 
-def run(cfg: TrainConfig, pair: Pair, outer_step: OuterStep, *, report: Callable[[Progress], None] | None = None,
-        resume: dict[str, Any] | Path | str | None = None, out_dir: Path | str | None = None,
-        on_log: Callable[[int, dict[str, float]], None] | None = None) -> Result:
-    """Train with ``outer_step`` (returns the step's [critic loss, map loss] as one device tensor).
+def train(cfg: TrainConfig, pair: Pair, *, report: Callable[[Progress], Any] | None = None,
+          resume: dict[str, Any] | Path | str | None = None, out_dir: Path | str | None = None,
+          on_log: Callable[[int, dict[str, float]], None] | None = None) -> Result:
+    """Train one map with ``cfg.method`` on ``pair`` (a bundle of one; see ``train_bundle``).
 
-    Host syncs happen only every ``log_every`` steps and at evaluations. A non-finite loss ends the run
-    as ``diverged`` at the first bad step; no metrics.json is written for it.
+    Example:
+        >>> from otsr import TrainConfig, make_pair, train
+        >>> res = train(TrainConfig(steps=20, eval_every=10, final_eval_samples=256, device="cpu"),
+        ...             make_pair("gaussian-shift", dim=4))
+        >>> res.status
+        'completed'
     """
-    state = build_state(cfg, pair)
+    solo_report = (lambda ps: report(ps[0]) and None) if report is not None else None
+    solo_log = (lambda step, rows: on_log(step, rows[0]) if rows[0] else None) if on_log is not None else None
+    return train_bundle([cfg], pair, report=solo_report, resume=[resume] if resume is not None else None,
+                        out_dirs=[out_dir] if out_dir is not None else None, on_log=solo_log)[0]
+
+
+def train_bundle(members: list[TrainConfig], pair: Pair, *, report: Report | None = None,
+                 resume: list[dict[str, Any] | Path | str] | None = None,
+                 out_dirs: list[Path | str] | None = None,
+                 on_log: Callable[[int, list[dict[str, float] | None]], None] | None = None) -> list[Result]:
+    """Train K configurations of one method on ``pair`` together; returns one Result per member, in order.
+
+    ``report`` gets the members' Progress at each evaluation (and once more, ``final``, at the end) and may return
+    indices of members to stop; ``on_log(step, rows)`` gets each active member's mean losses at every readout
+    (None for frozen members). Host syncs happen only every ``log_every`` steps and at evaluations.
+    """
+    state = build_state(members, pair)
+    cfg, k = state.cfg, state.k
     check_pair(pair, state.device, cfg.cost)  # the final evaluation's code path, before any training
+    folders = [RunFolder(d) for d in out_dirs] if out_dirs is not None else None
+    if folders is not None and len(folders) != k:
+        raise ValueError(f"{len(folders)} output folder(s) for a bundle of {k}")
+    loop = _Loop(state, report, on_log, folders)
     if resume is not None:
-        ckpt = resume if isinstance(resume, dict) else load_checkpoint(resume, map_location=state.device)
-        state.load(ckpt)
-    out = RunFolder(out_dir).start(cfg, pair) if out_dir is not None else None
-    if state.step == 0:  # the start (identity, Bures or bicubic map): the first point of every curve
-        _evaluate(state, cfg, pair, cfg.eval_samples, full=False)
-    t0 = time.perf_counter()
-    acc = torch.zeros(2, device=state.device)
-    first_bad = torch.full((2,), math.inf, device=state.device)
-    n_acc = 0
+        loop.restore([c if isinstance(c, dict) else load_checkpoint(c, map_location=state.device) for c in resume])
+    return loop.run()
 
-    def save(folder: Path) -> Path:
-        return RunFolder(folder).save_checkpoint(state.to_checkpoint(cfg, pair))
 
-    while state.step < cfg.steps:
-        _set_lr(state, cfg)
-        losses = outer_step(state, cfg, pair).detach().float()
-        state.step += 1
-        acc += losses
-        n_acc += 1
-        first_bad = torch.where(torch.isfinite(losses) | torch.isfinite(first_bad), first_bad,
-                                torch.full_like(first_bad, state.step))
-        s = state.step
-        is_eval, is_ckpt = s % cfg.eval_every == 0, out is not None and s % cfg.checkpoint_every == 0
-        if not (s % cfg.log_every == 0 or is_eval or is_ckpt or s == cfg.steps):
-            continue
-        bad = first_bad.tolist()  # host sync
-        if any(math.isfinite(b) for b in bad):
-            which = min(range(2), key=lambda i: bad[i])
-            msg = f"diverged at step {int(bad[which])} in the {LOSS_NAMES[which]} loss (non-finite value)"
-            return _finish(state, cfg, pair, out, t0, "diverged", msg, {})
-        mean = (acc / n_acc).tolist()
-        state.history.append({"step": s, "loss_critic": mean[0], "loss_map": mean[1]})
-        acc.zero_()
+class _Loop:
+    """One training run of a bundle: the state plus each member's status and outputs."""
+
+    def __init__(self, state: TrainState, report, on_log, folders: list[RunFolder] | None):
+        self.s, self.report, self.on_log, self.folders = state, report, on_log, folders
+        k = state.k
+        self.status = ["running"] * k
+        self.message = [""] * k
+        self.metrics: list[dict[str, float]] = [{} for _ in range(k)]
+        self.results: list[Result | None] = [None] * k
+        self.change = MapChange(state.pair, state.device)
+        self.t0 = time.perf_counter()
+
+    # --- resume ---
+
+    def restore(self, ckpts: list[dict[str, Any]]) -> None:
+        """Load the members' checkpoints; members that had ended stay ended."""
+        s = self.s
+        for i, (c, m) in enumerate(zip(ckpts, s.members)):
+            if c["config"].get("method") != m.method:
+                raise CheckpointError(f"checkpoint of member {i} is a {c['config'].get('method')!r} run, not "
+                                      f"{m.method!r}")
+        try:
+            s.load_members(ckpts)
+        except ValueError as e:
+            raise CheckpointError(f"cannot resume: {e}") from None
+        if s.step > s.cfg.steps:
+            raise ValueError(f"cannot resume: the checkpoint is at step {s.step}, beyond steps={s.cfg.steps}; "
+                             f"pass at least --steps {s.step}")
+        for i, c in enumerate(ckpts):
+            self.status[i] = c.get("status", "running")
+            self.message[i] = c.get("message", "")
+            self.metrics[i] = dict(c.get("metrics", {}))
+            if self.status[i] == "completed" and s.step < s.cfg.steps:
+                self.status[i] = "running"  # a longer run continues a completed one
+            if self.status[i] != "running":
+                s.active[i] = False
+        if self.folders is not None:
+            for i, f in enumerate(self.folders):
+                f.start(s.members[i], s.pair, keep_result=self.status[i] != "running")
+
+    # --- the loop ---
+
+    def run(self) -> list[Result]:
+        s, cfg = self.s, self.s.cfg
+        if self.folders is not None and s.step == 0:
+            for f, m in zip(self.folders, s.members):
+                f.start(m, s.pair)
+        if s.step == 0:  # the start (identity, Bures or bicubic map): the first point of every curve
+            self._evaluate(cfg.eval_samples, full=False)
+        n_losses = len(s.method.losses)
+        acc = torch.zeros(s.k, n_losses, device=s.device)
+        first_bad = torch.full((s.k, n_losses), math.inf, device=s.device)
         n_acc = 0
-        if on_log is not None:
-            on_log(s, state.history[-1])
-        if is_ckpt:
-            save(out.path)
-        if is_eval and s < cfg.steps:
-            m = _evaluate(state, cfg, pair, cfg.eval_samples, full=False)
-            if report is not None:
-                report(Progress(s, {**m, **_last_losses(state)}, False, save, state.map))
-    metrics = _evaluate(state, cfg, pair, cfg.final_eval_samples, full=True)
-    if out is not None:
-        save(out.path)
-    if report is not None:
-        report(Progress(state.step, {**metrics, **_last_losses(state)}, True, save, state.map))
-    return _finish(state, cfg, pair, out, t0, "completed", f"completed {state.step} steps", metrics)
+        while s.step < cfg.steps and self._any_active():
+            s.set_lr(cfg.lr_factor(s.step))
+            losses = s.method.step(s).detach().float()
+            s.step += 1
+            acc += losses
+            n_acc += 1
+            first_bad = torch.where(torch.isfinite(losses) | torch.isfinite(first_bad), first_bad,
+                                    torch.full_like(first_bad, s.step))
+            step = s.step
+            is_eval = step % cfg.eval_every == 0 and step < cfg.steps
+            is_ckpt = self.folders is not None and step % cfg.checkpoint_every == 0 and step < cfg.steps
+            if not (step % cfg.log_every == 0 or is_eval or is_ckpt or step == cfg.steps):
+                continue
+            self._check_divergence(first_bad.tolist())  # host sync
+            mean = (acc / n_acc).tolist()
+            rows = []
+            for i in range(s.k):
+                row = None
+                if self.status[i] == "running":
+                    row = {"step": step, **{f"loss_{name}": v for name, v in zip(s.method.losses, mean[i])}}
+                    s.history[i].append(row)
+                rows.append(row)
+            acc.zero_()
+            n_acc = 0
+            if self.on_log is not None:
+                self.on_log(step, rows)
+            if is_eval:  # evaluate, then checkpoint (the evaluation survives a resume), then report
+                self._evaluate(cfg.eval_samples, full=False)
+            if is_ckpt:
+                self._save_all()
+            if is_eval:
+                self._report(final=False)
+        running = [i for i in range(s.k) if self.status[i] == "running"]
+        if running:
+            final = self._evaluate(cfg.final_eval_samples, full=True, members=running)
+            for i in running:
+                self.status[i], self.message[i], self.metrics[i] = "completed", f"completed {s.step} steps", final[i]
+            if self.folders is not None:
+                self._save_all()
+            self._report(final=True, members=running)
+        for i in range(s.k):
+            if self.results[i] is None:
+                self._finish(i)
+        return list(self.results)
 
+    def _any_active(self) -> bool:
+        return any(st == "running" for st in self.status)
 
-def _set_lr(state: TrainState, cfg: TrainConfig) -> None:
-    """Learning rates follow the schedule as a pure function of the step (nothing extra to checkpoint)."""
-    factor = cfg.lr_factor(state.step)
-    for opt, base in ((state.opt_map, cfg.lr_map), (state.opt_critic, cfg.lr_critic)):
-        for group in opt.param_groups:
-            group["lr"] = base * factor
+    def _check_divergence(self, bad: list[list[float]]) -> None:
+        """Freeze members whose losses went non-finite, naming the step and the loss."""
+        names = self.s.method.losses
+        for i, row in enumerate(bad):
+            if self.status[i] != "running" or not any(math.isfinite(b) for b in row):
+                continue
+            which = min(range(len(row)), key=lambda j: row[j])
+            self.status[i] = "diverged"
+            self.message[i] = f"diverged at step {int(row[which])} in the {names[which]} loss (non-finite value)"
+            self.metrics[i] = {}
+            self.s.active[i] = False
+            self._finish(i)
 
+    def _maps(self, x: torch.Tensor) -> torch.Tensor:
+        return self.s.map(x[None].expand(self.s.k, *x.shape))
 
-def _last_losses(state: TrainState) -> dict[str, float]:
-    return {k: v for k, v in state.history[-1].items() if k != "step"} if state.history else {}
+    def _evaluate(self, n: int, full: bool, members: list[int] | None = None) -> dict[int, dict[str, float]]:
+        """Evaluate the running members (or ``members``) and record the metrics in their histories."""
+        s = self.s
+        members = members if members is not None else [i for i in range(s.k) if self.status[i] == "running"]
+        if not members:
+            return {}
+        s.map.eval()
+        try:
+            out = evaluate_members(self._maps, s.pair, n=n, cost=s.cfg.cost, members=members, device=s.device,
+                                   full=full)
+            change = None if full else self.change.measure(self._maps)
+        finally:
+            s.map.train()
+        result = {}
+        for i, m in zip(members, out):
+            if change is not None:
+                m["map_change"] = change[i]
+            s.evals[i].append({"step": s.step, **m})
+            result[i] = m
+            if not full:
+                self.metrics[i] = m
+        return result
 
+    def _progress(self, i: int, final: bool) -> Progress:
+        s = self.s
+        losses = {key: v for key, v in (s.history[i][-1].items() if s.history[i] else []) if key != "step"}
 
-def _evaluate(state: TrainState, cfg: TrainConfig, pair: Pair, n: int, full: bool) -> dict[str, float]:
-    """Evaluate the map and record the metrics in the state's evaluation history (curves, checkpoints)."""
-    state.map.eval()
-    try:
-        m = evaluate(state.map, pair, n=n, cost=cfg.cost, device=state.device, full=full)
-    finally:
-        state.map.train()
-    state.evals.append({"step": state.step, **m})
-    return m
+        def save(folder: Path, i: int = i) -> Path:
+            return RunFolder(folder).save_checkpoint(s.member_checkpoint(i, self.status[i]) | self._extra(i))
 
+        return Progress(s.step, {**self.metrics[i], **losses}, final, save, MemberView(s.map, i), member=i)
 
-def _finish(state, cfg, pair, out: RunFolder | None, t0, status, message, metrics) -> Result:
-    res = Result(cfg, pair, status, message, state.step, metrics, state.history, state.map, state.critic,
-                 time.perf_counter() - t0, dict(state.precision), list(state.evals))
-    if out is not None:
-        out.finish(res, state.device)
-    return res
+    def _report(self, final: bool, members: list[int] | None = None) -> None:
+        if self.report is None:
+            return
+        members = members if members is not None else [i for i in range(self.s.k) if self.status[i] == "running"]
+        if not members:
+            return
+        stop = self.report([self._progress(i, final) for i in members]) or ()
+        for i in stop:
+            if self.status[i] == "running" and not final:
+                self.status[i] = "stopped"
+                self.message[i] = f"stopped early at step {self.s.step}"
+                self.s.active[i] = False
+                self._finish(i)
+
+    def _extra(self, i: int) -> dict[str, Any]:
+        return {"message": self.message[i], "metrics": self.metrics[i] if self.status[i] == "completed" else {}}
+
+    def _save_all(self) -> None:
+        s = self.s
+        for i, f in enumerate(self.folders):
+            f.save_checkpoint(s.member_checkpoint(i, self.status[i]) | self._extra(i))
+
+    def _member_net(self, i: int, which: str) -> torch.nn.Module:
+        """Member i's network on its own (one-member layout), for its Result."""
+        s = self.s
+        net = s.map if which == "map" else s.critic
+        if s.k == 1:
+            return net
+        solo = build_networks(s.members[i], s.pair.shape, s.pair.shape_q, k=1)[0 if which == "map" else 1]
+        solo.load_state_dict(member_state(net, i))
+        solo.dtype = net.dtype
+        return solo.to(s.device)
+
+    def _finish(self, i: int) -> None:
+        s = self.s
+        res = Result(s.members[i], s.pair, self.status[i], self.message[i], s.step,
+                     self.metrics[i] if self.status[i] in ("completed", "stopped") else {}, s.history[i],
+                     MemberView(self._member_net(i, "map")), MemberView(self._member_net(i, "critic")),
+                     time.perf_counter() - self.t0, dict(s.precision), list(s.evals[i]))
+        self.results[i] = res
+        if self.folders is not None:
+            self.folders[i].finish(res, s.device)

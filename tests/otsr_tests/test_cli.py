@@ -16,6 +16,9 @@ FAST = ["--steps", "20", "--batch-size", "32", "--log-every", "5", "--eval-every
     (["--pair", "convex-mixture", "--dim", "300"], "dim=300 is outside its range"),
     (["--pair-param", "shift"], "expected KEY=VALUE"),
     (["--pair-param", "shift=abc"], "'abc' is not a valid float"),
+    (["--steps", "abc"], "--steps: 'abc' is not a valid int"),
+    (["--width", "8,16"], "--width: '8,16' is not a valid int"),
+    (["--method", "gan", "--lam", "1,2", "--seed", "0,1,2"], "equal lengths"),
     (["--device", "tpu"], "config key 'device': 'tpu' is not supported (valid: auto, cpu, cuda, cuda:N)"),
 ])
 def test_bad_input_fails_before_any_output(args, message, tmp_path, capsys):
@@ -25,28 +28,55 @@ def test_bad_input_fails_before_any_output(args, message, tmp_path, capsys):
     assert not out.exists()
 
 
+def _result(out):
+    return json.loads((out / "result.json").read_text())
+
+
 def test_train_then_resume_with_more_steps(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--pair", "gaussian-shift", "--dim", "4", "--method", "gan", "--lam", "2", *FAST,
-                 "--out", str(out)]) == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert printed["status"] == "completed" and printed["step"] == 20
+                 "--lr-schedule", "constant", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("completed at step 20") and "l2_uvp" in text and len(text.splitlines()) == 2
+    assert _result(out)["status"] == "completed" and _result(out)["step"] == 20
     assert {p.name for p in out.iterdir()} >= {"config.json", "checkpoint.pt", "metrics.json", "map.png"}
     assert main(["train", "--out", str(out), *FAST]) == EXIT_BAD_INPUT  # refuses to clobber a finished run
     capsys.readouterr()
     assert main(["train", "--resume", str(out), "--steps", "30"]) == 0
-    printed = json.loads(capsys.readouterr().out)
-    assert printed["step"] == 30 and printed["method"] == "gan"
+    err = capsys.readouterr().err
+    assert "resuming from step 20 of 30" in err and "cosine" not in err  # a constant schedule: no warning
+    assert _result(out)["step"] == 30 and _result(out)["method"] == "gan"
     assert json.loads((out / "config.json").read_text())["train"]["lam"] == 2.0
+    assert main(["train", "--resume", str(out), "--steps", "30"]) == 0  # complete: nothing to train
+    assert "nothing to train" in capsys.readouterr().err
+    assert _result(out)["step"] == 30 and len(_result(out)["evals"]) == len(set(e["step"] for e in
+                                                                                 _result(out)["evals"]))
+    assert main(["train", "--resume", str(out), "--steps", "25"]) == EXIT_BAD_INPUT
+    assert "cannot be shortened" in capsys.readouterr().err
+
+
+def test_resume_warns_when_a_longer_run_stretches_a_finished_cosine_schedule(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--pair", "gaussian-shift", "--dim", "4", *FAST, "--lr-schedule", "cosine",
+                 "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--steps", "40"]) == 0
+    assert "learning-rate factor at step 20 goes from 0 to 0.5" in capsys.readouterr().err
+
+
+def test_print_config_shows_the_resolved_recipe_and_exits(tmp_path, capsys):
+    assert main(["train", "--pair", "convex-mixture", "--dim", "16", "--method", "ots", "--print-config"]) == 0
+    cfg = json.loads(capsys.readouterr().out)
+    assert cfg["train"]["batch_size"] == 1024 and cfg["resolved"]["width"] == 128
+    assert cfg["resolved"]["device"] in ("cpu", "cuda")
 
 
 def test_divergence_exit_code(tmp_path, capsys):
     out = tmp_path / "run"
     code = main(["train", "--pair", "gaussian-shift", "--dim", "4", *FAST, "--lr-map", "1e30",
                  "--lr-critic", "1e30", "--out", str(out)])
-    printed = json.loads(capsys.readouterr().out)
-    assert code == EXIT_DIVERGED and printed["status"] == "diverged"
-    assert printed["message"].startswith("diverged at step ")
+    assert code == EXIT_DIVERGED and capsys.readouterr().out.startswith("diverged at step")
+    assert _result(out)["status"] == "diverged" and _result(out)["message"].startswith("diverged at step ")
     assert not (out / "metrics.json").exists()
 
 
@@ -61,11 +91,11 @@ def test_a_user_pair_by_import_path_trains_resumes_and_is_listed_in_the_run(tmp_
     out = tmp_path / "run"
     assert main(["train", "--pair", "otsr.testing:GradientPair", "--pair-param", "dim=2", "--method", "ots", *FAST,
                  "--out", str(out)]) == 0
-    printed = json.loads(capsys.readouterr().out)
+    printed = _result(out)
     assert printed["pair"] == {"name": "otsr.testing:GradientPair", "params": {"dim": 2, "seed": 0}}
     assert "l2_uvp" in printed["metrics"]
     assert main(["train", "--resume", str(out), "--steps", "25"]) == 0  # rebuilt from the spec in the checkpoint
-    assert json.loads(capsys.readouterr().out)["step"] == 25
+    assert _result(out)["step"] == 25
 
 
 @pytest.mark.parametrize("args,message", [
@@ -108,10 +138,24 @@ def test_every_boolean_flag_round_trips_both_ways():
 
 def test_help_explains_each_field_and_version(capsys):
     assert main(["train", "--help"]) == 0
-    text = capsys.readouterr().out
-    assert "per-coordinate MSE" in text and "{ots,gan}" in text and "--no-compile" in text
+    text = " ".join(capsys.readouterr().out.split())
+    assert "per-coordinate MSE" in text and "{gan,ots}" in text and "--no-compile" in text
+    assert "vector pairs: 1024" in text and "SR pairs: 8" in text  # what each pair kind resolves to
+    assert "BRIEF" not in text and "a comma list trains a bundle" in text
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.startswith("otsr ")
+    assert main(["--help"]) == 0
+    top = capsys.readouterr().out
+    assert "`" not in top and all(c in top for c in ("train", "pairs", "bench", "upscale", "sr-demo"))
+
+
+def test_version_answers_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = "import sys; from otsr.cli import main; main(['--version']); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["otsr", out.split()[1], "False"]
 
 
 def test_a_file_as_out_and_upscale_of_a_vector_run_are_one_line_errors(tmp_path, capsys):

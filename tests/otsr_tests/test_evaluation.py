@@ -105,11 +105,11 @@ MEMORY_SCRIPT = textwrap.dedent("""
     import json, resource, sys
     import torch
     from otsr.evaluation import evaluate
-    from otsr.models import EDSR
+    from otsr.models import MemberView, build_map
     from otsr.pairs import make_pair
     torch.set_num_threads(1)
     pair = make_pair("sr-folders", root=sys.argv[1], hr_crop=128, workers=0)
-    net = EDSR(features=8, blocks=1, scale=4).eval()
+    net = MemberView(build_map("edsr", (3, 32, 32), 8, 1, (3, 128, 128))).eval()
     m = evaluate(net, pair, n=int(sys.argv[2]), cost="half_mean", full=True)
     print(json.dumps({"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **m}))
 """)

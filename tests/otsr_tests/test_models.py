@@ -1,12 +1,14 @@
-"""Networks and their wrappers: shapes, the warm start's saddle point at init, and the data-unit scaling."""
+"""Networks and their wrappers: shapes, the warm start's saddle point at init, the data-unit scaling, and the
+bundled layout (members stacked, cut back out, independent)."""
 
 import pytest
 import torch
 
 from otsr import TrainConfig
 from otsr.costs import kappa
+from otsr.models import MemberView, member_state
 from otsr.pairs import Gaussian
-from otsr.state import build_models
+from otsr.state import build_bundle_networks, build_models
 from otsr.warm_start import fit_gaussians
 
 
@@ -21,11 +23,11 @@ def test_warm_started_map_is_the_bures_map_and_the_potential_its_quadratic(pair)
     fit = fit_gaussians(pair, warm=True, n=1 << 15)
     t, f = build_models(TrainConfig(method="ots", cost="mean"), pair.shape, pair.shape_q, fit=fit)
     x = pair.sample_p(256, torch.Generator().manual_seed(1))
-    tx = t(x)
+    tx = t(x[None])[0]
     assert torch.allclose(tx, pair.true_map(x), atol=0.15)  # the Bures map of the (estimated) Gaussians
     y = tx.detach().requires_grad_(True)
     k = kappa("mean", 6)
-    inner = (k * (x - y).pow(2).sum(1) - f(y)).sum()
+    inner = (k * (x - y).pow(2).sum(1) - f(y[None])[0]).sum()
     (grad,) = torch.autograd.grad(inner, y)
     assert grad.abs().max() < 1e-4
 
@@ -34,19 +36,43 @@ def test_gan_critic_has_no_quadratic_and_map_starts_at_identity(pair):
     fit = fit_gaussians(pair, warm=False, n=4096)
     t, f = build_models(TrainConfig(method="gan"), pair.shape, pair.shape_q, fit=fit)
     x = pair.sample_p(64, torch.Generator())
-    assert torch.allclose(t(x), x, atol=1e-6)
+    assert torch.allclose(MemberView(t)(x), x, atol=1e-6)
     assert not f.quadratic
 
 
 @pytest.mark.parametrize("shape,shape_q,names", [((16,), (16,), ("ResMLP", "MLP")),
                                                  ((3, 16, 16), (3, 16, 16), ("UNet", "ResNetCritic")),
                                                  ((3, 8, 8), (3, 32, 32), ("EDSR", "ResNetCritic"))])
-def test_default_networks_and_output_shapes(shape, shape_q, names):
-    t, f = build_models(TrainConfig(width=8, critic_width=8, depth=2), shape, shape_q)
-    x = torch.rand(2, *shape)
+@pytest.mark.parametrize("k", [1, 3])
+def test_default_networks_and_output_shapes(shape, shape_q, names, k):
+    members = [TrainConfig(width=8, critic_width=8, depth=2, seed=s) for s in range(k)]
+    t, f = build_bundle_networks(members, shape, shape_q)
+    x = torch.rand(k, 2, *shape)
     assert (type(t.net).__name__, type(f.net).__name__) == names
-    assert t(x).shape == (2, *shape_q) and t(x).dtype == torch.float32
-    assert f(torch.rand(2, *shape_q)).shape == (2,)
+    assert t(x).shape == (k, 2, *shape_q) and t(x).dtype == torch.float32
+    assert f(torch.rand(k, 2, *shape_q)).shape == (k, 2)
+
+
+@pytest.mark.parametrize("shape,shape_q", [((5,), (5,)), ((3, 8, 8), (3, 8, 8)), ((3, 4, 4), (3, 16, 16))])
+def test_members_of_a_bundle_are_their_solo_networks(shape, shape_q):
+    """Stacked member k computes what its solo network computes (weights seeded per member, no mixing), and its
+    weights cut back out are the solo weights."""
+    members = [TrainConfig(width=8, critic_width=8, depth=2, seed=s, method="gan") for s in (3, 5, 7)]
+    t, f = build_bundle_networks(members, shape, shape_q)
+    for net in (t, f):  # move off the zero-initialised heads, so outputs depend on every layer
+        for p in net.parameters():
+            torch.nn.init.normal_(p, std=0.3) if p.ndim > 1 else None
+    x, y = torch.rand(3, 4, *shape), torch.rand(3, 4, *shape_q)
+    out_t, out_f = t(x), f(y)
+    for i, cfg in enumerate(members):
+        st, sf = build_models(cfg, shape, shape_q)
+        st.load_state_dict(member_state(t, i))
+        sf.load_state_dict(member_state(f, i))
+        assert torch.allclose(st(x[i:i + 1])[0], out_t[i], rtol=1e-4, atol=1e-4)
+        assert torch.allclose(sf(y[i:i + 1])[0], out_f[i], rtol=1e-4, atol=1e-4)
+    solo_t, _ = build_models(members[1], shape, shape_q)
+    fresh_t, _ = build_bundle_networks(members, shape, shape_q)
+    assert all(torch.equal(a, b) for a, b in zip(solo_t.state_dict().values(), member_state(fresh_t, 1).values()))
 
 
 def test_image_maps_start_at_their_base():
@@ -54,7 +80,7 @@ def test_image_maps_start_at_their_base():
     t, _ = build_models(TrainConfig(width=8, depth=2), (3, 8, 8), (3, 32, 32))
     x = torch.rand(2, 3, 8, 8)
     bicubic = torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
-    assert torch.allclose(t(x), bicubic, atol=1e-5)
+    assert torch.allclose(MemberView(t)(x), bicubic, atol=1e-5)
 
 
 def test_networks_are_seeded_by_the_config():

@@ -13,7 +13,6 @@ from otsr.checkpoint import load_checkpoint
 from otsr.pairs import ConvexMixture, GaussianShift, best_affine_l2_uvp
 from otsr.recipes import resolve_config
 from otsr.testing import TINY, GradientPair, LinearPair, check_trainer_conformance, tiny_config
-from otsr.trainers import TRAINERS
 
 _tiny = tiny_config
 OTS_STEPS = 200  # of the recipe's 2000 at D = 8: enough to be far past the affine map
@@ -23,7 +22,7 @@ OTS_STEPS = 200  # of the recipe's 2000 at D = 8: enough to be far past the affi
 @pytest.mark.parametrize("pair", [GaussianShift(dim=4), LinearPair(), GradientPair()],
                          ids=["gaussian-shift", "user-pair", "autograd-pair"])
 def test_trainer_conformance(method, pair, tmp_path):
-    res = check_trainer_conformance(TRAINERS[method], method, pair, tmp_path)
+    res = check_trainer_conformance(otsr.train, method, pair, tmp_path)
     assert {"l2_uvp", "cos", "bias_sliced_w2", "ot_consistency"} <= set(res.metrics)
 
 
@@ -31,7 +30,7 @@ def test_image_pair_trains_with_unet_and_resnet(tmp_path):
     pair = otsr.make_pair("degraded-images", size=16, pool=64)
     res = otsr.solve(pair, "ots", out_dir=tmp_path, **{**TINY, "steps": 4, "map_steps": 2, "batch_size": 8,
                                                         "eval_every": 4, "final_eval_samples": 64, "width": 8})
-    assert res.status == "completed" and type(res.map.net).__name__ == "UNet"
+    assert res.status == "completed" and type(res.map.net.net).__name__ == "UNet"
     assert math.isfinite(res.metrics["l2_uvp"])
     assert (tmp_path / "map.png").exists()
 
@@ -39,7 +38,7 @@ def test_image_pair_trains_with_unet_and_resnet(tmp_path):
 def test_resume_continues_exactly(tmp_path):
     cfg = _tiny("gan", steps=40, checkpoint_every=20, eval_every=20)
     pair = GaussianShift(dim=4)
-    full = otsr.trainers.gan.train(cfg, pair)
+    full = otsr.train(cfg, pair)
 
     class Stop(Exception):
         pass
@@ -48,9 +47,9 @@ def test_resume_continues_exactly(tmp_path):
         if progress.step == 20:
             raise Stop
     with pytest.raises(Stop):
-        otsr.trainers.gan.train(cfg, pair, report=crash, out_dir=tmp_path)
+        otsr.train(cfg, pair, report=crash, out_dir=tmp_path)
     assert not (tmp_path / "metrics.json").exists()  # interrupted: not marked complete
-    resumed = otsr.trainers.gan.train(cfg, pair, resume=tmp_path, out_dir=tmp_path)
+    resumed = otsr.train(cfg, pair, resume=tmp_path, out_dir=tmp_path)
     for a, b in zip(full.map.state_dict().values(), resumed.map.state_dict().values()):
         assert torch.equal(a, b)
     assert resumed.metrics == full.metrics
@@ -76,9 +75,9 @@ class Poisoned(LinearPair):
 
 def test_non_finite_loss_gives_a_diverged_result(tmp_path):
     pair = Poisoned(after=13)  # each OTS step draws one batch of Q: step 14 goes bad
-    res = otsr.trainers.ots.train(_tiny("ots", steps=40), pair, out_dir=tmp_path)
+    res = otsr.train(_tiny("ots", steps=40), pair, out_dir=tmp_path)
     assert res.diverged and res.step == 15  # found at the next readout (log_every = 5)
-    assert res.message == "diverged at step 14 in the critic loss (non-finite value)"
+    assert res.message == "diverged at step 14 in the potential loss (non-finite value)"
     assert not (tmp_path / "metrics.json").exists()
     assert json.loads((tmp_path / "result.json").read_text())["status"] == "diverged"
 
@@ -103,7 +102,7 @@ def test_bad_config_names_the_key(bad, match):
 def test_ots_recovers_the_gaussian_shift_map():
     cfg = TrainConfig(method="ots", steps=300, batch_size=256, lr_map=1e-3, lr_critic=1e-3, device="cpu",
                       eval_every=300)
-    res = otsr.trainers.ots.train(cfg, GaussianShift(dim=16))
+    res = otsr.train(cfg, GaussianShift(dim=16))
     print("OTS gaussian-shift d=16:", res.metrics, f"{res.seconds:.1f}s")
     assert res.metrics["l2_uvp"] < 1.0
     assert res.metrics["bias_mean_shift"] < 0.5
@@ -119,7 +118,7 @@ def test_ots_under_bf16_autocast_gives_the_fp32_answer():
     for precision in ("fp32", "bf16"):
         cfg = resolve_config(pair, {"method": "ots", "device": "cpu", "precision": precision, "steps": OTS_STEPS,
                                     "eval_every": OTS_STEPS, "final_eval_samples": 4096})
-        res = otsr.trainers.ots.train(cfg, pair)
+        res = otsr.train(cfg, pair)
         assert res.precision["map"] == precision
         got[precision] = res.metrics["l2_uvp"]
         print(f"OTS convex-mixture D=8 {precision}: L2-UVP {got[precision]:.2f}% vs affine {linear:.2f}% "
@@ -134,7 +133,7 @@ def test_gan_lands_on_the_wgan_gp_equilibrium_and_is_biased():
     same under bf16 autocast."""
     pair = GaussianShift(dim=16, shift=4.0)
     kappa = 1 / 16
-    ots = otsr.trainers.ots.train(TrainConfig(method="ots", steps=300, batch_size=256, lr_map=1e-3,
+    ots = otsr.train(TrainConfig(method="ots", steps=300, batch_size=256, lr_map=1e-3,
                                               lr_critic=1e-3, device="cpu", eval_every=300), pair)
     assert ots.metrics["ot_consistency"] >= 0.95
     assert ots.metrics["bias_mean_shift"] < 0.5
@@ -143,7 +142,7 @@ def test_gan_lands_on_the_wgan_gp_equilibrium_and_is_biased():
         cfg = TrainConfig(method="gan", lam=lam, steps=500, batch_size=256, lr_map=3e-4, lr_critic=3e-4,
                           width=64, critic_width=64, device="cpu", eval_every=500, precision=precision,
                           final_eval_samples=8192)
-        res = otsr.trainers.gan.train(cfg, pair)
+        res = otsr.train(cfg, pair)
         s_gp = theory.gan_gp_shift(lam, cfg.gp, 4.0, kappa)
         print(f"GAN lambda={lam} {precision}: shift {res.metrics['shift']:.3f} vs s_GP {s_gp:.3f} "
               f"(s* {theory.gan_shift(lam, 4.0, kappa):.3f}); bias {res.metrics['bias_mean_shift']:.3f} "
@@ -161,16 +160,16 @@ def test_speed_options_keep_the_trainers_correct(method, tmp_path):
     """bf16 autocast + torch.compile (+ channels_last, a no-op on CPU) still train and checkpoint."""
     reports = []
     cfg = _tiny(method, precision="bf16", compile=True, channels_last=True)
-    res = TRAINERS[method](cfg, GaussianShift(dim=4), report=reports.append, out_dir=tmp_path)
+    res = otsr.train(cfg, GaussianShift(dim=4), report=reports.append, out_dir=tmp_path)
     assert res.status == "completed" and all(math.isfinite(v) for v in res.metrics.values())
     assert [p.step for p in reports] == [10, 20]
-    assert set(load_checkpoint(tmp_path)["map"]) == set(res.map.state_dict())  # no compile prefixes
+    assert set(load_checkpoint(tmp_path)["map"]) == set(res.map.net.state_dict())  # no compile prefixes
 
 
 def test_reference_habits_compute_the_same_math():
     """The benchmark's reference-habit loop differs in speed only: same seed, same weights on CPU (fp32)."""
     small = dict(steps=4, eval_every=4, log_every=2, critic_steps=1)  # gc.collect per update is slow
-    lean = otsr.trainers.gan.train(_tiny("gan", precision="fp32", **small), GaussianShift(dim=4))
-    ref = otsr.trainers.gan.train(_tiny("gan", reference_habits=True, **small), GaussianShift(dim=4))
+    lean = otsr.train(_tiny("gan", precision="fp32", **small), GaussianShift(dim=4))
+    ref = otsr.train(_tiny("gan", reference_habits=True, **small), GaussianShift(dim=4))
     for a, b in zip(lean.map.state_dict().values(), ref.map.state_dict().values()):
         assert torch.equal(a, b)

@@ -1,0 +1,11 @@
+"""Training methods as objects: ``ots`` (max-min neural OT) and ``gan`` (WGAN-GP + lambda * content cost).
+
+Add a method by subclassing ``Method`` in a new module and calling ``register_method`` on an instance.
+"""
+
+from otsr.methods._base import MEMBER_FIELDS, METHODS, Method, get_method, register_method
+from otsr.methods.gan import GAN, gradient_penalty
+from otsr.methods.ots import OTS
+
+__all__ = ["GAN", "MEMBER_FIELDS", "METHODS", "OTS", "Method", "get_method", "gradient_penalty",
+           "register_method"]

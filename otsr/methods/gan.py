@@ -1,0 +1,72 @@
+"""Regularized GAN: WGAN-GP plus a content (identity) cost of weight lambda.
+
+    min_T max_D  lambda E_P c(x, T(x)) + E_P[-D(T(x))] + E_Q[D(y)]     (D ~ 1-Lipschitz via gradient penalty)
+
+Per outer step: ``critic_steps`` updates of D on E D(T(x)) - E D(y) + gp * E(||grad D(z)|| - 1)^2, z on
+segments between real and generated samples, then one update of T on lambda c(x, T(x)) - D(T(x)).
+Its minimiser is an OT map onto T#P, but T#P != Q in general: the bias otsr measures.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from otsr.methods._base import MEMBER_FIELDS, Method, register_method
+
+
+def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """E(||grad D(z)|| - 1)^2 per member at z = eps real + (1 - eps) fake; inputs (K, B, ...), returns (K,).
+
+    The gradient is taken outside any vmap on a (K, B, ...) tensor: members share no weights, so each sample's
+    input gradient is its own member's.
+    """
+    z = (eps * real + (1 - eps) * fake).requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(z).float().sum(), z, create_graph=True)
+    return (grad.float().flatten(2).norm(dim=2) - 1).pow(2).mean(1)
+
+
+class GAN(Method):
+    """WGAN-GP with a lambda-weighted content cost."""
+
+    name = "gan"
+    summary = "WGAN-GP + lambda * content cost: the regularized GAN whose bias otsr measures"
+    losses = ("critic", "map")
+    critic_is_potential = False
+    bundle_fields = MEMBER_FIELDS | {"lam", "gp"}
+    settings = ("lam", "gp", "critic_steps")
+    warm_start = "identity"  # started at the Bures map it overshoots its equilibrium (otsr.state)
+
+    def validate(self, cfg) -> None:
+        """Nothing beyond TrainConfig's own checks."""
+
+    def inner_updates(self, cfg) -> int:
+        """``critic_steps`` critic updates and one map update."""
+        return cfg.critic_steps + 1
+
+    def recipe(self, vector: bool) -> dict:
+        """The critic is held near 1-Lipschitz by its penalty and trains at the map's rate on vector pairs."""
+        return {"lr_critic": 1e-3} if vector else {}
+
+    def step(self, s) -> torch.Tensor:
+        """Critic updates with the gradient penalty, then one map update; returns [critic, map] losses."""
+        gp, lam = s.member_values("gp"), s.member_values("lam")
+        for _ in range(s.cfg.critic_steps):
+            x, y = s.sample_p(), s.sample_q()
+            with torch.no_grad():
+                fake = s.fwd_map(x)
+            critic_loss = s.critic(fake).mean(1) - s.critic(y).mean(1)
+            if s.any_positive("gp"):
+                eps = s.uniform(y.shape[1], y.ndim - 2)
+                critic_loss = critic_loss + gp * gradient_penalty(s.critic, y, fake, eps)
+            s.update(s.opt_critic, critic_loss)
+
+        s.critic.requires_grad_(False)
+        x = s.sample_p()
+        tx = s.fwd_map(x)
+        map_loss = lam * s.content_cost(x, tx).mean(1) - s.critic(tx).mean(1)
+        s.update(s.opt_map, map_loss)
+        s.critic.requires_grad_(True)
+        return torch.stack([critic_loss.detach(), map_loss.detach()], 1)
+
+
+register_method(GAN())

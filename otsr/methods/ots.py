@@ -1,0 +1,57 @@
+"""OTS: max-min neural optimal transport (no lambda).
+
+    max_f min_T  E_P[ c(x, T(x)) - f(T(x)) ] + E_Q[ f(y) ]
+
+Per outer step: ``map_steps`` updates of T on E[c(x, T(x)) - f(T(x))], then one update of the
+unconstrained potential f on E f(T(x)) - E f(y). At the saddle point T is the unbiased OT map, T#P = Q.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from otsr.methods._base import Method, register_method
+
+
+class OTS(Method):
+    """Max-min neural OT: the map against an unconstrained potential."""
+
+    name = "ots"
+    summary = "max-min neural optimal transport (no lambda): aims at the unbiased OT map"
+    losses = ("potential", "map")
+    critic_is_potential = True
+    settings = ("map_steps",)
+    warm_start = "bures"
+
+    def validate(self, cfg) -> None:
+        """OTS has no lambda."""
+        if cfg.lam != 0:
+            raise ValueError(f"config key 'lam': method 'ots' has no lambda (got lam={cfg.lam}); use method 'gan'")
+
+    def inner_updates(self, cfg) -> int:
+        """``map_steps`` map updates and one potential update."""
+        return cfg.map_steps + 1
+
+    def recipe(self, vector: bool) -> dict:
+        """The potential learns 3x slower than the map on vector pairs (equal rates oscillate at D = 64)."""
+        return {"lr_critic": 3e-4} if vector else {}
+
+    def step(self, s) -> torch.Tensor:
+        """Map updates against the frozen potential, then one potential update; returns [potential, map] losses."""
+        s.critic.requires_grad_(False)  # map updates need no gradient w.r.t. f's weights
+        for _ in range(s.cfg.map_steps):
+            x = s.sample_p()
+            tx = s.fwd_map(x)
+            map_loss = s.content_cost(x, tx).mean(1) - s.fwd_critic(tx).mean(1)
+            s.update(s.opt_map, map_loss)
+        s.critic.requires_grad_(True)
+
+        x, y = s.sample_p(), s.sample_q()
+        with torch.no_grad():
+            tx = s.fwd_map(x)
+        potential_loss = s.fwd_critic(tx).mean(1) - s.fwd_critic(y).mean(1)
+        s.update(s.opt_critic, potential_loss)
+        return torch.stack([potential_loss.detach(), map_loss.detach()], 1)
+
+
+register_method(OTS())

@@ -1,0 +1,150 @@
+"""Bundles: K configurations trained together behave as K solo runs, members end independently, resume."""
+
+import json
+import math
+
+import pytest
+import torch
+
+import otsr
+from otsr import theory
+from otsr.checkpoint import load_checkpoint
+from otsr.cli import main
+from otsr.pairs import ConvexMixture, GaussianShift
+from otsr.recipes import resolve_members
+from otsr.testing import TINY, tiny_config
+
+
+def _members(pair, method, **lists):
+    base = {**TINY, "method": method, "steps": 30, "eval_every": 15, "final_eval_samples": 2048}
+    if method == "gan":
+        base["critic_steps"] = 2
+    return resolve_members(pair, {**base, **lists})
+
+
+@pytest.mark.parametrize("method,lists", [
+    ("gan", {"lam": [0.1, 1.0, 4.0, 1.0], "gp": [10.0, 10.0, 5.0, 10.0], "lr_map": [1e-4, 3e-4, 1e-4, 2e-4],
+             "seed": [0, 0, 1, 2]}),
+    ("ots", {"lr_map": [1e-4, 3e-4, 1e-4, 2e-4], "lr_critic": [1e-4, 1e-4, 3e-4, 1e-4], "seed": [0, 1, 1, 2]}),
+])
+def test_bundle_of_four_matches_four_solo_runs(method, lists):
+    """Member k starts where its solo run starts and draws the same samples: final L2-UVP within 2 % relative."""
+    pair = ConvexMixture(dim=4)
+    members = _members(pair, method, **lists)
+    bundle = otsr.train_bundle(members, pair)
+    for cfg, res in zip(members, bundle):
+        solo = otsr.train(cfg, pair)
+        assert res.status == solo.status == "completed"
+        assert res.config == cfg
+        assert res.metrics["l2_uvp"] == pytest.approx(solo.metrics["l2_uvp"], rel=0.02)
+        assert [h["step"] for h in res.history] == [h["step"] for h in solo.history]
+
+
+def test_a_diverging_member_is_frozen_and_the_others_finish(tmp_path):
+    pair = GaussianShift(dim=4)
+    members = _members(pair, "gan", lam=[1.0, 1.0, 1.0], lr_critic=[1e-4, 1e30, 1e-4], beta1=0.0)
+    results = otsr.train_bundle(members, pair, out_dirs=[tmp_path / str(i) for i in range(3)])
+    assert [r.status for r in results] == ["completed", "diverged", "completed"]
+    assert results[1].message.startswith("diverged at step") and results[1].metrics == {}
+    assert not (tmp_path / "1" / "metrics.json").exists()
+    assert json.loads((tmp_path / "1" / "result.json").read_text())["status"] == "diverged"
+    assert all(math.isfinite(v) for r in (results[0], results[2]) for v in r.metrics.values())
+    solo = otsr.train(members[2], pair)  # the healthy members did not notice
+    assert results[2].metrics["l2_uvp"] == pytest.approx(solo.metrics["l2_uvp"], rel=0.02)
+
+
+def test_a_member_stopped_by_the_report_keeps_its_last_evaluation():
+    pair = GaussianShift(dim=4)
+    members = _members(pair, "gan", lam=[0.1, 10.0])
+    seen = []
+
+    def report(progress):
+        seen.append([(p.member, p.step, p.final) for p in progress])
+        return [1] if progress[0].step == 15 else None
+
+    results = otsr.train_bundle(members, pair, report=report)
+    assert [r.status for r in results] == ["completed", "stopped"]
+    assert results[1].step == 15 and results[1].message == "stopped early at step 15"
+    assert results[1].metrics["l2_uvp"] == results[1].evals[-1]["l2_uvp"]
+    assert seen == [[(0, 15, False), (1, 15, False)], [(0, 30, True)]]
+
+
+@pytest.mark.parametrize("lists,match", [({"lam": [1.0, 2.0], "width": [8, 16]}, "config key 'width'"),
+                                         ({"lam": [1.0, 2.0, 3.0], "seed": [0, 1]}, "equal lengths"),
+                                         ({"lam": [], "seed": 0}, "empty list")])
+def test_bundles_that_mix_shapes_or_lengths_are_rejected(lists, match):
+    with pytest.raises(ValueError, match=match):
+        _members(GaussianShift(dim=4), "gan", **lists)
+
+
+def test_ots_bundles_refuse_lambda():
+    with pytest.raises(ValueError, match="'ots' has no lambda"):
+        _members(GaussianShift(dim=4), "ots", lam=[0.0, 1.0])
+
+
+def test_bundle_resumes_exactly_from_member_checkpoints(tmp_path):
+    pair = GaussianShift(dim=4)
+    members = _members(pair, "gan", lam=[0.5, 2.0], seed=[0, 1], steps=40, checkpoint_every=20, eval_every=20)
+    full = otsr.train_bundle(members, pair)
+    folders = [tmp_path / "a", tmp_path / "b"]
+
+    class Stop(Exception):
+        pass
+
+    def crash(progress):
+        if progress[0].step == 20:
+            raise Stop
+
+    with pytest.raises(Stop):
+        otsr.train_bundle(members, pair, report=crash, out_dirs=folders)
+    assert all(load_checkpoint(f)["step"] == 20 for f in folders)
+    assert all(json.loads(load_checkpoint(f)["evals"])[-1]["step"] == 20 for f in folders)  # eval before save
+    resumed = otsr.train_bundle(members, pair, resume=folders, out_dirs=folders)
+    for a, b in zip(full, resumed):
+        assert a.metrics == b.metrics and a.history == b.history
+        for x, y in zip(a.map.state_dict().values(), b.map.state_dict().values()):
+            assert torch.equal(x, y)
+    solo = otsr.train(members[1].replace(), pair, resume=folders[1])  # a member folder resumes alone too
+    assert solo.status == "completed" and solo.step == 40
+
+
+def test_cli_bundle_writes_one_run_folder_per_member_and_resumes(tmp_path, capsys):
+    out = tmp_path / "lams"
+    args = ["train", "--pair", "gaussian-shift", "--dim", "4", "--method", "gan", "--lam", "0.1,1,10",
+            "--steps", "20", "--eval-every", "10", "--batch-size", "32", "--width", "16", "--critic-steps", "2",
+            "--final-eval-samples", "256", "--eval-samples", "256", "--checkpoint-every", "10", "--out", str(out)]
+    assert main(args) == 0
+    names = json.loads((out / "bundle.json").read_text())["members"]
+    assert names == ["lam=0.1", "lam=1", "lam=10"]
+    for name in names:
+        assert (out / name / "metrics.json").exists() and (out / name / "map.png").exists()
+        assert json.loads((out / name / "config.json").read_text())["train"]["lam"] == float(name.split("=")[1])
+    text = capsys.readouterr()
+    assert text.out.count("completed at step 20") == 3
+    assert "step     10  lam=0.1" in text.err  # one line per member at each evaluation
+    assert main(["train", "--resume", str(out), "--steps", "30"]) == 0
+    assert all(load_checkpoint(out / n)["step"] == 30 for n in names)
+    assert "resuming from step 20 of 30" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_closed_forms_hold_inside_a_bundle():
+    """gaussian-shift d = 16, |delta| = 4, gp 10, mean cost: lambda in {2, 8, 32} trained as one bundle; each
+    member's learned shift within 5 % of the WGAN-GP closed form."""
+    pair = GaussianShift(dim=16, shift=4.0)
+    lams = [2.0, 8.0, 32.0]
+    members = resolve_members(pair, {"method": "gan", "lam": lams, "steps": 500, "batch_size": 256, "lr_map": 3e-4,
+                                     "lr_critic": 3e-4, "width": 64, "critic_width": 64, "device": "cpu",
+                                     "eval_every": 500, "final_eval_samples": 8192})
+    for lam, res in zip(lams, otsr.train_bundle(members, pair)):
+        s_gp = theory.gan_gp_shift(lam, 10.0, 4.0, 1 / 16)
+        print(f"bundle GAN lambda={lam}: shift {res.metrics['shift']:.3f} vs s_GP {s_gp:.3f}")
+        assert res.metrics["shift"] == pytest.approx(s_gp, rel=0.05)
+
+
+def test_tiny_config_trains_a_bundle_of_one_like_train():
+    pair = GaussianShift(dim=4)
+    cfg = tiny_config("ots")
+    a = otsr.train(cfg, pair)
+    (b,) = otsr.train_bundle([cfg], pair)
+    assert a.metrics == b.metrics
