@@ -38,9 +38,9 @@ def metric_info(name: str) -> MetricInfo:
     return METRICS[name]
 
 
-def periodic_metrics() -> set[str]:
-    """Names computed at periodic evaluations (what early stopping can compare)."""
-    return {m.name for m in METRICS.values() if m.periodic}
+def metric_direction(name: str) -> str:
+    """'min' or 'max': which way ``name`` is better ('min' for names the registry does not know)."""
+    return METRICS[name].better if name in METRICS else "min"
 
 
 def table_metrics() -> list[str]:
@@ -57,6 +57,8 @@ for _args in [
     ("bias_frechet_pool16", "min", True, "Frechet distance of 16x16 average-pooled images of T#P and Q"),
     ("ot_consistency", "max", False, "share of the optimal assignment {x_i} -> {T(x_i)} that is the identity"),
     ("transport_cost", "min", True, "E c(x, T(x)): the content cost the map pays"),
+    ("map_change", "min", True, "100 % E|T_now(x) - T_before(x)|^2 / Var(Q) since the previous evaluation: a "
+     "convergence signal that needs no T*", False),
     ("shift", "max", True, "gaussian-shift: learned translation along delta (compare with otsr.theory)", False),
     ("psnr", "max", True, "PSNR (dB) of T(LR) against the paired HR validation images"),
     ("ssim", "max", True, "SSIM (scikit-image defaults) of T(LR) against the paired HR images"),

@@ -115,8 +115,9 @@ def save_png(img: torch.Tensor, path: Path) -> Path:
 
 
 @torch.no_grad()
-def map_figure(t, pair, device, n: int = 2000, seed: int = 0) -> torch.Tensor:
-    """Vectors: panels P | Q | T#P. Images: a grid of 8 samples whose rows are inputs, T(inputs), targets."""
+def map_figure(t, pair, device, n: int = 2000, seed: int = 0, title: str = "") -> torch.Tensor:
+    """Vectors: panels P | Q | T#P titled ``title`` (default: the pair). Images: a grid of 8 samples whose rows
+    are inputs, T(inputs), targets."""
     own = pair.figure(t, device)  # pairs with validation data draw their own grid (super-resolution)
     if own is not None:
         return own
@@ -124,7 +125,7 @@ def map_figure(t, pair, device, n: int = 2000, seed: int = 0) -> torch.Tensor:
     if len(pair.shape) == 1:
         x = draw(pair, n, g, False)[0]
         panels = {"P": x, "Q": draw_q(pair, n, g), "T#P": t(x)}
-        img = labelled_scatter(panels, title=f"{pair!r}, {n} samples")
+        img = labelled_scatter(panels, title=title or f"{pair!r}, {n} samples")
         return img if img is not None else scatter_panels(panels)
     k = 8
     x, y = draw(pair, k, g, True) if pair.has_true_map else (draw(pair, k, g, False)[0], draw_q(pair, k, g))

@@ -1,27 +1,36 @@
 """``otsr-sweep``: run, resume and report sweeps; open the MLflow UI on the local store.
 
 Exit codes: 0 done, 1 an unexpected error (a stack trace only with --debug), 2 bad input (one line naming
-the file, key or value), 3 another driver holds the sweep folder, 130 interrupted (resumable).
+the file, key or value), 3 another driver holds the sweep folder, 128 + the signal when a signal stopped it
+(130 for Ctrl-C, 143 for SIGTERM; resumable).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
 
-from otsr.checkpoint import CheckpointError
-from otsr.imageio import DataError
-from sweep.space import SpaceError, load_space
-from sweep.tracking import (
+from sweep import ray_session
+
+ray_session.keep_ray_on_loopback()  # before anything imports ray: in-process Ray then listens on 127.0.0.1 only
+
+from otsr.checkpoint import CheckpointError  # noqa: E402
+from otsr.imageio import DataError  # noqa: E402
+from sweep.folder import SweepStateError  # noqa: E402
+from sweep.space import SpaceError, load_space  # noqa: E402
+from sweep.tracking import (  # noqa: E402
     TrackingError,
     default_artifact_root,
     default_tracking_uri,
     otsr_experiments,
     runs_url,
+    server_answers,
     ui_command,
 )
 
@@ -30,7 +39,7 @@ EXIT_BAD_INPUT, EXIT_BUSY, EXIT_INTERRUPTED = 2, 3, 130
 
 
 def _options(args: argparse.Namespace):
-    from sweep.runner import Options
+    from sweep.phases import Options
 
     overrides = {k: v for k, v in (("samples", args.samples), ("steps", args.steps), ("seeds", args.seeds),
                                    ("cpu", args.cpus_per_trial), ("gpu", args.gpus_per_trial),
@@ -43,13 +52,14 @@ def _options(args: argparse.Namespace):
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate everything, create the sweep folder, run all phases, print the report."""
-    from sweep.runner import create_sweep, install_interrupt_handler, run_sweep
+    from sweep import interrupts
+    from sweep.runner import create_sweep, run_sweep
 
     opts = _options(args)
     t0 = time.perf_counter()
+    interrupts.install()
     folder = create_sweep(args.space, opts)
     print(f"sweep folder: {folder}", flush=True)
-    install_interrupt_handler()
     run_sweep(folder, opts)
     print(f"sweep {folder.name} finished in {time.perf_counter() - t0:.1f}s; report: {folder / 'report.html'}")
     return 0
@@ -57,10 +67,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     """Continue a sweep whose driver died or was interrupted: finished trials are kept, the others continue."""
-    from sweep.runner import install_interrupt_handler, run_sweep
+    from sweep import interrupts
+    from sweep.runner import run_sweep
 
     opts = _options(args)
-    install_interrupt_handler()
+    interrupts.install()
     run_sweep(Path(args.sweep), opts)
     print(f"sweep {Path(args.sweep).name} finished; report: {Path(args.sweep) / 'report.html'}")
     return 0
@@ -78,27 +89,76 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Check a search-space file (and its resources against the cluster, with --address) without running."""
     spec = load_space(args.space, _options(args).overrides)
     if args.address:
+        from sweep import ray_session
         from sweep.space import check_resources_on_cluster
 
+        ray_session.start(args.address, None, 1)
         check_resources_on_cluster(spec, args.address)
-    print(f"{args.space}: ok ({', '.join(m.method for m in spec.methods)} on {spec.pair['name']})")
+    objectives = ", ".join(f"{o.metric} ({o.mode})" for o in spec.objectives)
+    bundles = ", ".join(f"{m.method} x{m.bundle}" for m in spec.methods if m.bundle > 1)
+    print(f"{args.space}: ok ({', '.join(m.method for m in spec.methods)} on {spec.pair['name']}; objective "
+          f"{objectives}{'; bundles ' + bundles if bundles else ''})")
     return 0
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number (1-65535)")
+    return port
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
-    """Serve the MLflow UI for the local store on 127.0.0.1 until interrupted."""
+    """Serve the MLflow UI for the local store on 127.0.0.1 until interrupted (SIGINT or SIGTERM stop it and its
+    workers); the runs-table addresses are printed once the server answers."""
     wd = Path(args.workdir)
     uri = args.tracking_uri or default_tracking_uri(wd)
-    cmd = ui_command(uri, default_artifact_root(wd), args.port)
-    print(f"MLflow UI on http://127.0.0.1:{args.port} (Ctrl-C to stop); runs tables:", flush=True)
-    for name, exp_id in otsr_experiments(uri):
-        print(f"  {name}: {runs_url(uri, exp_id, port=args.port)}", flush=True)
-    proc = subprocess.Popen(cmd)
+    if not _port_free(args.port):
+        raise ValueError(f"--port {args.port}: 127.0.0.1:{args.port} is in use; pick another port")
+    proc = subprocess.Popen(ui_command(uri, default_artifact_root(wd), args.port), start_new_session=True)
+
+    def stop(*_):
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGTERM, stop)
+    base = f"http://127.0.0.1:{args.port}"
     try:
-        return proc.wait()
+        deadline = time.time() + 120
+        while not server_answers(base) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.5)
+        if proc.poll() is not None:
+            return proc.returncode or 1
+        print(f"MLflow UI on {base} (Ctrl-C to stop); runs tables:", flush=True)
+        for name, exp_id in otsr_experiments(uri):
+            print(f"  {name}: {runs_url(base, exp_id)}", flush=True)
+        proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        return proc.wait()
+        pass
+    finally:
+        stop()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return 0
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -145,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(v)
     v.set_defaults(fn=cmd_validate)
     u = sub.add_parser("ui", help="MLflow UI for the local store, on 127.0.0.1")
-    u.add_argument("--port", type=int, default=5000)
+    u.add_argument("--port", type=_port, default=5000)
     u.add_argument("--workdir", default=".")
     u.add_argument("--tracking-uri")
     u.add_argument("--debug", action="store_true")
@@ -155,18 +215,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``otsr-sweep``; see the module docstring for the exit codes."""
-    from sweep.runner import SweepBusy, SweepInterrupted
+    from sweep.lock import SweepBusy
+    from sweep.runner import SweepInterrupted
 
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as e:
         return int(e.code or 0)
-    from sweep.runner import quiet_libraries
+    from sweep.console import quiet_libraries
 
     quiet_libraries(getattr(args, "verbose", 1))  # before the MLflow store is created, not only when Ray starts
     try:
         return args.fn(args)
-    except (SpaceError, TrackingError, FileNotFoundError, DataError, CheckpointError, ValueError) as e:
+    except (SpaceError, TrackingError, FileNotFoundError, DataError, CheckpointError, SweepStateError,
+            ValueError) as e:
         if getattr(args, "debug", False):
             traceback.print_exc()
         print(f"otsr-sweep: error: {e}", file=sys.stderr)
@@ -174,9 +236,21 @@ def main(argv: list[str] | None = None) -> int:
     except SweepBusy as e:
         print(f"otsr-sweep: error: {e}", file=sys.stderr)
         return EXIT_BUSY
-    except (SweepInterrupted, KeyboardInterrupt) as e:
-        print(f"otsr-sweep: {e or 'interrupted'}", file=sys.stderr)
+    except SweepInterrupted as e:
+        print(f"otsr-sweep: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print("otsr-sweep: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as e:
+        if getattr(e, "errno", None) == 28:
+            print(f"otsr-sweep: error: no space left on the device ({e.filename or 'sweep folder'})", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        if getattr(args, "debug", False):
+            traceback.print_exc()
+        print(f"otsr-sweep: unexpected error: {type(e).__name__}: {e} (rerun with --debug for the trace)",
+              file=sys.stderr)
+        return 1
     except Exception as e:  # an unexpected failure: one line, the trace with --debug
         if getattr(args, "debug", False):
             traceback.print_exc()

@@ -17,24 +17,27 @@ from typing import Any
 from otsr import theory
 from otsr.checkpoint import atomic_write_json
 from otsr.costs import kappa
-from otsr.metric_registry import table_metrics
+from otsr.metric_registry import METRICS, table_metrics
+from sweep.tracking import member_run_name, ui_base
 
 TABLE_METRICS = table_metrics()
 
 
 def collect_trials(folder: Path) -> list[dict[str, Any]]:
-    """One record per trial: phase, config, last result, whether it ran to the end or diverged."""
+    """One record per member configuration: phase, settings, last metrics, how it ended (otsr's state file)."""
+    state = json.loads((Path(folder) / "state.json").read_text())
+    spec = json.loads((Path(folder) / "resolved.json").read_text())
     out = []
-    for result_file in sorted(Path(folder, "ray").glob("*/*/result.json")):
-        lines = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
-        if not lines:
-            continue
-        last = lines[-1]
-        params = json.loads((result_file.parent / "params.json").read_text())
-        out.append({"phase": result_file.parent.parent.name, "trial_id": last.get("trial_id"),
-                    "config": params, "method": params.get("method"), "lam": params.get("lam"),
-                    "seed": params.get("seed"), "metrics": last, "final": bool(last.get("final")),
-                    "diverged": bool(last.get("diverged"))})
+    for key, m in sorted(state.get("members", {}).items()):
+        method = spec["methods"].get(m["phase"].split("-")[0], {})
+        config = {**method.get("config", {}), **m["settings"]}
+        out.append({"phase": m["phase"], "trial_id": key, "config": config, "method": config.get("method"),
+                    "lam": config.get("lam") if config.get("method") == "gan" else None,
+                    "seed": config.get("seed"), "metrics": {**m["metrics"], "step": m["step"],
+                                                            "reason": m.get("reason"), "node_id": m.get("node_id"),
+                                                            "resumed_from": m.get("resumed_from", 0)},
+                    "final": m["status"] == "completed", "diverged": m["status"] in ("diverged", "error"),
+                    "status": m["status"], "role": m.get("role")})
     return out
 
 
@@ -78,10 +81,11 @@ def summarise(folder: Path) -> dict[str, Any]:
             headline[f"ots_{r['metric']}"] = r["ots_mean"]
     headline = {k: v for k, v in headline.items() if math.isfinite(v)}
     gan = spec["methods"].get("gan", {})
+    unbiased_not_ot = _biased_less_but_not_ot(trials, ots)
     return {"sweep": folder.name, "pair": spec["pair"], "objective": spec["objectives"],
             "best_gan": best_cfg, "gan_best_seeds": len(gan_best), "ots_seeds": len(ots), "table": rows,
             "headline": headline, "trials": [{k: t[k] for k in ("phase", "trial_id", "method", "lam", "seed",
-                                                                "final", "diverged", "reference")}
+                                                                "final", "diverged", "reference", "status", "role")}
                                              | {"metrics": {k: t["metrics"].get(k) for k in TABLE_METRICS},
                                                 "step": t["metrics"].get("step"), "name": _trial_name(t, spec),
                                                 "reason": t["metrics"].get("reason"),
@@ -91,30 +95,82 @@ def summarise(folder: Path) -> dict[str, Any]:
             "scheduler": (spec.get("scheduler") or {}).get("type"),
             "tracking": {"uri": state.get("tracking_uri"), "experiment_id": state.get("experiment_id"),
                          "parent": runs.get("parent")},
-            "counts": {"trials": len(trials), "completed": sum(t["final"] and not t["diverged"] for t in trials),
+            "counts": {"trials": len(trials), "completed": sum(t["status"] == "completed" for t in trials),
                        "diverged": sum(t["diverged"] for t in trials),
-                       "stopped_early": sum(not t["final"] for t in trials)},
+                       "stopped_early": sum(t["status"] == "stopped" for t in trials),
+                       "unfinished": sum(t["status"] not in ("completed", "stopped", "diverged", "error")
+                                         for t in trials)},
+            "chosen_by": obj, "less_biased_not_ot": unbiased_not_ot,
             "gan_cost": gan.get("config", {}).get("cost"),
             "gp": (best_cfg or {}).get("gp", gan.get("config", {}).get("gp")) if gan else None}
 
 
 def _trial_name(t: dict[str, Any], spec: dict[str, Any]) -> str:
-    from sweep.tracking import trial_run_name
+    return member_run_name(t["config"], (spec["methods"].get(t["method"]) or {}).get("searched", []))
 
-    return trial_run_name(t["config"], (spec["methods"].get(t["method"]) or {}).get("searched", []))
+
+def _biased_less_but_not_ot(trials: list[dict], ots: list[dict]) -> list[dict[str, Any]]:
+    """GAN members that ended less biased than OTS (sliced W2 of T#P to Q) yet farther from the OT map (L2-UVP)
+    or less OT-consistent: matching Q's samples is not being the OT map (the paper's point)."""
+    bias_ots, _ = _mean_std([t["metrics"].get("bias_sliced_w2") for t in ots])
+    uvp_ots, _ = _mean_std([t["metrics"].get("l2_uvp") for t in ots])
+    if not math.isfinite(bias_ots):
+        return []
+    out = []
+    for t in trials:
+        m = t["metrics"]
+        if t["method"] != "gan" or t["status"] != "completed" or not m.get("bias_sliced_w2", math.inf) < bias_ots:
+            continue
+        if math.isfinite(uvp_ots) and m.get("l2_uvp", -math.inf) > uvp_ots:
+            out.append({"trial_id": t["trial_id"], "lam": t["lam"], "bias_sliced_w2": m["bias_sliced_w2"],
+                        "l2_uvp": m.get("l2_uvp"), "ot_consistency": m.get("ot_consistency")})
+    return out
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    """Markdown table: best-lambda GAN vs OTS, mean ± std over seeds."""
+    """Markdown table: best-lambda GAN vs OTS, mean ± std over seeds, which way each metric is better, and the
+    sampling-noise floor of the bias metrics (what a map with T#P = Q scores on the evaluation's samples)."""
     best = summary["best_gan"]
     head = f"GAN (best: {', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in best.items())})" \
         if best else "GAN (best)"
-    lines = [f"| metric | {head}, n={summary['gan_best_seeds']} | OTS, n={summary['ots_seeds']} |",
-             "|---|---|---|"]
+    floor = (summary.get("baselines") or {}).get("noise_floor") or {}
+    lines = [f"| metric | better | {head}, n={summary['gan_best_seeds']} | OTS, n={summary['ots_seeds']} | "
+             "noise floor |", "|---|---|---|---|---|"]
     for r in summary["table"]:
-        lines.append(f"| {r['metric']} | {r['gan_mean']:.4g} ± {r['gan_std']:.2g} | "
-                     f"{r['ots_mean']:.4g} ± {r['ots_std']:.2g} |")
+        better = {"min": "lower", "max": "higher"}.get(getattr(METRICS.get(r["metric"]), "better", ""), "")
+        lines.append(f"| {r['metric']} | {better} | {r['gan_mean']:.4g} ± {r['gan_std']:.2g} | "
+                     f"{r['ots_mean']:.4g} ± {r['ots_std']:.2g} | {_num(floor.get(r['metric']))} |")
     return "\n".join(lines)
+
+
+def explain(summary: dict[str, Any]) -> list[str]:
+    """The sentences under the table: how the lambda was chosen, and the GAN trials that match Q better than OTS
+    while not being the OT map."""
+    obj = summary.get("chosen_by") or {}
+    out = []
+    if summary.get("best_gan"):
+        out.append(f"The GAN's best configuration was chosen by {obj.get('metric')} ({obj.get('mode')}) among the "
+                   f"search's completed trials, then run again with the other seeds.")
+    for t in summary.get("less_biased_not_ot", []):
+        out.append(f"GAN λ={t['lam']:.3g} ended less biased than OTS (sliced W2 {t['bias_sliced_w2']:.3g}) but is "
+                   f"not the OT map: L2-UVP {_num(t.get('l2_uvp'))} %, OT-consistency {_num(t.get('ot_consistency'))}.")
+    return out
+
+
+def comparison_table(summary: dict[str, Any]) -> dict[str, list]:
+    """The best-lambda GAN vs OTS table as MLflow table columns (one row per metric)."""
+    floor = (summary.get("baselines") or {}).get("noise_floor") or {}
+    rows = summary["table"]
+    return {"metric": [r["metric"] for r in rows],
+            "better": [getattr(METRICS.get(r["metric"]), "better", "") for r in rows],
+            "gan_best_mean": [r["gan_mean"] for r in rows], "gan_best_std": [r["gan_std"] for r in rows],
+            "ots_mean": [r["ots_mean"] for r in rows], "ots_std": [r["ots_std"] for r in rows],
+            "noise_floor": [floor.get(r["metric"]) for r in rows]}
+
+
+def parent_note(summary: dict[str, Any]) -> str:
+    """The sweep run's description in the MLflow UI: the table and its explanation."""
+    return f"Bias report of {summary['sweep']}\n\n{format_table(summary)}\n\n" + "\n".join(explain(summary))
 
 
 def _panels(summary: dict[str, Any]) -> list[tuple[str, str]]:
@@ -188,6 +244,10 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
         affine = (baselines.get("best_affine") or {}).get(key)
         if affine is not None and math.isfinite(affine):
             ax.axhline(affine, color="tab:green", ls="-.", lw=1.2, label="best affine map")
+        floor = (baselines.get("noise_floor") or {}).get(key)
+        if floor is not None and math.isfinite(floor):
+            ax.axhline(floor, color="tab:purple", ls=(0, (1, 1)), lw=1.2,
+                       label="sampling-noise floor (Q vs Q: a map with T#P = Q)")
         if best_lam is not None:
             ax.axvline(max(best_lam, 1e-6), color="tab:red", ls="--", lw=1, label=f"chosen λ = {best_lam:.3g}")
         if shift_pair and key in ("bias_mean_shift", "l2_uvp") and summary.get("gp"):
@@ -226,16 +286,21 @@ def _pareto_panel(ax, gan: list[dict], ots: list[dict], objs: list[dict]) -> Non
 
 def _html(summary: dict[str, Any], text: str, png: str, rows: str) -> str:
     tr = summary.get("tracking") or {}
-    base = tr.get("uri", "") if str(tr.get("uri", "")).startswith("http") else "http://127.0.0.1:5000"
+    base = ui_base(str(tr.get("uri", "")))
 
     def link(rid: str | None) -> str:
-        return f"<a href='{base}/#/experiments/{tr.get('experiment_id')}/runs/{rid}'>MLflow run</a>" if rid else ""
+        if not rid:
+            return ""
+        if base is None:  # a local store: no server address to link to (`otsr-sweep ui` serves it)
+            return f"MLflow run {html.escape(rid[:8])}"
+        return f"<a href='{base}/#/experiments/{tr.get('experiment_id')}/runs/{rid}'>MLflow run</a>"
 
     keys = [k for k in TABLE_METRICS if any(t["metrics"].get(k) is not None for t in summary["trials"])]
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
     trial_rows = []
     for t in sorted(summary["trials"], key=lambda t: (t["phase"], t["method"], t.get("lam") or 0, t["seed"] or 0)):
-        status = "diverged" if t["diverged"] else "done" if t["final"] else f"stopped early at step {t.get('step')}"
+        status = {"completed": "done", "stopped": f"stopped early at step {t.get('step')}"}.get(
+            t.get("status"), t.get("status") or "?")
         cells = "".join(f"<td>{_num(t['metrics'].get(k))}</td>" for k in keys)
         trial_rows.append(f"<tr><td>{html.escape(t['phase'])}</td><td>{html.escape(t['name'])}</td>"
                           f"<td>{html.escape(status)}</td>{cells}<td>{link(t.get('run_id'))}</td></tr>")
@@ -244,8 +309,10 @@ def _html(summary: dict[str, Any], text: str, png: str, rows: str) -> str:
             f"<p>{html.escape(text.splitlines()[4])} {link(tr.get('parent')).replace('MLflow run', 'sweep run')}</p>"
             f"<img src='data:image/png;base64,{png}' style='max-width:100%'/>"
             f"<h2>Best-λ GAN against OTS</h2>"
-            f"<table border='1' cellpadding='4'><tr><th>metric</th><th>GAN, best λ</th><th>OTS</th></tr>{rows}"
-            f"</table><h2>Every trial</h2><table border='1' cellpadding='3'><tr><th>phase</th><th>trial</th>"
+            f"<table border='1' cellpadding='4'><tr><th>metric</th><th>better</th><th>GAN, best λ</th><th>OTS</th>"
+            f"<th>noise floor</th></tr>{rows}</table>"
+            + "".join(f"<p>{html.escape(line)}</p>" for line in explain(summary))
+            + "<h2>Every configuration</h2><table border='1' cellpadding='3'><tr><th>phase</th><th>trial</th>"
             f"<th>status</th>{head}<th></th></tr>{''.join(trial_rows)}</table></body></html>")
 
 
@@ -260,13 +327,18 @@ def write_report(folder: Path) -> dict[str, Any]:
     table = format_table(summary)
     _plot(summary, folder / "report.png")
     counts = summary["counts"]
+    stopped = f", {counts['stopped_early']} stopped early by ASHA" if counts["stopped_early"] else ""
     text = (f"# Bias report: {summary['sweep']}\n\npair: {summary['pair']['name']} {summary['pair']['params']}\n\n"
-            f"trials: {counts['trials']} ({counts['completed']} completed, {counts['stopped_early']} stopped early "
-            f"by the {summary.get('scheduler') or 'asha'} scheduler, {counts['diverged']} diverged)\n\n{table}\n")
+            f"configurations: {counts['trials']} ({counts['completed']} completed{stopped}, {counts['diverged']} "
+            f"diverged or failed)\n\n{table}\n\n" + "".join(f"{line}\n" for line in explain(summary)))
     (folder / "report.md").write_text(text)
     png = base64.b64encode((folder / "report.png").read_bytes()).decode()
-    rows = "".join(f"<tr><td>{html.escape(r['metric'])}</td><td>{r['gan_mean']:.4g} ± {r['gan_std']:.2g}</td>"
-                   f"<td>{r['ots_mean']:.4g} ± {r['ots_std']:.2g}</td></tr>" for r in summary["table"])
+    floor = (summary.get("baselines") or {}).get("noise_floor") or {}
+    rows = "".join(f"<tr><td>{html.escape(r['metric'])}</td>"
+                   f"<td>{getattr(METRICS.get(r['metric']), 'better', '')}</td>"
+                   f"<td>{r['gan_mean']:.4g} ± {r['gan_std']:.2g}</td>"
+                   f"<td>{r['ots_mean']:.4g} ± {r['ots_std']:.2g}</td><td>{_num(floor.get(r['metric']))}</td></tr>"
+                   for r in summary["table"])
     (folder / "report.html").write_text(_html(summary, text, png, rows))
     atomic_write_json(folder / "report.json", summary)
     print(text)

@@ -21,11 +21,14 @@ import yaml
 
 from otsr.config import METHODS, TrainConfig
 from otsr.evaluation import metric_names
+from otsr.methods import get_method
+from otsr.metric_registry import metric_direction
 from otsr.pairs import PairSpec
 from otsr.recipes import resolve_config
 
 TOP_KEYS = {"name", "description", "pair", "methods", "objective", "budget", "scheduler", "resources", "sampler"}
-METHOD_KEYS = {"samples", "fixed", "search"}
+METHOD_KEYS = {"samples", "fixed", "search", "bundle"}
+MAX_STEPS, MAX_SAMPLES, MAX_BUNDLE = 10**8, 10**5, 1024  # beyond these a value is a typo, not a plan
 BUDGET_KEYS = {"steps", "seeds", "eval_every"}
 SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor"}
 RESOURCE_KEYS = {"cpu", "gpu", "max_concurrent", "custom", "max_failures"}
@@ -51,10 +54,11 @@ class MethodSpec:
     """One method of the comparison: fixed trainer settings and searched ones."""
 
     method: str
-    samples: int  # Optuna trials (ignored for grids and for methods without a search)
+    samples: int  # Optuna trials = member configurations (ignored for grids and for methods without a search)
     fixed: dict[str, Any]
     search: dict[str, od.BaseDistribution]  # Optuna distributions
     grid: dict[str, list]  # exhaustive values (mutually exclusive with ``search``)
+    bundle: int = 1  # configurations trained together in one trial (one process, stacked networks)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,9 +133,12 @@ def _check_keys(src: str, where: str, block: Any, allowed: set[str]) -> dict:
     return block
 
 
-def _int(src: str, key: str, v: Any, low: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < low:
-        raise _err(src, key, f"{v!r} must be an integer >= {low}")
+def _int(src: str, key: str, v: Any, low: int, high: int | None = None) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _err(src, key, f"{v!r} is not an integer")
+    if v < low or (high is not None and v > high):
+        raise _err(src, key, f"{v!r} must be an integer in [{low}, {high}]" if high else
+                   f"{v!r} must be an integer >= {low}")
     return v
 
 
@@ -222,9 +229,9 @@ def parse_space(raw: Any, src: str = "<dict>", overrides: dict[str, Any] | None 
     available = metric_names(pair)
 
     budget = _check_keys(src, "budget", raw["budget"], BUDGET_KEYS)
-    steps = _int(src, "budget.steps", overrides.get("steps", budget.get("steps", 1000)), 1)
-    seeds = _int(src, "budget.seeds", overrides.get("seeds", budget.get("seeds", 1)), 1)
-    eval_every = _int(src, "budget.eval_every", budget.get("eval_every", max(1, steps // 5)), 1)
+    steps = _int(src, "budget.steps", overrides.get("steps", budget.get("steps", 1000)), 1, MAX_STEPS)
+    seeds = _int(src, "budget.seeds", overrides.get("seeds", budget.get("seeds", 1)), 1, 1000)
+    eval_every = _int(src, "budget.eval_every", budget.get("eval_every", max(1, steps // 5)), 1, MAX_STEPS)
     eval_every = min(eval_every, steps)
 
     objectives = _parse_objectives(src, raw["objective"], available)
@@ -285,10 +292,11 @@ def _parse_objectives(src: str, block: Any, available: set[str]) -> tuple[Object
     for i, item in enumerate(items):
         key = "objective" if len(items) == 1 else f"objective[{i}]"
         item = _check_keys(src, key, item, {"metric", "mode"})
-        metric, mode = item.get("metric"), item.get("mode", "min")
+        metric = item.get("metric")
         if metric not in available:
             raise _err(src, f"{key}.metric", f"{metric!r} is not computed for this pair "
                        f"(available: {', '.join(sorted(available))})")
+        mode = item.get("mode", metric_direction(metric))  # which way is better: the metric registry says
         if mode not in ("min", "max"):
             raise _err(src, f"{key}.mode", f"{mode!r} must be 'min' or 'max'")
         out.append(Objective(metric, mode))
@@ -325,8 +333,16 @@ def _parse_method(src: str, method: str, block: Any, samples_override: int | Non
                 resolve_config(pair, {**fixed, k: v, "method": method})
             except (ValueError, TypeError) as e:
                 raise _err(src, f"{where}.search.{k}", f"value {v!r} is not valid: {e}") from None
-    samples = _int(src, f"{where}.samples", samples_override or block.get("samples", 1), 1)
-    return MethodSpec(method, samples, fixed, search, grid)
+    samples = _int(src, f"{where}.samples", samples_override or block.get("samples", 1), 1, MAX_SAMPLES)
+    bundle = _int(src, f"{where}.bundle", block.get("bundle", 1), 1, MAX_BUNDLE)
+    if bundle > 1:
+        varying = set(search) | set(grid)
+        allowed = get_method(method).bundle_fields
+        fixed_shape = sorted(varying - allowed)
+        if fixed_shape:
+            raise _err(src, f"{where}.bundle", f"members of a bundle share {fixed_shape[0]!r} (it changes shapes or "
+                       f"the loop); search only {', '.join(sorted(allowed))} in a bundled method, or bundle: 1")
+    return MethodSpec(method, samples, fixed, search, grid, bundle)
 
 
 def check_resources_on_cluster(spec: SweepSpec, address: str | None = None, num_cpus: int | None = None) -> None:

@@ -7,7 +7,7 @@ option is passed to the sampler's constructor and checked against its signature 
 from __future__ import annotations
 
 import inspect
-import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -55,34 +55,17 @@ def make_sampler(block: dict[str, Any], search: dict[str, Any]):
     return sampler_class(block["type"])(**opts)
 
 
-def open_study(folder: Path, name: str, objectives: list[dict[str, str]]) -> optuna.Study:
-    """The persistent study ``name`` in the sweep folder's sqlite file (created once, reopened on resume)."""
+def open_study(folder: Path, name: str, objectives: list[dict[str, str]], sampler=None) -> optuna.Study:
+    """The persistent study ``name`` in the sweep folder's sqlite file (created once, reopened on resume), with
+    its objectives' metric names (optuna-dashboard shows them instead of "Objective 0")."""
     storage = f"sqlite:///{(Path(folder) / STUDY_DB).resolve()}"
     directions = ["minimize" if o["mode"] == "min" else "maximize" for o in objectives]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True)
-
-
-def add_trial(study: optuna.Study, trial_id: str, params: dict[str, Any], distributions: dict[str, Any],
-              last: dict[str, Any], objectives: list[dict[str, str]], failed: bool,
-              history: dict[int, float] | None = None) -> None:
-    """Record one Tune trial (once per trial id): params, objective value(s), intermediate values, state.
-
-    A trial that ran to the end is COMPLETE, one stopped early by the scheduler PRUNED (with its intermediate
-    values), a diverged or errored one FAIL.
-    """
-    for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get("tune_trial_id") == trial_id:
-            return
-    values = [last.get(o["metric"]) for o in objectives]
-    ok = not failed and not last.get("diverged") and all(isinstance(v, (int, float)) and math.isfinite(v)
-                                                          for v in values)
-    state = optuna.trial.TrialState.COMPLETE if ok and last.get("final") else \
-        optuna.trial.TrialState.PRUNED if ok else optuna.trial.TrialState.FAIL
-    trial = optuna.trial.create_trial(
-        params=params, distributions={k: distributions[k] for k in params}, state=state,
-        values=[float(v) for v in values] if state == optuna.trial.TrialState.COMPLETE else None,
-        intermediate_values={int(s): float(v) for s, v in (history or {}).items() if math.isfinite(v)},
-        user_attrs={"tune_trial_id": trial_id, "step": int(last.get("step", 0)),
-                    "reason": str(last.get("reason", "")) if last.get("diverged") else ""})
-    study.add_trial(trial)
+    study = optuna.create_study(study_name=name, storage=storage, directions=directions, load_if_exists=True,
+                                sampler=sampler)
+    names = [o["metric"] for o in objectives]
+    if study.metric_names != names:
+        with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use here
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
+    return study

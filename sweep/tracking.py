@@ -1,19 +1,15 @@
-"""Every MLflow call of a sweep, in one place, made so that a tracking outage never stops or loses a sweep.
+"""What the sweep tells MLflow, in one place, made so that a tracking outage never stops or loses a sweep.
 
-Layout: one experiment per search space (``otsr/<space name>``), one parent run per sweep (the space file,
-the chosen configuration, the report), one nested run per trial named after what it is (``gan λ=0.154
-lr_map=2.3e-3 s1``), with ``eval/*`` metrics at each evaluation and ``train/*`` losses at each readout.
-
-Writes go through a durable queue in the sweep folder (``tracking_queue.jsonl``): each is tried at once and,
-if the server does not answer, kept and retried with exponential backoff while trials keep training. Whatever
-is still queued when the sweep ends stays on disk and ``otsr-sweep resume`` sends it.
+Layout: one experiment per search space (``otsr/<space name>``), one parent run per sweep (the space file, the
+chosen configuration, the comparison figure and table), one nested run per member configuration named after
+what it is (``gan λ=0.154 lr_map=0.0023 s1``), tagged with its role (``search``, ``best``, ``ots``, ...) and
+outcome, with ``eval/*`` metrics at each evaluation, ``train/*`` losses at each readout and the member's run
+folder as artifacts. Every write goes through ``DurableQueue`` (``tracking_queue.jsonl``) to ``MlflowSink``.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import subprocess
 import sys
 import time
@@ -22,22 +18,35 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from otsr.checkpoint import atomic_write_json
+from sweep.mlflow_sink import (
+    CreateRun,
+    LogArtifacts,
+    LogMetrics,
+    LogParams,
+    LogTable,
+    MlflowSink,
+    SetStatus,
+    SetTags,
+    client_env,
+    open_client,
+)
+from sweep.queue import DurableQueue
 
-TRIAL_TAG = "otsr.trial_id"
-PHASE_TAG = "otsr.phase"
-PARENT_TAG = "mlflow.parentRunId"
 QUEUE = "tracking_queue.jsonl"
-RUNS = "tracking_runs.json"  # local key (trial id, 'parent') -> MLflow run id
-MAX_BACKOFF_S = 60.0
+MEMBER_TAG = "otsr.member"
+PHASE_TAG = "otsr.phase"
+ROLE_TAG = "role"
+OUTCOME_TAG = "otsr.outcome"
 
 
 class TrackingError(RuntimeError):
-    """The tracking URI cannot be used at all (bad scheme, unreachable before the sweep starts)."""
+    """The tracking URI cannot be used at all (bad scheme, missing folder, unreachable before the sweep starts)."""
 
 
 def default_tracking_uri(workdir: Path) -> str:
     """$MLFLOW_TRACKING_URI when set, else the embedded default: an sqlite database in the working directory."""
+    import os
+
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env
@@ -50,9 +59,15 @@ def default_artifact_root(workdir: Path) -> str:
 
 
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, before anything is created: a known scheme, and an HTTP server that answers /health."""
+    """Fail fast, before anything is created: a known scheme, an existing folder for sqlite, an HTTP server that
+    answers /health."""
     if not uri.startswith(("http://", "https://", "sqlite:///", "file:", "postgresql", "mysql")) and "://" in uri:
         raise TrackingError(f"tracking URI {uri!r}: unsupported scheme (use http(s)://host:port or sqlite:///path)")
+    if uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        if not folder.is_dir():
+            raise TrackingError(f"tracking URI {uri!r}: folder {folder} does not exist")
+        return
     if not uri.startswith(("http://", "https://")):
         return
     url = uri.rstrip("/") + "/health"
@@ -63,6 +78,15 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     except (urllib.error.URLError, OSError) as e:
         raise TrackingError(f"MLflow tracking server {uri} is unreachable ({e}); start it or pass "
                             f"another --tracking-uri") from None
+
+
+def server_answers(uri: str, timeout: float = 1.0) -> bool:
+    """Whether an MLflow server answers /health at ``uri`` (http only)."""
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as r:  # noqa: S310
+            return r.status == 200
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
 
 
 def code_version() -> str:
@@ -90,222 +114,115 @@ def _short(v: Any) -> str:
     return str(v)
 
 
-def trial_run_name(config: dict[str, Any], searched: list[str]) -> str:
+def member_run_name(settings: dict[str, Any], searched: list[str]) -> str:
     """``gan λ=0.154 lr_map=0.0023 s1``: method, the searched values, the seed."""
-    parts = [str(config.get("method"))]
+    parts = [str(settings.get("method"))]
     for k in searched:
-        if k in config:
-            parts.append(f"{'λ' if k == 'lam' else k}={_short(config[k])}")
-    parts.append(f"s{config.get('seed', 0)}")
+        if k in settings:
+            parts.append(f"{'λ' if k == 'lam' else k}={_short(settings[k])}")
+    parts.append(f"s{settings.get('seed', 0)}")
     return " ".join(parts)
 
 
-def flat_params(config: dict[str, Any]) -> dict[str, str]:
-    """Trial config as MLflow params (the pair spec flattened to pair.name / pair.<param>)."""
-    out = {}
-    for k, v in config.items():
-        if k == "pair":
-            out["pair.name"] = str(v["name"])
-            out.update({f"pair.{pk}": str(pv) for pk, pv in v["params"].items()})
-        else:
-            out[k] = str(v)
+def run_params(settings: dict[str, Any], pair: dict[str, Any]) -> dict[str, str]:
+    """A member's MLflow params: its trainer settings, the pair spec flattened to pair.name / pair.<param>, and
+    log10_lam (so MLflow's scatter and parallel-coordinate plots read lambda on a log axis)."""
+    out = {k: str(v) for k, v in settings.items()}
+    out["pair.name"] = str(pair["name"])
+    out.update({f"pair.{k}": str(v) for k, v in pair.get("params", {}).items()})
+    lam = settings.get("lam")
+    if settings.get("method") == "gan" and isinstance(lam, (int, float)) and lam > 0:
+        out["log10_lam"] = f"{math.log10(lam):.4f}"
     return out
 
 
 class Tracker:
-    """MLflow writes for one sweep folder, queued durably and retried with backoff (see the module docstring).
-
-    Runs are addressed by local keys ('parent', a trial id); their MLflow ids are found or created when the
-    queue reaches them, so a run is created once even across driver restarts and outages.
-    """
+    """MLflow writes for one sweep folder, queued durably (see the module docstring); runs are addressed by
+    local keys ('parent', a member key) and created once even across driver restarts and outages."""
 
     def __init__(self, uri: str, folder: Path, experiment_id: str):
         self.uri, self.folder, self.experiment_id = uri, Path(folder), experiment_id
-        self._client = None
-        self._queue: list[dict[str, Any]] = self._load_queue()
-        self._runs: dict[str, str] = json.loads((self.folder / RUNS).read_text()) if (self.folder / RUNS).exists() \
-            else {}
-        self._retry_at, self._backoff = 0.0, 1.0
-        self.last_error: str | None = None
-
-    @property
-    def client(self):
-        """The MLflow client; HTTP requests fail fast (our queue retries, not MLflow's minutes of backoff)."""
-        if self._client is None:
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-            from mlflow.tracking import MlflowClient
-
-            self._client = MlflowClient(self.uri)
-        return self._client
-
-    def __getstate__(self):  # Tune pickles callbacks with its experiment state
-        return {**self.__dict__, "_client": None}
-
-    # --- the queue ---
-
-    def _load_queue(self) -> list[dict[str, Any]]:
-        path = self.folder / QUEUE
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-    def _save_queue(self) -> None:
-        path = self.folder / QUEUE
-        if not self._queue:
-            path.unlink(missing_ok=True)
-            return
-        tmp = path.with_name(f".{QUEUE}.tmp{os.getpid()}")
-        tmp.write_text("".join(json.dumps(op) + "\n" for op in self._queue))
-        os.replace(tmp, path)
+        self.sink = MlflowSink(uri, experiment_id, folder)
+        self.queue = DurableQueue(self.folder / QUEUE, self.sink)
 
     @property
     def pending(self) -> int:
         """Writes not yet accepted by the server."""
-        return len(self._queue)
+        return len(self.queue)
 
-    def submit(self, op: dict[str, Any]) -> None:
-        """Queue one write and try to send the queue (unless a recent failure says to wait)."""
-        self._queue.append(op)
-        self.flush()
+    @property
+    def last_error(self) -> str | None:
+        """The last failure's one-line description."""
+        return self.queue.last_error
 
     def flush(self, force: bool = False) -> bool:
-        """Send queued writes in order; stop at the first failure and back off. True when the queue is empty."""
-        if not self._queue:
-            return True
-        if not force and time.monotonic() < self._retry_at:
-            self._save_queue()
-            return False
-        while self._queue:
-            try:
-                self._apply(self._queue[0])
-            except Exception as e:  # any tracking failure: keep the write, never raise into the sweep
-                self.last_error = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
-                self._retry_at = time.monotonic() + self._backoff
-                self._backoff = min(MAX_BACKOFF_S, self._backoff * 2)
-                self._save_queue()
-                return False
-            self._queue.pop(0)
-        self._backoff, self.last_error = 1.0, None
-        self._save_queue()
-        return True
+        """Send what is queued (rate-limited by the backoff unless ``force``)."""
+        return self.queue.flush(force)
 
     def drain(self, attempts: int = 3, wait: float = 2.0) -> bool:
         """At the end of a sweep: a few more tries, then leave the rest on disk for ``resume``."""
-        for i in range(attempts):
-            if self.flush(force=True):
-                return True
-            time.sleep(wait * (2**i))
-        return False
-
-    # --- applying one write ---
-
-    def _run_id(self, key: str) -> str:
-        if key not in self._runs:
-            raise KeyError(f"MLflow run for {key!r} not created yet")
-        return self._runs[key]
-
-    def _apply(self, op: dict[str, Any]) -> None:
-        from mlflow.entities import Metric, Param, RunTag
-
-        kind, key = op["op"], op.get("key")
-        if kind == "create_run":
-            if key in self._runs:
-                return
-            runs = self.client.search_runs([self.experiment_id], max_results=1,
-                                           filter_string=f"tags.`otsr.key` = '{op['tags']['otsr.key']}'")
-            if runs:
-                self._runs[key] = runs[0].info.run_id
-            else:
-                tags = dict(op["tags"])
-                if op.get("parent"):
-                    tags[PARENT_TAG] = self._run_id(op["parent"])
-                run = self.client.create_run(self.experiment_id, run_name=op["name"], tags=tags)
-                params = [Param(k, str(v)[:6000]) for k, v in op.get("params", {}).items()]
-                if params:
-                    self.client.log_batch(run.info.run_id, params=params)
-                self._runs[key] = run.info.run_id
-            atomic_write_json(self.folder / RUNS, self._runs)
-        elif kind == "metrics":
-            metrics = [Metric(k, v, ts, step) for k, v, ts, step in op["metrics"]]
-            for i in range(0, len(metrics), 900):  # MLflow accepts 1000 metrics per batch
-                self.client.log_batch(self._run_id(key), metrics=metrics[i:i + 900])
-        elif kind == "tags":
-            self.client.log_batch(self._run_id(key), tags=[RunTag(k, str(v)[:5000]) for k, v in op["tags"].items()])
-        elif kind == "params":
-            self.client.log_batch(self._run_id(key), params=[Param(k, str(v)[:6000]) for k, v in op["params"].items()])
-        elif kind == "artifacts":
-            if Path(op["path"]).exists():
-                if Path(op["path"]).is_dir():
-                    self.client.log_artifacts(self._run_id(key), op["path"], artifact_path=op.get("artifact_path"))
-                else:
-                    self.client.log_artifact(self._run_id(key), op["path"], artifact_path=op.get("artifact_path"))
-        elif kind == "status":
-            run_id = self._run_id(key)
-            if op["status"] == "RUNNING":
-                self.client.update_run(run_id, status="RUNNING")
-            else:
-                self.client.set_terminated(run_id, status=op["status"], end_time=op.get("time"))
-        else:
-            raise ValueError(f"unknown tracking op {kind!r}")
-
-    # --- what the sweep says ---
+        return self.queue.drain(attempts, wait)
 
     def has_run(self, key: str) -> bool:
         """Whether a run for ``key`` exists or is queued."""
-        return key in self._runs or any(op["op"] == "create_run" and op.get("key") == key for op in self._queue)
+        return key in self.sink.runs or any(op["op"] == "create_run" and op.get("key") == key
+                                            for op in self.queue.items)
+
+    def run_ids(self) -> dict[str, str]:
+        """Local key -> MLflow run id of the runs created so far."""
+        return dict(self.sink.runs)
 
     def create_run(self, key: str, name: str, tags: dict[str, str], params: dict[str, Any] | None = None,
                    parent: str | None = None) -> None:
         """A run for ``key`` (found again by its ``otsr.key`` tag if it already exists)."""
         if self.has_run(key):
             return
-        self.submit({"op": "create_run", "key": key, "name": name, "parent": parent,
-                     "tags": {**tags, "otsr.key": f"{self.folder.name}/{key}"}, "params": params or {}})
+        self.queue.submit(CreateRun(key, name, {**tags, "otsr.key": f"{self.folder.name}/{key}"},
+                                    params or {}, parent).to_json())
 
     def log_metrics(self, key: str, values: dict[str, float], step: int, timestamp_ms: int | None = None) -> None:
         """Finite numeric metrics at ``step`` with a real timestamp."""
         ts = int(timestamp_ms if timestamp_ms is not None else time.time() * 1000)
         rows = [[k, float(v), ts, int(step)] for k, v in values.items()
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
-        if rows:
-            self.submit({"op": "metrics", "key": key, "metrics": rows})
+        self.log_metric_rows(key, rows)
 
     def log_metric_rows(self, key: str, rows: list[list]) -> None:
         """Pre-built rows [name, value, timestamp_ms, step] (e.g. a loss history)."""
         rows = [r for r in rows if math.isfinite(r[1])]
         if rows:
-            self.submit({"op": "metrics", "key": key, "metrics": rows})
+            self.queue.submit(LogMetrics(key, rows).to_json())
 
     def set_tags(self, key: str, tags: dict[str, Any]) -> None:
         """Tags on a run."""
-        self.submit({"op": "tags", "key": key, "tags": {k: str(v) for k, v in tags.items()}})
+        self.queue.submit(SetTags(key, {k: str(v) for k, v in tags.items()}).to_json())
+
+    def rename(self, key: str, name: str) -> None:
+        """A run's displayed name."""
+        self.set_tags(key, {"mlflow.runName": name})
 
     def log_params(self, key: str, params: dict[str, Any]) -> None:
         """Params on a run (each name once per run)."""
-        self.submit({"op": "params", "key": key, "params": {k: str(v) for k, v in params.items()}})
+        self.queue.submit(LogParams(key, {k: str(v) for k, v in params.items()}).to_json())
 
     def log_artifacts(self, key: str, path: Path, artifact_path: str | None = None) -> None:
         """A file or a folder's files as artifacts."""
-        self.submit({"op": "artifacts", "key": key, "path": str(path), "artifact_path": artifact_path})
+        self.queue.submit(LogArtifacts(key, str(path), artifact_path).to_json())
+
+    def log_table(self, key: str, data: dict[str, list], artifact_file: str) -> None:
+        """A table artifact (MLflow's table format)."""
+        self.queue.submit(LogTable(key, data, artifact_file).to_json())
 
     def set_status(self, key: str, status: str) -> None:
-        """RUNNING, FINISHED, FAILED or KILLED (interrupted)."""
-        self.submit({"op": "status", "key": key, "status": status, "time": int(time.time() * 1000)})
-
-    def run_id(self, key: str) -> str | None:
-        """The MLflow run id of ``key`` once created."""
-        return self._runs.get(key)
+        """RUNNING, FINISHED, FAILED or KILLED (interrupted, or stopped early by the scheduler)."""
+        self.queue.submit(SetStatus(key, status, int(time.time() * 1000)).to_json())
 
 
 def get_or_create_experiment(uri: str, name: str, artifact_root: str | None) -> str:
-    """Experiment id for ``name`` (one experiment per search space); raises TrackingError when unreachable."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(uri)
+    """Experiment id for ``name`` (one experiment per search space); raises TrackingError when unusable."""
+    client_env()
     try:
+        client = open_client(uri)
         exp = client.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
@@ -326,18 +243,20 @@ def get_or_create_experiment(uri: str, name: str, artifact_root: str | None) -> 
 def otsr_experiments(uri: str) -> list[tuple[str, str]]:
     """(name, id) of the store's sweep experiments (``otsr/<space>``); empty when the store is unreadable."""
     try:
-        from mlflow.tracking import MlflowClient
-
-        exps = MlflowClient(uri).search_experiments(filter_string="name LIKE 'otsr/%'")
+        exps = open_client(uri).search_experiments(filter_string="name LIKE 'otsr/%'")
     except Exception:  # a missing or foreign store: the UI still starts, there is just nothing to list
         return []
     return sorted((e.name, e.experiment_id) for e in exps)
 
 
-def runs_url(uri: str, experiment_id: str, port: int | None = None) -> str:
+def runs_url(base: str, experiment_id: str) -> str:
     """The UI address of an experiment's runs table (the machine-learning view, not the GenAI one)."""
-    base = uri.rstrip("/") if uri.startswith("http") and port is None else f"http://127.0.0.1:{port or 5000}"
-    return f"{base}/#/experiments/{experiment_id}?workflowType=machine_learning"
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def ui_base(tracking_uri: str) -> str | None:
+    """The UI's address for a tracking URI that is a server (None for a local store: no UI runs for it)."""
+    return tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else None
 
 
 def ui_command(tracking_uri: str, artifact_root: str, port: int) -> list[str]:

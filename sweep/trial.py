@@ -1,14 +1,16 @@
-"""The only coupling between Ray Tune and the otsr core: ``run_trial(config)``.
+"""The only coupling between Ray Tune and the otsr core: ``run_trial(config)`` trains one bundle of member
+configurations (a bundle of one by default) with ``otsr.train_bundle``.
 
-It builds the pair from its spec and the trainer config from the pair's recipe and the trial's settings,
-resumes from ``tune.get_checkpoint()``, and reports every evaluation through
-``tune.report(metrics, checkpoint=...)`` so a checkpoint always arrives with metrics.
+Each member writes an ordinary run folder under ``<sweep>/members/<key>/`` (checkpoint at every evaluation,
+result, metrics, curves, map), and the trial reports every evaluation to Tune as ``{"members": {key: ...}}``.
+A trial restarted by Tune (a failed node) or by ``otsr-sweep resume`` continues from those checkpoints, loaded
+as tensors only. In a search phase with ASHA, each member is judged at each evaluation by the phase's rung
+actor and frozen when it loses.
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,21 +19,14 @@ import ray
 import torch
 from ray import tune
 
-from otsr.checkpoint import load_checkpoint
+from otsr.checkpoint import CHECKPOINT_NAME, load_checkpoint
 from otsr.evaluation import metric_names
 from otsr.pairs import PairSpec
 from otsr.recipes import resolve_config
 from otsr.result import Progress
-from otsr.rundir import RunFolder
-from otsr.trainers import train
+from otsr.trainers import train_bundle
 
-PAIR_KEY = "pair"  # the pair spec rides in the trial config under this key (not a trainer parameter)
-
-
-def split_config(config: dict[str, Any]) -> tuple[PairSpec, dict[str, Any]]:
-    """Tune config -> (pair spec, trainer settings)."""
-    cfg = dict(config)
-    return PairSpec.from_dict(cfg.pop(PAIR_KEY)), cfg
+PAIR_KEY = "pair"
 
 
 def _trial_threads() -> int:
@@ -46,46 +41,78 @@ def _assigned_gpus() -> float:
 
 def _cap_gpu_memory() -> None:
     """A trial given a fraction of a GPU may allocate only that fraction of its memory (packed trials)."""
-    share = ray.get_runtime_context().get_assigned_resources().get("GPU", 0.0)
+    share = _assigned_gpus()
     if torch.cuda.is_available() and 0 < share < 1:
         torch.cuda.set_per_process_memory_fraction(share)
 
 
+def _resume_points(folders: list[Path], members: list[dict[str, Any]]) -> list[dict] | None:
+    """The members' checkpoints when every member has one (a bundle saves together), else None (a fresh start).
+
+    A member the driver already recorded as ended (stopped early between two checkpoints) stays ended.
+    """
+    if not all((f / CHECKPOINT_NAME).is_file() for f in folders):
+        return None
+    ckpts = [load_checkpoint(f) for f in folders]
+    for c, m in zip(ckpts, members):
+        if m["status"] in ("stopped", "diverged", "completed") and c.get("status", "running") == "running":
+            c["status"] = m["status"]
+    return ckpts
+
+
 def run_trial(config: dict[str, Any]) -> None:
-    """Tune trainable: train one map, report each evaluation with a checkpoint, then the final metrics."""
-    spec, settings = split_config(config)
+    """Tune trainable: train the bundle, report each evaluation (every member), then every member's ending."""
     torch.set_num_threads(_trial_threads())
     _cap_gpu_memory()
-    pair = spec.build()
-    cfg = resolve_config(pair, settings)
-    resume = None
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            resume = load_checkpoint(Path(d))
-
+    pair = PairSpec.from_dict(config[PAIR_KEY]).build()
+    members = config["members"]
+    keys = [m["key"] for m in members]
+    cfgs = [resolve_config(pair, {**config["base"], **m["settings"]}) for m in members]
+    folders = [Path(config["sweep"]) / "members" / k for k in keys]
+    resume = _resume_points(folders, members)
     where = {"node_id": ray.get_runtime_context().get_node_id(),  # placement, visible in results and MLflow
-             "resumed_from": int(resume["step"]) if resume else 0}  # > 0: this attempt continued a checkpoint
+             "resumed_from": int(resume[0]["step"]) if resume else 0}
+    asha = ray.get_actor(config["asha"]) if config.get("asha") else None
+    objective = config["objective"]
+    losses: list[list[dict]] = [[] for _ in keys]  # loss readouts since the last report (MLflow's train/*)
 
-    losses: list[dict] = []  # loss readouts since the last report, sent with it (MLflow's train/* curves)
+    def on_log(step: int, rows) -> None:
+        now = time.time()
+        for i, row in enumerate(rows):
+            if row is not None:
+                losses[i].append({**row, "time": now})
 
-    def on_log(step: int, readout: dict[str, float]) -> None:
-        losses.append({**readout, "step": step, "time": time.time()})
+    def entry(i: int, status: str, step: int, metrics: dict[str, float], message: str = "") -> dict[str, Any]:
+        out = {"status": status, "step": step, "metrics": metrics, "train": list(losses[i]), "message": message}
+        losses[i].clear()
+        return out
 
-    def report(p: Progress) -> None:
-        metrics = {**p.metrics, **where, "step": p.step, "final": int(p.final), "diverged": 0,
-                   "train_history": list(losses)}
-        losses.clear()
-        with tempfile.TemporaryDirectory() as tmp:
-            p.save_checkpoint(Path(tmp))
-            if p.final:  # the artifacts of a finished trial travel with its last checkpoint
-                RunFolder(tmp).write_final(p.metrics, p.map, pair, next(p.map.parameters()).device)
-            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+    def report(progress: list[Progress]):
+        stop = []
+        if asha is not None and not progress[0].final:
+            items = [(keys[p.member], p.step, float(p.metrics.get(objective, math.nan))) for p in progress]
+            losers = set(ray.get(asha.decide_many.remote(items)))
+            stop = [p.member for p in progress if keys[p.member] in losers]
+        out = {}
+        for p in progress:
+            status = "completed" if p.final else "stopped" if p.member in stop else "running"
+            message = f"stopped early at step {p.step}" if status == "stopped" else ""
+            out[keys[p.member]] = entry(p.member, status, p.step, _numeric(p.metrics), message)
+        tune.report({"members": out, "step": progress[0].step, **where})
+        return stop
 
-    if not torch.cuda.is_available() and (cfg.device.startswith("cuda") or _assigned_gpus() > 0):
-        raise RuntimeError(f"trial asked for a GPU (device={cfg.device!r}, gpu share {_assigned_gpus():g}) but CUDA "
-                           f"is not available on node {where['node_id'][:12]}: check the node's driver and torch build")
-    result = train(cfg, pair, resume=resume, report=report, on_log=on_log)
-    if result.diverged:  # NaN objectives: Optuna records the trial as failed, MLflow as FAILED
-        tune.report({**dict.fromkeys(metric_names(pair), math.nan), **where, "step": result.step, "final": 1,
-                     "diverged": 1, "reason": result.message})
+    if not torch.cuda.is_available() and (cfgs[0].device.startswith("cuda") or _assigned_gpus() > 0):
+        raise RuntimeError(f"trial asked for a GPU (device={cfgs[0].device!r}, gpu share {_assigned_gpus():g}) but "
+                           f"CUDA is not available on node {where['node_id'][:12]}: check the node's driver and "
+                           f"torch build")
+    results = train_bundle(cfgs, pair, resume=resume, out_dirs=folders, report=report, on_log=on_log)
+    names = metric_names(pair)
+    final = {}
+    for i, res in enumerate(results):  # every member's ending, diverged ones included
+        metrics = _numeric(res.metrics) if res.status != "diverged" else dict.fromkeys(names, math.nan)
+        final[keys[i]] = entry(i, res.status, res.step, metrics, res.message)
+    tune.report({"members": final, "step": max(r.step for r in results), "final": 1, **where})
+
+
+def _numeric(metrics: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

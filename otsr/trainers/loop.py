@@ -161,10 +161,11 @@ class _Loop:
                 self.status[i], self.message[i], self.metrics[i] = "completed", f"completed {s.step} steps", final[i]
             if self.folders is not None:
                 self._save_all()
-            self._report(final=True, members=running)
         for i in range(s.k):
             if self.results[i] is None:
-                self._finish(i)
+                self._finish(i)  # run folders complete before the final report
+        if running:
+            self._report(final=True, members=running)
         return list(self.results)
 
     def _any_active(self) -> bool:

@@ -11,7 +11,8 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from sweep.runner import Options, create_sweep, run_sweep
+from sweep.phases import Options
+from sweep.runner import create_sweep, run_sweep
 from tests.sweep_tests.conftest import tiny_space, venv_bin
 from tests.sweep_tests.helpers import assert_one_finished_run_per_trial, only_sweep
 
@@ -30,9 +31,9 @@ def test_trials_run_on_the_worker_node_and_log_over_http(ray_cluster, mlflow_ser
     assert state["tracking_uri"] == mlflow_server
     client = MlflowClient(mlflow_server)
     done = [t for t in trials if t["final"]][0]
-    run = client.search_runs([state["experiment_id"]], filter_string=f"tags.`otsr.trial_id` = '{done['trial_id']}'")[0]
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "final")} >= {"final/map.png",
-                                                                                 "final/checkpoint.pt"}
+    run = client.search_runs([state["experiment_id"]], filter_string=f"tags.`otsr.member` = '{done['trial_id']}'")[0]
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "run")} >= {
+        "run/map.png", "run/checkpoint.pt", "run/config.json", "run/result.json", "run/curves.png"}
     assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/l2_uvp")] == [20, 40, 60]
     losses = client.get_metric_history(run.info.run_id, "train/loss_map")
     assert [m.step for m in losses] == [20, 40, 60]  # log_every = 20 in the tiny space
@@ -45,7 +46,7 @@ def test_trials_run_on_the_worker_node_and_log_over_http(ray_cluster, mlflow_ser
 def _first_checkpoint(folder, timeout=120):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if list(folder.glob("ray/*/*/checkpoint_*")):
+        if list(folder.glob("members/*/checkpoint.pt")):
             return
         time.sleep(0.2)
     raise TimeoutError("no trial checkpointed")
@@ -90,9 +91,7 @@ def test_killed_driver_resumes_without_losing_or_duplicating_trials(ray_cluster,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 180
-        # a trial's second checkpoint forces Tune's experiment snapshot (num_to_keep=2), so the restored
-        # experiment knows a checkpoint to continue from
-        while not list(workdir.glob("sweeps/*/ray/gan/*/checkpoint_00000[2-9]")):
+        while not list(workdir.glob("sweeps/*/members/gan-*/checkpoint.pt")):
             assert driver.poll() is None and time.time() < deadline, "driver ended before checkpointing"
             time.sleep(0.1)
         time.sleep(0.5)
@@ -101,7 +100,7 @@ def test_killed_driver_resumes_without_losing_or_duplicating_trials(ray_cluster,
         driver.wait()
     folder = only_sweep(workdir / "sweeps")
     state = json.loads((folder / "state.json").read_text())
-    assert state["phases"].get("gan") == "running"  # it really died mid-sweep
+    assert state["phases"]["gan"]["status"] == "running"  # it really died mid-sweep
     out = subprocess.run([venv_bin("otsr-sweep"), "resume", str(folder), *common], cwd=workdir, env=env,
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -125,10 +124,10 @@ def test_diverged_trials_end_failed_with_the_reason(ray_cluster, workdir):
     assert len(gan) == 2 and all(t["diverged"] for t in gan)
     assert report["counts"]["diverged"] == 2 and report["ots_seeds"] == 2
     state = json.loads((folder / "state.json").read_text())
-    assert state["phases"]["gan-best"] == "skipped"
+    assert state["phases"]["gan-best"]["status"] == "skipped"
     client = MlflowClient(state["tracking_uri"])
     for t in gan:
-        run = client.search_runs([state["experiment_id"]], filter_string=f"tags.`otsr.trial_id` = '{t['trial_id']}'")[0]
+        run = client.search_runs([state["experiment_id"]], filter_string=f"tags.`otsr.member` = '{t['trial_id']}'")[0]
         assert run.info.status == "FAILED"
         assert run.data.tags["otsr.reason"].startswith("diverged at step ")
 
@@ -148,7 +147,7 @@ def test_sr_demo_sweep_logs_sr_metrics_and_grids(ray_cluster, workdir, monkeypat
     state = json.loads((folder / "state.json").read_text())
     client = MlflowClient(state["tracking_uri"])
     for t in trials:
-        run = client.search_runs([state["experiment_id"]], filter_string=f"tags.`otsr.trial_id` = '{t['trial_id']}'")[0]
+        run = client.search_runs([state["experiment_id"]], filter_string=f"tags.`otsr.member` = '{t['trial_id']}'")[0]
         assert {"eval/psnr", "eval/ssim", "eval/psnr_bicubic", "eval/bias_frechet_pool16"} <= set(run.data.metrics)
-        assert "final/map.png" in {a.path for a in client.list_artifacts(run.info.run_id, "final")}
+        assert "run/map.png" in {a.path for a in client.list_artifacts(run.info.run_id, "run")}
     assert {r["metric"] for r in report["table"]} >= {"transport_cost"}

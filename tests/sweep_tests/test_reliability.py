@@ -9,6 +9,7 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
+from sweep.lock import is_locked
 from tests.sweep_tests.conftest import start_mlflow_server, stop_process_group, tiny_space, venv_bin
 from tests.sweep_tests.helpers import assert_one_finished_run_per_trial, only_sweep
 
@@ -35,7 +36,7 @@ def test_ctrl_c_stops_gracefully_and_resume_finishes_every_trial(ray_cluster, wo
     space = tiny_space(workdir, custom="{worker: 1}", samples=3, seeds=1, steps=500, eval_every=100)
     driver = _start_driver(workdir, space, *common)
     try:
-        _wait_for(lambda: list(workdir.glob("sweeps/*/ray/gan/*/checkpoint_000001")), driver, "a checkpoint")
+        _wait_for(lambda: list(workdir.glob("sweeps/*/members/gan-*/checkpoint.pt")), driver, "a checkpoint")
         driver.send_signal(signal.SIGINT)  # what Ctrl-C sends
         out, err = driver.communicate(timeout=180)
     finally:
@@ -46,11 +47,11 @@ def test_ctrl_c_stops_gracefully_and_resume_finishes_every_trial(ray_cluster, wo
     assert "finished" not in out.lower().split("mlflow runs")[0].split("trial")[0]  # never claims success
     folder = only_sweep(workdir / "sweeps")
     state = json.loads((folder / "state.json").read_text())
-    assert state["status"] == "interrupted" and state["phases"]["gan"] == "interrupted"
+    assert state["status"] == "interrupted" and state["phases"]["gan"]["status"] == "interrupted"
     parent = json.loads((folder / "tracking_runs.json").read_text())["parent"]
     client = MlflowClient(state["tracking_uri"])
     assert client.get_run(parent).info.status == "KILLED"
-    assert not (folder / "driver.lock").exists()
+    assert not is_locked(folder)
 
     resumed = subprocess.run([venv_bin("otsr-sweep"), "resume", str(folder), *common, "--verbose", "0"],
                              cwd=workdir, capture_output=True, text=True, timeout=600)
@@ -84,8 +85,8 @@ def test_mlflow_killed_mid_trial_loses_nothing(ray_cluster, workdir):
     folder = only_sweep(workdir / "sweeps")
     queue = (folder / "tracking_queue.jsonl").read_text().strip().splitlines()
     assert queue, "nothing was queued while the server was down"
-    trials_done = [p for p in (folder / "ray").glob("*/*/result.json") if p.read_text().strip()]
-    assert len(trials_done) == 2 + 1  # training went on without the server
+    members = json.loads((folder / "state.json").read_text())["members"]
+    assert [m["status"] for m in members.values()] == ["completed"] * 3  # training went on without the server
 
     server, uri2 = start_mlflow_server(workdir / "server", port=port)  # back, same store
     try:
@@ -100,7 +101,7 @@ def test_mlflow_killed_mid_trial_loses_nothing(ray_cluster, workdir):
         client = MlflowClient(uri)
         for t in trials:  # every evaluation reached MLflow, with real timestamps
             run = client.search_runs([json.loads((folder / "state.json").read_text())["experiment_id"]],
-                                     filter_string=f"tags.`otsr.trial_id` = '{t['trial_id']}'")[0]
+                                     filter_string=f"tags.`otsr.member` = '{t['trial_id']}'")[0]
             hist = client.get_metric_history(run.info.run_id, "eval/l2_uvp")
             assert sorted(m.step for m in hist) == [50, 100, 150, 200, 250, 300]
             assert all(m.timestamp > 1_600_000_000_000 for m in hist)
@@ -113,7 +114,7 @@ def test_a_second_driver_on_the_same_folder_is_refused(ray_cluster, workdir):
     space = tiny_space(workdir, custom="{worker: 1}", samples=2, seeds=1, steps=300, eval_every=100)
     driver = _start_driver(workdir, space, "--address", cluster.address, "--verbose", "0")
     try:
-        _wait_for(lambda: list(workdir.glob("sweeps/*/driver.lock")), driver, "the driver lock")
+        _wait_for(lambda: list(workdir.glob("sweeps/*/driver.pid")), driver, "the driver lock")
         folder = only_sweep(workdir / "sweeps")
         second = subprocess.run([venv_bin("otsr-sweep"), "resume", str(folder), "--address", cluster.address],
                                 cwd=workdir, capture_output=True, text=True, timeout=120)
@@ -129,7 +130,8 @@ def test_a_second_driver_on_the_same_folder_is_refused(ray_cluster, workdir):
 
 def test_a_trial_given_a_gpu_without_cuda_fails_with_that_reason(ray_cluster, workdir):
     """Ray hands out the worker's declared GPU, but CUDA is unavailable: the trial must not train on CPU."""
-    from sweep.runner import Options, create_sweep, run_sweep
+    from sweep.phases import Options
+    from sweep.runner import create_sweep, run_sweep
 
     cluster, _ = ray_cluster
     space = tiny_space(workdir, custom="{worker: 1}", samples=1, seeds=1, steps=20, eval_every=10)
@@ -140,7 +142,7 @@ def test_a_trial_given_a_gpu_without_cuda_fails_with_that_reason(ray_cluster, wo
     run_sweep(folder, opts)
     state = json.loads((folder / "state.json").read_text())
     runs = MlflowClient(state["tracking_uri"]).search_runs([state["experiment_id"]],
-                                                           filter_string="tags.`otsr.trial_id` != ''")
+                                                           filter_string="tags.`otsr.member` != ''")
     assert len(runs) == 1
     for run in runs:
         assert run.info.status == "FAILED"

@@ -176,7 +176,7 @@ def test_unreachable_tracking_server_fails_before_any_trial(tmp_path, monkeypatc
 def test_validate_command():
     out = subprocess.run([sys.executable, "-m", "sweep.cli", "validate", str(REPO / "search_spaces/quick_bias.yaml")],
                          capture_output=True, text=True, cwd=REPO)
-    assert out.returncode == 0 and "ok (gan, ots on convex-mixture)" in out.stdout
+    assert out.returncode == 0 and "ok (gan, ots on convex-mixture; objective l2_uvp (min))" in out.stdout
 
 
 def test_a_user_pair_by_import_path_is_validated_before_ray_starts(tmp_path):
@@ -194,3 +194,32 @@ def test_a_user_pair_by_import_path_is_validated_before_ray_starts(tmp_path):
         bad.write_text(user.read_text().replace("otsr.testing:GradientPair", name))
         with pytest.raises(SpaceError, match=f"bad.yaml: pair.*{match}"):
             load_space(bad)
+
+
+@pytest.mark.parametrize("metric,mode", [("cos", "max"), ("ot_consistency", "max"), ("l2_uvp", "min"),
+                                         ("bias_sliced_w2", "min")])
+def test_objective_direction_defaults_to_the_metric_registry(tmp_path, metric, mode):
+    """`objective: {metric: cos}` is maximised (it once was silently minimised)."""
+    space = tiny_space(tmp_path)
+    space.write_text(space.read_text().replace("objective: {metric: l2_uvp, mode: min}",
+                                               f"objective: {{metric: {metric}}}\nscheduler: {{type: fifo}}"
+                                               ).replace("scheduler: {type: fifo}\nresources", "resources", 1))
+    assert load_space(space).objectives[0].mode == mode
+
+
+@pytest.mark.parametrize("edit,message", [
+    (("samples: 3", "samples: 3\n    bundle: 0"), "bundle: 0 must be an integer in [1, 1024]"),
+    (("samples: 3", "samples: 3\n    bundle: 4"), "members of a bundle share 'width'"),
+    (("steps: 60", "steps: 1000000000000000"), "budget.steps: 1000000000000000 must be an integer in"),
+    (("samples: 3", "samples: 100000000000"), "samples: 100000000000 must be an integer in"),
+    (("steps: 60", "steps: 60.0"), "budget.steps: 60.0 is not an integer"),
+])
+def test_bundle_and_budget_bounds_are_checked(tmp_path, edit, message):
+    space = tiny_space(tmp_path)
+    text = space.read_text().replace(*edit, 1)
+    if "bundle: 4" in text:  # a bundled method may search only what its members can differ in
+        text = text.replace("lam: {type: float, low: 1.0e-2, high: 10.0, log: true}", "width: {type: int, low: 8, "
+                            "high: 16}").replace("width: 16, depth: 2, critic_steps", "depth: 2, critic_steps", 1)
+    space.write_text(text)
+    with pytest.raises(SpaceError, match=message.replace("[", r"\[").replace("(", r"\(")):
+        load_space(space)

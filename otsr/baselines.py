@@ -1,0 +1,44 @@
+"""Reference maps a sweep's report draws as lines: the untrained start (identity, or bicubic for SR) and, for
+vector pairs with a known map, the best affine map; and the sampling-noise floor of the bias metrics (two
+independent samples of Q), which is what a perfect map would score."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from otsr.evaluation import EVAL_SEED, evaluate, probe_map
+from otsr.pairs import Pair, best_affine_l2_uvp
+from otsr.sampling import draw_q
+
+
+def baselines(pair: Pair, cost: str, n: int = 1024) -> dict[str, dict[str, float]]:
+    """{"identity": metrics of the start map, "best_affine": {"l2_uvp": ...}, "noise_floor": bias of Q vs Q}."""
+    out = {"identity": evaluate(probe_map(pair), pair, n=n, cost=cost, full=False)}
+    if pair.has_true_map and math.prod(pair.shape) <= 1024 and pair.shape == pair.shape_q:
+        out["best_affine"] = {"l2_uvp": best_affine_l2_uvp(pair, n=1 << 14)}
+    out["noise_floor"] = noise_floor(pair, cost, n)
+    return out
+
+
+def noise_floor(pair: Pair, cost: str, n: int) -> dict[str, float]:
+    """The bias metrics between Q and an independent sample of Q of the evaluation's size: a map whose T#P is
+    exactly Q scores this, not 0."""
+    g = torch.Generator().manual_seed(EVAL_SEED - 7)
+    bank = draw_q(pair, n, g)
+
+    class QAsMap:
+        """Maps each chunk of P to fresh Q samples: T#P = Q exactly."""
+
+        def __init__(self):
+            self.at = 0
+
+        def __call__(self, x: torch.Tensor) -> torch.Tensor:
+            k = x.shape[0]
+            y = bank[self.at:self.at + k]
+            self.at += k
+            return y.to(x.device)
+
+    m = evaluate(QAsMap(), pair, n=n, cost=cost, full=False)
+    return {k: v for k, v in m.items() if k.startswith("bias_")}

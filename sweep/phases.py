@@ -1,0 +1,106 @@
+"""One phase of a sweep as one Ray Tune experiment: the trainable with its resources, the bundle searcher, the
+member recorder, the per-member ASHA actor, the signal-aware stopper, and the verdict from otsr's own records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from sweep import interrupts
+from sweep.asha import start_actor
+from sweep.folder import SweepState
+from sweep.recorder import MemberRecorder
+from sweep.searcher import BundleSearcher, Phase, PhaseRun
+from sweep.space import SweepSpec
+from sweep.tracking import Tracker
+from sweep.trial import run_trial
+
+REUSE_ACTORS = True  # a trial starts in the previous trial's worker: ~0.2 s instead of ~4 s
+
+
+@dataclasses.dataclass
+class Options:
+    """Where and how a sweep runs (the CLI's options)."""
+
+    address: str | None = None  # None: start Ray in-process; 'auto' or 'ray://host:port': an existing cluster
+    tracking_uri: str | None = None  # None: $MLFLOW_TRACKING_URI, else sqlite in the working directory
+    storage: str = "sweeps"  # parent folder of sweep folders (shared storage on clusters)
+    workdir: str = "."  # where the embedded MLflow store lives
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # samples, steps, seeds, cpu, gpu
+    num_cpus: int | None = None  # for in-process Ray: CPUs to offer (default: all)
+    verbose: int = 1  # 0 silent, 1 one line per member, 2 Tune's status table, 3 Tune's full output
+
+
+def describe(phase: Phase, spec: SweepSpec) -> str:
+    """The phase's header line."""
+    k = phase.method.bundle
+    bundled = f", {k} per trial" if k > 1 else ""
+    if phase.kind == "search":
+        return f"Optuna search over {', '.join(phase.method.search)} ({phase.method.samples} configurations{bundled})"
+    if phase.kind == "best":
+        return f"best {phase.method.method} configuration with seeds 1..{spec.seeds - 1}{bundled}"
+    return f"{phase.method.method} with seeds 0..{spec.seeds - 1}{bundled}"
+
+
+def _trainable(spec: SweepSpec):
+    from ray import tune
+
+    res = spec.resources
+    return tune.with_resources(run_trial, {"cpu": res["cpu"], "gpu": res["gpu"], **res["custom"]})
+
+
+def _asha(spec: SweepSpec, phase: Phase, run: PhaseRun, state: SweepState) -> str | None:
+    """Start the phase's rung actor (search phases with ASHA); returns its name."""
+    sched = spec.scheduler
+    if phase.kind != "search" or sched["type"] != "asha" or spec.multi_objective:
+        return None
+    name = f"otsr-asha-{state.folder.name}-{phase.name}"
+    history = {k: {int(s): v for s, v in m["objective"].items()} for k, m in state.members(phase.name).items()}
+    run.asha_actor = start_actor(name, min(sched["grace_period"], spec.steps), sched["reduction_factor"], spec.steps,
+                                 spec.objectives[0].mode, history)
+    return name
+
+
+def _progress(phase: Phase):
+    from ray.tune import CLIReporter
+
+    return CLIReporter(metric_columns=["step"], parameter_columns={"bundle": "bundle"}, max_report_frequency=30)
+
+
+def run_phase(spec: SweepSpec, phase: Phase, state: SweepState, opts: Options, tracker: Tracker) -> bool:
+    """Run (or continue) one phase; True when every member it needs has ended (False: interrupted)."""
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler
+
+    run = PhaseRun(spec, phase, state)
+    run.asha_name = _asha(spec, phase, run, state)
+    if run.done():
+        return True
+    if opts.verbose < 3:  # Tune's newer console prints boxes even when silent; its classic one is quiet at 0
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    recorder = MemberRecorder(run, state, tracker, state["tags"], opts.verbose)
+    limit = spec.resources["max_concurrent"] or None
+    tuner = tune.Tuner(
+        _trainable(spec),
+        tune_config=tune.TuneConfig(search_alg=BundleSearcher(run), scheduler=FIFOScheduler(),
+                                    num_samples=max(1, run.n_bundles()), max_concurrent_trials=limit,
+                                    reuse_actors=REUSE_ACTORS),
+        run_config=tune.RunConfig(
+            name=phase.name, storage_path=str(Path(state.folder) / "ray"), stop=interrupts.StopOnSignal(),
+            callbacks=[recorder, interrupts.TakeBackSignals()], verbose=max(0, opts.verbose - 1),
+            progress_reporter=_progress(phase) if opts.verbose >= 2 else None,
+            failure_config=tune.FailureConfig(max_failures=spec.resources["max_failures"]),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+    try:
+        tuner.fit()
+    finally:
+        interrupts.take_back()
+        if getattr(run, "asha_actor", None) is not None:
+            import ray
+
+            ray.kill(run.asha_actor)
+    state.save()
+    return run.done()

@@ -1,0 +1,129 @@
+"""The Ray session of a sweep driver: in-process Ray on this machine (every listener on 127.0.0.1), or a
+connection to an existing cluster (``--address``).
+
+In-process Ray binds to loopback only when RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 is set before ``ray`` is imported
+(checked: set later, GCS, raylet and the driver listened on all interfaces); ``otsr-sweep`` sets it first thing.
+A driver killed with SIGKILL cannot stop its Ray node, and Ray's agents outlive it (they ignore SIGTERM): the
+node's process ids are recorded in ``~/.cache/otsr/inprocess-ray/<driver pid>.json`` and the next in-process
+start ends whatever a dead driver left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+def keep_ray_on_loopback() -> None:
+    """Make in-process Ray bind 127.0.0.1; must run before ``ray`` is imported (warns if too late)."""
+    if LOOPBACK_ENV in os.environ:
+        return
+    os.environ[LOOPBACK_ENV] = "0"
+    if "ray" in sys.modules:
+        logging.getLogger("otsr").warning("ray was imported before %s=0 was set: in-process Ray may listen on all "
+                                          "interfaces", LOOPBACK_ENV)
+
+
+def record_dir() -> Path:
+    """Where in-process nodes' process ids are kept between driver runs (one file per driver)."""
+    return Path(os.environ.get("OTSR_CACHE") or Path.home() / ".cache" / "otsr") / "inprocess-ray"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _children(pid: int) -> list[int]:
+    """Descendants of ``pid`` (Linux /proc), depth first."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            child = int(stat.parent.name)
+            kids += [child, *_children(child)]
+    return kids
+
+
+def clean_leftovers() -> list[int]:
+    """End the Ray processes that dead in-process drivers left running; returns the ids signalled."""
+    ended = []
+    for path in sorted(record_dir().glob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, ValueError):
+            path.unlink(missing_ok=True)
+            continue
+        driver = int(rec.get("driver", 0))
+        if _alive(driver) and _cmdline(driver) == rec.get("driver_cmd", _cmdline(driver)):
+            continue  # its driver still runs: not ours to stop
+        for pid, cmd in rec.get("processes", {}).items():
+            pid = int(pid)
+            if _alive(pid) and _cmdline(pid) == cmd:  # the same process, not a recycled id
+                os.kill(pid, signal.SIGKILL)
+                ended.append(pid)
+        path.unlink(missing_ok=True)
+    return ended
+
+
+def _record_node() -> None:
+    import ray
+
+    node = ray._private.worker._global_node  # the in-process node (private API, used only here)
+    pids = []
+    for infos in getattr(node, "all_processes", {}).values():
+        for info in infos:
+            if getattr(info, "process", None) is not None:
+                pids.append(info.process.pid)
+    pids += [c for p in list(pids) for c in _children(p)]
+    path = record_dir() / f"{os.getpid()}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"driver": os.getpid(), "driver_cmd": _cmdline(os.getpid()), "time": time.time(),
+                                "processes": {str(p): _cmdline(p) for p in dict.fromkeys(pids) if _cmdline(p)}}))
+
+
+def start(address: str | None, num_cpus: int | None, verbose: int) -> None:
+    """Start (or connect to) Ray for this driver, once per process."""
+    import ray
+
+    level = logging.INFO if verbose >= 3 else logging.WARNING
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=False, logging_level=level)
+        return
+    keep_ray_on_loopback()
+    clean_leftovers()
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=level)
+    _record_node()
+
+
+def stop() -> None:
+    """Shut Ray down (an in-process node's processes end with it) and forget the record."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    (record_dir() / f"{os.getpid()}.json").unlink(missing_ok=True)

@@ -1,0 +1,188 @@
+"""The driver's record of every member configuration: its state entry, its MLflow run, its Optuna trial and its
+console line, kept up to date from the trials' reports (a Tune callback on the driver; it never raises into
+Tune: a tracking or study write that fails is queued or reported, and the trials keep training).
+
+Each metric point is logged once: a resumed member re-runs the steps after its last checkpoint, and points at
+steps already logged are skipped, so a resumed sweep holds no duplicates.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from ray.tune import Callback
+
+from sweep.folder import ENDED, SweepState
+from sweep.searcher import PhaseRun
+from sweep.tracking import MEMBER_TAG, OUTCOME_TAG, PHASE_TAG, ROLE_TAG, Tracker, member_run_name, run_params
+
+STATUS = {"completed": "FINISHED", "stopped": "KILLED", "diverged": "FAILED", "error": "FAILED"}
+OUTCOME = {"completed": "completed", "stopped": "stopped_early", "diverged": "diverged", "error": "error"}
+
+
+class MemberRecorder(Callback):
+    """See the module docstring."""
+
+    def __init__(self, run: PhaseRun, state: SweepState, tracker: Tracker, tags: dict[str, str], verbose: int):
+        self.run, self.state, self.tracker, self.tags, self.verbose = run, state, tracker, tags, verbose
+        self.ended = sum(m["status"] in ENDED for m in state.members(run.phase.name).values())
+
+    def __getstate__(self):  # Tune pickles callbacks into its own (never re-read) experiment files
+        return {}
+
+    def get_state(self):
+        """Nothing for Tune to keep."""
+        return None
+
+    # --- Tune hooks ---
+
+    def on_step_begin(self, iteration, trials, **info):
+        """Retry queued writes (rate-limited by the tracker's backoff)."""
+        self.tracker.flush()
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        """Open (or find again, and mark RUNNING) each member's run."""
+        for m in trial.config.get("members", []):
+            self._ensure_run(m["key"])
+            rec = self.state.member(m["key"])
+            if rec["status"] not in ENDED:
+                rec["status"] = "running"
+                self.tracker.set_status(m["key"], "RUNNING")
+        self.state.save()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        """Log each member's new points; end the members that ended; at the trial's last report, upload each
+        member's run folder (complete by then, stopped members' too)."""
+        try:
+            for key, entry in (result.get("members") or {}).items():
+                self._record(key, entry, result)
+            if result.get("final"):
+                for key in result.get("members") or {}:
+                    self._upload(key)
+            self.state.save()
+        except Exception as e:  # the record is bookkeeping: never stop the sweep over it
+            print(f"otsr-sweep: could not record a result of trial {trial.trial_id}: {type(e).__name__}: {e}",
+                  file=sys.stderr)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        """The trial failed after its retries: its members that had not ended end as errors, with the reason."""
+        reason = trial_error(trial)
+        for m in trial.config.get("members", []):
+            rec = self.state.member(m["key"])
+            if rec["status"] not in ENDED:
+                self._end(m["key"], "error", reason)
+            self._upload(m["key"])
+        self.state.save()
+
+    def _upload(self, key: str) -> None:
+        """The member's run folder as the run's ``run/`` artifacts (once)."""
+        rec, folder = self.state.member(key), self.state.member_dir(key)
+        if rec["status"] in ENDED and not rec.get("uploaded") and folder.is_dir():
+            self._ensure_run(key)
+            self.tracker.log_artifacts(key, folder, "run")
+            rec["uploaded"] = True
+
+    # --- members ---
+
+    def _ensure_run(self, key: str) -> None:
+        if self.tracker.has_run(key):
+            return
+        rec = self.state.member(key)
+        settings = {**self.run.base_settings(), **rec["settings"]}
+        tags = {**self.tags, MEMBER_TAG: key, PHASE_TAG: self.run.phase.name, ROLE_TAG: rec["role"],
+                "method": str(settings.get("method")), "seed": str(settings.get("seed", 0)),
+                "otsr.bundle": self._bundle_of(key)}
+        self.tracker.create_run(key, member_run_name(settings, self.run.phase.searched), tags,
+                                run_params(settings, self.run.spec.pair), parent="parent")
+
+    def _bundle_of(self, key: str) -> str:
+        return next((b for b, keys in self.run.record["bundles"].items() if key in keys), "")
+
+    def _record(self, key: str, entry: dict[str, Any], result: dict[str, Any]) -> None:
+        rec = self.state.member(key)
+        if rec["status"] in ENDED:
+            return
+        self._ensure_run(key)
+        step = int(entry.get("step", 0))
+        rows = []
+        for h in entry.get("train") or []:
+            s = int(h["step"])
+            if s > rec["logged_train"]:
+                ts = int(h.get("time", time.time()) * 1000)
+                rows += [[f"train/{k}", float(v), ts, s] for k, v in h.items() if k.startswith("loss_")]
+        if rows:
+            self.tracker.log_metric_rows(key, rows)
+            rec["logged_train"] = max(r[3] for r in rows)
+        metrics = entry.get("metrics") or {}
+        finite = {k: v for k, v in metrics.items()
+                  if isinstance(v, (int, float)) and math.isfinite(v) and not k.startswith("loss_")}
+        if finite and step > rec["logged_eval"]:
+            self.tracker.log_metrics(key, {f"eval/{k}": v for k, v in finite.items()}, step)
+            rec["logged_eval"] = step
+        objective = self.run.spec.objectives[0].metric
+        if objective in finite:
+            rec["objective"][str(step)] = finite[objective]
+        if metrics:
+            rec["metrics"] = finite
+        rec["step"] = step
+        rec["node_id"] = result.get("node_id", rec.get("node_id", ""))
+        if result.get("resumed_from") and not rec.get("resumed_from"):
+            rec["resumed_from"] = int(result["resumed_from"])
+            self.tracker.set_tags(key, {"otsr.resumed_from": rec["resumed_from"]})
+        if entry.get("status") in ENDED:
+            self._end(key, entry["status"], entry.get("message", ""), node=result.get("node_id", ""))
+
+    def _end(self, key: str, status: str, reason: str = "", node: str = "") -> None:
+        rec = self.state.member(key)
+        rec["status"], rec["reason"] = status, reason or ""
+        rec["run_id"] = self.tracker.run_ids().get(key, "")
+        tags = {OUTCOME_TAG: OUTCOME[status], "otsr.node_id": node}
+        if status == "stopped":
+            tags["otsr.stopped_early"] = f"at step {rec['step']}"
+            settings = {**self.run.base_settings(), **rec["settings"]}
+            self.tracker.rename(key, f"{member_run_name(settings, self.run.phase.searched)} (stopped @{rec['step']})")
+        if reason and status in ("diverged", "error"):
+            tags["otsr.reason"] = reason[:5000]
+        self.tracker.set_tags(key, tags)
+        self.tracker.set_status(key, STATUS[status])
+        try:
+            self.run.tell(key)
+        except Exception as e:  # the study is a record; a failure to write it never stops the sweep
+            print(f"otsr-sweep: could not record {key} in the Optuna study: {e}", file=sys.stderr)
+        self.ended += 1
+        if self.verbose == 1:
+            self._line(key, status, reason)
+
+    def _line(self, key: str, status: str, reason: str) -> None:
+        rec = self.state.member(key)
+        objective = self.run.spec.objectives[0].metric
+        value = rec["metrics"].get(objective)
+        shown = f"{value:.4g}" if isinstance(value, (int, float)) and math.isfinite(value) else "–"
+        settings = {**self.run.base_settings(), **rec["settings"]}
+        name = member_run_name(settings, self.run.phase.searched)
+        text = {"completed": "done", "stopped": f"stopped early at step {rec['step']}",
+                "diverged": f"diverged: {reason}", "error": f"error: {reason[:120]}"}[status]
+        print(f"  [{self.run.phase.name} {self.ended}/{self.run.total()}] {name:<36} {objective}={shown:<10} {text}",
+              flush=True)
+
+
+def trial_error(trial) -> str:
+    """The last line of an errored trial's exception (e.g. 'RuntimeError: trial asked for a GPU ...')."""
+    texts = []
+    try:
+        err = trial.get_error()  # Tune's text form (its pickled form is never loaded)
+    except Exception:  # storage not synced yet: try the file
+        err = None
+    if err:
+        texts.append(str(err))
+    if trial.error_file and Path(trial.error_file).is_file():
+        texts.append(Path(trial.error_file).read_text())
+    for text in texts:
+        lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+        if lines:
+            return lines[-1]
+    return "error (no message recorded)"
