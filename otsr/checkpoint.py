@@ -3,9 +3,11 @@ that loading a checkpoint never runs code from it; a file that is not an otsr ch
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -28,12 +30,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def _write_then_rename(tmp: Path, path: Path, write) -> None:
-    """Write ``tmp``, then rename it over ``path``; a failed write (disk full) leaves no temporary file behind."""
+    """Write ``tmp``, then rename it over ``path``; a failed write leaves no temporary file behind, and a full
+    disk is reported as such (torch's writer says only "iostream error")."""
     try:
         write()
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if isinstance(e, (OSError, RuntimeError)) and shutil.disk_usage(path.parent).free < (1 << 20):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path)) from None
         raise
 
 

@@ -41,6 +41,8 @@ EXIT_BAD_INPUT, EXIT_BUSY, EXIT_INTERRUPTED = 2, 3, 130
 def _options(args: argparse.Namespace):
     from sweep.phases import Options
 
+    if getattr(args, "num_cpus", None) is not None and args.num_cpus < 1:
+        raise ValueError(f"--num-cpus {args.num_cpus}: in-process Ray needs at least 1 CPU")
     overrides = {k: v for k, v in (("samples", args.samples), ("steps", args.steps), ("seeds", args.seeds),
                                    ("cpu", args.cpus_per_trial), ("gpu", args.gpus_per_trial),
                                    ("max_concurrent", args.max_concurrent)) if v is not None}

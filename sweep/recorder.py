@@ -117,17 +117,18 @@ class MemberRecorder(Callback):
         if rows:
             self.tracker.log_metric_rows(key, rows)
             rec["logged_train"] = max(r[3] for r in rows)
-        metrics = entry.get("metrics") or {}
-        finite = {k: v for k, v in metrics.items()
-                  if isinstance(v, (int, float)) and math.isfinite(v) and not k.startswith("loss_")}
-        if finite and step > rec["logged_eval"]:
-            self.tracker.log_metrics(key, {f"eval/{k}": v for k, v in finite.items()}, step)
-            rec["logged_eval"] = step
         objective = self.run.spec.objectives[0].metric
-        if objective in finite:
-            rec["objective"][str(step)] = finite[objective]
+        for ev in sorted(entry.get("evals") or [], key=lambda e: e.get("step", 0)):
+            s = int(ev.get("step", 0))
+            finite = _finite(ev)
+            if finite and s > rec["logged_eval"]:
+                self.tracker.log_metrics(key, {f"eval/{k}": v for k, v in finite.items()}, s)
+                rec["logged_eval"] = s
+            if objective in finite:
+                rec["objective"][str(s)] = finite[objective]
+        metrics = _finite(entry.get("metrics") or {})
         if metrics:
-            rec["metrics"] = finite
+            rec["metrics"] = metrics
         rec["step"] = step
         rec["node_id"] = result.get("node_id", rec.get("node_id", ""))
         if result.get("resumed_from") and not rec.get("resumed_from"):
@@ -168,6 +169,12 @@ class MemberRecorder(Callback):
                 "diverged": f"diverged: {reason}", "error": f"error: {reason[:120]}"}[status]
         print(f"  [{self.run.phase.name} {self.ended}/{self.run.total()}] {name:<36} {objective}={shown:<10} {text}",
               flush=True)
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, float]:
+    """Evaluation metrics worth logging: finite numbers, no step and no loss readouts."""
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+            and math.isfinite(v) and k != "step" and not k.startswith("loss_")}
 
 
 def trial_error(trial) -> str:

@@ -199,6 +199,7 @@ def _choose_best(spec: SweepSpec, phase: Phase, state: SweepState, tracker: Trac
     state["best"][phase.method.method] = best
     state["best_member"] = {**state.get("best_member", {}), phase.method.method: key}
     tracker.log_params("parent", {f"best.{phase.method.method}.{k}": v for k, v in best.items()})
+    state.member(key)["role"] = "best"  # with the best phase's reruns: "group by role" gives best-lambda over seeds
     tracker.set_tags(key, {ROLE_TAG: "best", "otsr.chosen": f"best {obj.metric} of the search"})
 
 

@@ -20,7 +20,7 @@ import optuna.distributions as od
 import yaml
 
 from otsr.config import METHODS, TrainConfig
-from otsr.evaluation import metric_names
+from otsr.evaluation import check_pair, metric_names
 from otsr.methods import get_method
 from otsr.metric_registry import metric_direction
 from otsr.pairs import PairSpec
@@ -113,9 +113,16 @@ def load_space(path: str | Path, overrides: dict[str, Any] | None = None) -> Swe
     if not path.is_file():
         raise SpaceError(f"{path}: no such search-space file")
     try:
-        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpaceError(f"{path}: not a UTF-8 text file (byte {e.start}); save the space as UTF-8 YAML") from None
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as e:
-        raise SpaceError(f"{path}: not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpaceError(f"{path}: not valid YAML{where}: {problem}") from None
     return parse_space(raw, str(path), overrides)
 
 
@@ -222,24 +229,11 @@ def parse_space(raw: Any, src: str = "<dict>", overrides: dict[str, Any] | None 
     if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
         raise _err(src, "name", f"{name!r} must be a plain name (letters, digits, '.', '_', '-'; no paths)")
 
-    try:
-        pair = PairSpec.from_dict(raw["pair"]).build()
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:  # DataError is a ValueError
-        raise _err(src, "pair", str(e)) from None
-    available = metric_names(pair)
-
     budget = _check_keys(src, "budget", raw["budget"], BUDGET_KEYS)
     steps = _int(src, "budget.steps", overrides.get("steps", budget.get("steps", 1000)), 1, MAX_STEPS)
     seeds = _int(src, "budget.seeds", overrides.get("seeds", budget.get("seeds", 1)), 1, 1000)
     eval_every = _int(src, "budget.eval_every", budget.get("eval_every", max(1, steps // 5)), 1, MAX_STEPS)
     eval_every = min(eval_every, steps)
-
-    objectives = _parse_objectives(src, raw["objective"], available)
-
-    methods_block = raw["methods"]
-    if not isinstance(methods_block, dict) or not methods_block:
-        raise _err(src, "methods", f"expected a mapping of {'/'.join(METHODS)} to settings")
-    methods = tuple(_parse_method(src, m, b, overrides.get("samples"), pair) for m, b in methods_block.items())
 
     sched = _check_keys(src, "scheduler", raw.get("scheduler") or {"type": "asha"}, SCHEDULER_KEYS)
     if sched.get("type", "asha") not in ("asha", "fifo"):
@@ -247,11 +241,6 @@ def parse_space(raw: Any, src: str = "<dict>", overrides: dict[str, Any] | None 
     sched = {"type": sched.get("type", "asha"),
              "grace_period": _int(src, "scheduler.grace_period", sched.get("grace_period", eval_every), 1),
              "reduction_factor": _int(src, "scheduler.reduction_factor", sched.get("reduction_factor", 2), 2)}
-    periodic = metric_names(pair, full=False)
-    if sched["type"] == "asha" and len(objectives) == 1 and objectives[0].metric not in periodic:
-        raise _err(src, "objective.metric", f"{objectives[0].metric!r} is computed only at the end of a trial; "
-                   f"ASHA needs one of {sorted(periodic)} (or scheduler.type: fifo)")
-
     res = _check_keys(src, "resources", raw.get("resources") or {}, RESOURCE_KEYS)
     custom = res.get("custom") or {}
     if not isinstance(custom, dict):
@@ -266,6 +255,29 @@ def parse_space(raw: Any, src: str = "<dict>", overrides: dict[str, Any] | None 
         raise _err(src, "resources", "a trial needs some resource (cpu > 0 or gpu > 0)")
     if resources["gpu"] > 1 and resources["gpu"] != int(resources["gpu"]):
         raise _err(src, "resources.gpu", f"{resources['gpu']!r}: more than one GPU must be a whole number")
+    # everything above needs no data; the pair is built (and its data read) only now
+    try:
+        pair = PairSpec.from_dict(raw["pair"]).build()
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as e:  # DataError is a ValueError
+        raise _err(src, "pair", str(e)) from None
+    try:
+        check_pair(pair)  # the pair's samplers and the whole evaluation on 8 samples: a broken pair fails here
+    except ValueError as e:
+        raise _err(src, "pair", str(e)) from None
+    available = metric_names(pair)
+
+    objectives = _parse_objectives(src, raw["objective"], available)
+
+    methods_block = raw["methods"]
+    if not isinstance(methods_block, dict) or not methods_block:
+        raise _err(src, "methods", f"expected a mapping of {'/'.join(METHODS)} to settings")
+    methods = tuple(_parse_method(src, m, b, overrides.get("samples"), pair) for m, b in methods_block.items())
+
+    periodic = metric_names(pair, full=False)
+    if sched["type"] == "asha" and len(objectives) == 1 and objectives[0].metric not in periodic:
+        raise _err(src, "objective.metric", f"{objectives[0].metric!r} is computed only at the end of a trial; "
+                   f"ASHA needs one of {sorted(periodic)} (or scheduler.type: fifo)")
+
     for m in methods:
         device = resolve_config(pair, {**m.fixed, "method": m.method}).device
         if device.startswith("cuda") and resources["gpu"] == 0:

@@ -35,6 +35,11 @@ def check_sampler(block: dict[str, Any], search: dict[str, Any], multi_objective
         if k not in params or k in ("search_space",):
             raise ValueError(f"sampler {kind!r} has no option {k!r} (valid: "
                              f"{', '.join(p for p in params if p not in ('search_space',))})")
+    for k, v in block.items():  # counts and seeds: whole numbers >= 0 (Optuna accepts -1 without a word)
+        default = params[k].default
+        if isinstance(default, int) and not isinstance(default, bool) and k.startswith(("n_", "seed")) and (
+                isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise ValueError(f"sampler option {k}: {v!r} must be an integer >= 0")
     if multi_objective and kind in ("cmaes",):
         raise ValueError(f"sampler {kind!r} is single-objective; a two-objective space needs nsga2, tpe or random")
     if kind == "grid":

@@ -10,6 +10,7 @@ actor and frozen when it loses.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from pathlib import Path
@@ -83,7 +84,8 @@ def run_trial(config: dict[str, Any]) -> None:
                 losses[i].append({**row, "time": now})
 
     def entry(i: int, status: str, step: int, metrics: dict[str, float], message: str = "") -> dict[str, Any]:
-        out = {"status": status, "step": step, "metrics": metrics, "train": list(losses[i]), "message": message}
+        out = {"status": status, "step": step, "metrics": metrics, "train": list(losses[i]), "message": message,
+               "evals": [{"step": step, **metrics}] if metrics else []}
         losses[i].clear()
         return out
 
@@ -105,6 +107,9 @@ def run_trial(config: dict[str, Any]) -> None:
         raise RuntimeError(f"trial asked for a GPU (device={cfgs[0].device!r}, gpu share {_assigned_gpus():g}) but "
                            f"CUDA is not available on node {where['node_id'][:12]}: check the node's driver and "
                            f"torch build")
+    if resume:  # what the checkpoints hold that the driver may not have received (it keeps each step once)
+        tune.report({"members": {k: _catch_up(c) for k, c in zip(keys, resume)}, "step": int(resume[0]["step"]),
+                     **where})
     results = train_bundle(cfgs, pair, resume=resume, out_dirs=folders, report=report, on_log=on_log)
     names = metric_names(pair)
     final = {}
@@ -112,6 +117,16 @@ def run_trial(config: dict[str, Any]) -> None:
         metrics = _numeric(res.metrics) if res.status != "diverged" else dict.fromkeys(names, math.nan)
         final[keys[i]] = entry(i, res.status, res.step, metrics, res.message)
     tune.report({"members": final, "step": max(r.step for r in results), "final": 1, **where})
+
+
+def _catch_up(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """A member's evaluations and loss readouts up to its checkpoint, as a report entry."""
+    evals = [{k: v for k, v in e.items() if isinstance(v, (int, float))} for e in json.loads(ckpt.get("evals", "[]"))]
+    evals = [e for e in evals if e.get("step", 0) > 0]
+    status = ckpt.get("status", "running")
+    return {"status": status if status in ("stopped", "diverged") else "running", "step": int(ckpt["step"]),
+            "metrics": {k: v for k, v in (evals[-1] if evals else {}).items() if k != "step"},
+            "train": json.loads(ckpt.get("history", "[]")), "evals": evals, "message": ckpt.get("message", "")}
 
 
 def _numeric(metrics: dict[str, Any]) -> dict[str, float]:

@@ -15,6 +15,10 @@ if TYPE_CHECKING:
     from otsr.pairs._spec import PairSpec
 
 
+VAR_SAMPLES = 1 << 14  # samples of Q behind the default Var(Q) estimate
+VAR_SEED = 2**31 - 5
+
+
 class NoTrueMapError(RuntimeError):
     """Raised when a metric needs the true OT map of a pair that does not know it (real unpaired data)."""
 
@@ -51,9 +55,14 @@ class Pair(abc.ABC):
     def sample_q(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` samples of Q drawn independently of P, shape ``(n, *shape_q)``."""
 
-    @abc.abstractmethod
     def var_q(self) -> float:
-        """Var(Q) = trace of the covariance of Q (the L2-UVP normaliser)."""
+        """Var(Q) = trace of the covariance of Q (the L2-UVP normaliser); by default estimated once from
+        VAR_SAMPLES samples of Q drawn with a fixed seed (override with the exact value when it is known)."""
+        if getattr(self, "_var_q_estimate", None) is None:
+            with torch.enable_grad():  # samplers may need autograd
+                y = self.sample_q(VAR_SAMPLES, torch.Generator().manual_seed(VAR_SEED)).detach().flatten(1).double()
+            self._var_q_estimate = float((y - y.mean(0)).pow(2).sum(1).mean())
+        return self._var_q_estimate
 
     def sample_with_target(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` samples x of P with their images T*(x); raises NoTrueMapError when T* is unknown."""
@@ -131,7 +140,9 @@ class Pair(abc.ABC):
     def check_dim(self, dim: int, key: str = "dim") -> None:
         """Raise ValueError when the dimension parameter ``key`` is outside this pair's supported range."""
         lo, hi = self.dim_range
-        if isinstance(dim, bool) or not isinstance(dim, int) or not lo <= dim <= hi:
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise ValueError(f"pair {self.name!r}: {key}={dim!r} is not an integer")
+        if not lo <= dim <= hi:
             raise ValueError(f"pair {self.name!r}: {key}={dim!r} is outside its range [{lo}, {hi}]")
 
     def __repr__(self) -> str:

@@ -23,6 +23,7 @@ from otsr.models import MemberView, member_state
 from otsr.pairs import Pair
 from otsr.result import Progress, Result
 from otsr.rundir import RunFolder
+from otsr.runtime import resolve_device
 from otsr.state import TrainState, build_networks, build_state
 
 Report = Callable[[list[Progress]], "Sequence[int] | None"]  # returns the member indices to stop early
@@ -56,9 +57,9 @@ def train_bundle(members: list[TrainConfig], pair: Pair, *, report: Report | Non
     indices of members to stop; ``on_log(step, rows)`` gets each active member's mean losses at every readout
     (None for frozen members). Host syncs happen only every ``log_every`` steps and at evaluations.
     """
+    check_pair(pair, resolve_device(members[0].device), members[0].cost)  # the final evaluation's code path, first
     state = build_state(members, pair)
-    cfg, k = state.cfg, state.k
-    check_pair(pair, state.device, cfg.cost)  # the final evaluation's code path, before any training
+    k = state.k
     folders = [RunFolder(d) for d in out_dirs] if out_dirs is not None else None
     if folders is not None and len(folders) != k:
         raise ValueError(f"{len(folders)} output folder(s) for a bundle of {k}")

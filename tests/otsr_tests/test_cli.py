@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -173,3 +174,61 @@ def test_a_file_as_out_and_upscale_of_a_vector_run_are_one_line_errors(tmp_path,
     assert main(["upscale", str(img), "--checkpoint", str(run), "--out", str(tmp_path / "up")]) == EXIT_BAD_INPUT
     err = capsys.readouterr().err
     assert "is not a super-resolution map" in err and "Traceback" not in err
+
+
+def test_a_broken_user_pair_is_bad_input_before_anything_is_written(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--pair", "otsr.testing:LinearPair", "--pair-param", "wrong_shape=true", *FAST,
+                 "--out", str(out)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "sample_p(3) returned shape (3, 3), expected (3, 2)" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_a_user_pair_without_var_q_gets_an_estimate(tmp_path, capsys):
+    import torch
+
+    import otsr
+    from otsr.testing import LinearPair
+
+    class NoVar(LinearPair):
+        var_q = otsr.Pair.var_q  # the default hook
+
+    pair = NoVar()
+    assert pair.var_q() == pytest.approx(2 * 4 / 12, rel=0.05)
+    res = otsr.solve(pair, "ots", steps=10, eval_every=10, final_eval_samples=256, device="cpu", batch_size=32)
+    assert res.status == "completed" and torch.isfinite(torch.tensor(res.metrics["l2_uvp"]))
+
+
+def test_a_checkpoint_with_wrong_shapes_is_a_one_line_error(tmp_path, capsys):
+    import torch
+
+    out = tmp_path / "run"
+    assert main(["train", "--pair", "gaussian-shift", "--dim", "4", *FAST, "--out", str(out)]) == 0
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    key = next(k for k, v in ckpt["map"].items() if v.ndim == 3)
+    ckpt["map"][key] = torch.zeros(1, 3, 3)
+    torch.save(ckpt, out / "checkpoint.pt")
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--steps", "30"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and key in err and "shape (1, 3, 3)" in err and "Traceback" not in err
+
+
+def test_a_full_disk_is_a_one_line_error_and_leaves_no_temporary_file(tmp_path, capsys):
+    """A real full file system: a 600 KB tmpfs (needs root, as on the CI and development machines)."""
+    import os
+    import subprocess
+    import tempfile
+
+    mnt = Path(tempfile.mkdtemp(prefix="otsr-full-"))
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)], check=True)
+    try:
+        code = main(["train", "--pair", "gaussian-shift", "--dim", "64", *FAST, "--width", "256",
+                     "--out", str(mnt / "run")])
+        err = capsys.readouterr().err
+        assert code == EXIT_BAD_INPUT and "no space left on the device" in err and "Traceback" not in err
+        assert not [p for p in os.listdir(mnt / "run") if ".tmp" in p]
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
+        mnt.rmdir()

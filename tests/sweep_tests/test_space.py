@@ -70,7 +70,7 @@ def test_bad_spaces_name_file_key_and_value(mutate, match):
 def test_duplicate_yaml_keys_and_bad_overrides_are_errors(tmp_path):
     path = tmp_path / "dup.yaml"
     path.write_text("name: a\npair: {name: gaussian-shift}\nname: b\n")
-    with pytest.raises(SpaceError, match=r"dup.yaml: not valid YAML: .*duplicate key 'name'"):
+    with pytest.raises(SpaceError, match=r"dup.yaml: not valid YAML \(line 3, column 1\): duplicate key 'name'"):
         load_space(path)
     with pytest.raises(SpaceError, match=r"--samples: 0 must be >= 1"):
         parse_space(_base(), "x.yaml", {"samples": 0})
@@ -223,3 +223,43 @@ def test_bundle_and_budget_bounds_are_checked(tmp_path, edit, message):
     space.write_text(text)
     with pytest.raises(SpaceError, match=message.replace("[", r"\[").replace("(", r"\(")):
         load_space(space)
+
+
+def test_messages_name_the_file_and_the_problem_in_one_line(tmp_path):
+    binary = tmp_path / "utf16.yaml"
+    binary.write_bytes("name: x\n".encode("utf-16"))
+    with pytest.raises(SpaceError, match=r"utf16.yaml: not a UTF-8 text file"):
+        load_space(binary)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("name: [x\n")
+    with pytest.raises(SpaceError) as e:
+        load_space(broken)
+    assert "\n" not in str(e.value) and "broken.yaml: not valid YAML (line" in str(e.value)
+    for bad, message in (('"4"', "dim='4' is not an integer"), ("2.5", "dim=2.5 is not an integer"),
+                         ("true", "dim=True is not an integer")):
+        space = tiny_space(tmp_path)
+        space.write_text(space.read_text().replace("{dim: 4, shift: 2.0}", f"{{dim: {bad}, shift: 2.0}}"))
+        with pytest.raises(SpaceError, match=message):
+            load_space(space)
+    d = _base()
+    d["sampler"] = {"type": "tpe", "n_startup_trials": -1}
+    with pytest.raises(SpaceError, match="n_startup_trials: -1 must be an integer >= 0"):
+        parse_space(d, "x.yaml")
+
+
+def test_the_pair_is_built_last_so_a_later_error_costs_no_data(tmp_path, monkeypatch):
+    """root: demo builds the SR demo set; a typo elsewhere in the file is reported without building it."""
+    monkeypatch.setenv("OTSR_DATA", str(tmp_path / "data"))
+    d = _base()
+    d["pair"] = {"name": "sr-folders", "params": {"root": "demo", "hr_crop": 32, "workers": 0}}
+    d["budget"]["steps"] = "many"
+    with pytest.raises(SpaceError, match="budget.steps: 'many' is not an integer"):
+        parse_space(d, "x.yaml")
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_user_pair_whose_sampler_raises_fails_validation_naming_the_hook(tmp_path):
+    d = _base()
+    d["pair"] = {"name": "otsr.testing:LinearPair", "params": {"wrong_shape": True}}
+    with pytest.raises(SpaceError, match=r"pair: .*sample_p\(3\) returned shape \(3, 3\)"):
+        parse_space(d, "x.yaml")

@@ -1,0 +1,152 @@
+"""A hostile but honest user, with real processes and signals: SIGUSR1 and SIGHUP stop a sweep gracefully like
+Ctrl-C; resume never unpickles what is in a sweep folder; sweeps started together on a new MLflow store all
+finish; in-process Ray listens on loopback only and a SIGKILLed driver's Ray processes are cleaned up."""
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.sweep_tests.conftest import stop_process_group, tiny_space, venv_bin
+from tests.sweep_tests.helpers import assert_one_finished_run_per_trial, only_sweep
+
+pytestmark = pytest.mark.ray
+
+
+def _driver(workdir, space, *args):
+    return subprocess.Popen([venv_bin("otsr-sweep"), "run", str(space), *args], cwd=workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _signal_after_a_checkpoint(driver, workdir, sig) -> str:
+    try:
+        deadline = time.time() + 300
+        while not list(workdir.glob("sweeps/*/members/gan-*/checkpoint.pt")):
+            assert driver.poll() is None and time.time() < deadline, "no checkpoint before the deadline"
+            time.sleep(0.2)
+        driver.send_signal(sig)
+        _, err = driver.communicate(timeout=300)
+        return err
+    finally:
+        if driver.poll() is None:
+            stop_process_group(driver, signal.SIGKILL)
+
+
+class Payload:
+    """Unpickling this writes a marker file: what a planted pickle could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "unpickled"))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGHUP])
+def test_sigusr1_and_sighup_stop_gracefully_and_resume_loads_no_pickle(ray_cluster, workdir, sig):
+    cluster, _ = ray_cluster
+    space = tiny_space(workdir, custom="{worker: 1}", samples=2, seeds=1, steps=600, eval_every=100)
+    driver = _driver(workdir, space, "--address", cluster.address, "--verbose", "0")
+    err = _signal_after_a_checkpoint(driver, workdir, sig)
+    assert driver.returncode == 128 + sig, err[-3000:]  # never 0: the sweep is not finished
+    folder = only_sweep(workdir / "sweeps")
+    state = json.loads((folder / "state.json").read_text())
+    assert state["status"] == "interrupted" and state["phases"]["gan"]["status"] == "interrupted"
+    assert not (folder / "report.md").exists()
+    client = MlflowClient(state["tracking_uri"])
+    runs = json.loads((folder / "tracking_runs.json").read_text())
+    assert client.get_run(runs["parent"]).info.status == "KILLED"
+    if sig != signal.SIGUSR1:
+        return
+    marker = workdir / "pwned"
+    planted = [p for p in (folder / "ray").rglob("*.pkl")] + [folder / "ray" / "gan" / "tuner.pkl"]
+    for p in planted:  # whoever can write the (shared) sweep folder plants code
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(pickle.dumps(Payload(marker)))
+    out = subprocess.run([venv_bin("otsr-sweep"), "resume", str(folder), "--address", cluster.address,
+                          "--verbose", "0"], cwd=workdir, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert not marker.exists(), "resume unpickled a file from the sweep folder"
+    members = assert_one_finished_run_per_trial(folder)
+    assert len(members) == 2 + 1 and all(m["status"] == "completed" for m in members)
+    assert json.loads((folder / "state.json").read_text())["status"] == "finished"
+
+
+def test_sweeps_started_together_on_a_new_store_all_finish(ray_cluster, workdir):
+    """The first use of an sqlite store migrates its schema; three drivers racing there once broke the store for
+    good (every later sweep exited 1)."""
+    cluster, _ = ray_cluster
+    drivers = []
+    for i in range(3):
+        d = workdir / f"s{i}"
+        d.mkdir()
+        space = tiny_space(d, custom="{worker: 1}", samples=1, seeds=1, steps=20, eval_every=10)
+        drivers.append(subprocess.Popen([venv_bin("otsr-sweep"), "run", str(space), "--address", cluster.address,
+                                         "--verbose", "0", "--storage", str(d / "sweeps")], cwd=workdir,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    for p in drivers:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    again = subprocess.run([venv_bin("otsr-sweep"), "run", str(workdir / "s0" / "tiny.yaml"), "--address",
+                            cluster.address, "--verbose", "0", "--storage", str(workdir / "s0" / "more")],
+                           cwd=workdir, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]  # the store still works
+    runs = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}").search_runs(
+        [MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}").get_experiment_by_name("otsr/tiny").experiment_id])
+    assert len([r for r in runs if r.data.tags.get("otsr.kind") == "sweep"]) == 4
+
+
+def _tree(pid: int) -> list[int]:
+    from sweep.ray_session import _children
+
+    return [pid, *_children(pid)]
+
+
+def _listening(pids: list[int]) -> list[str]:
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout
+    addrs = []
+    for line in out.splitlines():
+        if any(f"pid={p}," in line for p in pids):
+            addrs.append(line.split()[3])
+    return addrs
+
+
+@pytest.mark.slow
+def test_in_process_ray_listens_on_loopback_and_a_killed_drivers_processes_are_cleaned(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "RAY_ADDRESS")}
+    env["OTSR_CACHE"] = str(tmp_path / "cache")
+    space = tiny_space(tmp_path, samples=2, seeds=1, steps=2000, eval_every=500)
+    driver = subprocess.Popen([venv_bin("otsr-sweep"), "run", str(space), "--verbose", "0"], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while not list(tmp_path.glob("cache/inprocess-ray/*.json")) or not list(tmp_path.glob("sweeps/*/members")):
+            assert driver.poll() is None and time.time() < deadline
+            time.sleep(0.5)
+        time.sleep(3)
+        pids = _tree(driver.pid)
+        addrs = _listening(pids)
+        assert addrs, "no listening sockets found"
+        assert all(a.startswith(("127.0.0.1:", "[::ffff:127.0.0.1]:")) for a in addrs), addrs
+        record = json.loads(next(tmp_path.glob("cache/inprocess-ray/*.json")).read_text())
+        os.killpg(driver.pid, signal.SIGKILL)  # what an OOM killer does: no handler runs
+        driver.wait()
+        time.sleep(2)
+        left = [int(p) for p in record["processes"] if Path(f"/proc/{p}").exists()]
+        assert left, "expected Ray processes to outlive a SIGKILLed driver"
+        folder = only_sweep(tmp_path / "sweeps")
+        resumed = subprocess.run([venv_bin("otsr-sweep"), "resume", str(folder), "--verbose", "0"], cwd=tmp_path,
+                                 env=env, capture_output=True, text=True, timeout=900)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert not [p for p in left if Path(f"/proc/{p}").exists() and
+                    Path(f"/proc/{p}/stat").read_text().split()[2] != "Z"], "leftover Ray processes survived"
+        assert not list(tmp_path.glob("cache/inprocess-ray/*.json"))  # the resumed driver ended cleanly
+    finally:
+        if driver.poll() is None:
+            stop_process_group(driver, signal.SIGKILL)
