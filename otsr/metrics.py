@@ -57,12 +57,20 @@ def projection_directions(dim: int, n_projections: int = 128, seed: int = 0,
     return theta / theta.norm(dim=0, keepdim=True)
 
 
-def sliced_from_projections(pa: torch.Tensor, pb: torch.Tensor) -> float:
+def sort_projections(p: torch.Tensor, presorted: bool = False) -> torch.Tensor:
+    """Projections (n, k) sorted along the samples (each direction's quantiles); sorting contiguous rows of the
+    transpose is ~10x faster than along dimension 0."""
+    if presorted:
+        return p
+    return torch.from_numpy(np.sort(p.T.cpu().numpy(), axis=1)).T.to(p.device)
+
+
+def sliced_from_projections(pa: torch.Tensor, pb: torch.Tensor, presorted_b: bool = False) -> float:
     """Sliced W2 from projected samples (n, k) and (m, k): sqrt of the mean 1-D W2^2 over the k directions.
 
     Samples may differ in number; the 1-D distances then compare quantiles on a common grid.
     """
-    pa, pb = pa.sort(0).values, pb.sort(0).values
+    pa, pb = sort_projections(pa), sort_projections(pb, presorted_b)
     if pa.shape[0] != pb.shape[0]:
         q = torch.linspace(0, 1, max(pa.shape[0], pb.shape[0]), dtype=pa.dtype, device=pa.device)
         pa, pb = torch.quantile(pa, q, dim=0), torch.quantile(pb, q, dim=0)

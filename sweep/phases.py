@@ -1,5 +1,5 @@
-"""One phase of a sweep as one Ray Tune experiment: the trainable with its resources, the bundle searcher, the
-member recorder, the per-member ASHA actor, the signal-aware stopper, and the verdict from otsr's own records.
+"""Phases run side by side as one Ray Tune experiment: the trainable with its resources, the bundle searcher, the
+member recorder, the per-member ASHA actors, the signal-aware stopper, and the verdict from otsr's own records.
 """
 
 from __future__ import annotations
@@ -64,43 +64,45 @@ def _asha(spec: SweepSpec, phase: Phase, run: PhaseRun, state: SweepState) -> st
     return name
 
 
-def _progress(phase: Phase):
+def _progress():
     from ray.tune import CLIReporter
 
     return CLIReporter(metric_columns=["step"], parameter_columns={"bundle": "bundle"}, max_report_frequency=30)
 
 
-def run_phase(spec: SweepSpec, phase: Phase, state: SweepState, opts: Options, tracker: Tracker) -> bool:
-    """Run (or continue) one phase; True when every member it needs has ended (False: interrupted)."""
+def run_phases(spec: SweepSpec, phases: list[Phase], state: SweepState, opts: Options, tracker: Tracker) -> bool:
+    """Run (or continue) phases side by side; True when every member they need has ended (False: interrupted)."""
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
 
-    run = PhaseRun(spec, phase, state)
-    run.asha_name = _asha(spec, phase, run, state)
-    if run.done():
-        return True
-    if opts.verbose < 3:  # Tune's newer console prints boxes even when silent; its classic one is quiet at 0
-        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
-    recorder = MemberRecorder(run, state, tracker, state["tags"], opts.verbose)
-    limit = spec.resources["max_concurrent"] or None
-    tuner = tune.Tuner(
-        _trainable(spec),
-        tune_config=tune.TuneConfig(search_alg=BundleSearcher(run), scheduler=FIFOScheduler(),
-                                    num_samples=max(1, run.n_bundles()), max_concurrent_trials=limit,
-                                    reuse_actors=REUSE_ACTORS),
-        run_config=tune.RunConfig(
-            name=phase.name, storage_path=str(Path(state.folder) / "ray"), stop=interrupts.StopOnSignal(),
-            callbacks=[recorder, interrupts.TakeBackSignals()], verbose=max(0, opts.verbose - 1),
-            progress_reporter=_progress(phase) if opts.verbose >= 2 else None,
-            failure_config=tune.FailureConfig(max_failures=spec.resources["max_failures"]),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+    runs = [PhaseRun(spec, phase, state) for phase in phases]
+    for run in runs:
+        run.asha_name = _asha(spec, run.phase, run, state)
     try:
+        if all(run.done() for run in runs):
+            return True
+        if opts.verbose < 3:  # Tune's newer console prints boxes even when silent; its classic one is quiet at 0
+            os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+        recorder = MemberRecorder(runs, state, tracker, state["tags"], opts.verbose)
+        limit = spec.resources["max_concurrent"] or None
+        tuner = tune.Tuner(
+            _trainable(spec),
+            tune_config=tune.TuneConfig(search_alg=BundleSearcher(runs), scheduler=FIFOScheduler(),
+                                        num_samples=max(1, sum(run.n_bundles() for run in runs)),
+                                        max_concurrent_trials=limit, reuse_actors=REUSE_ACTORS),
+            run_config=tune.RunConfig(
+                name="+".join(p.name for p in phases), storage_path=str(Path(state.folder) / "ray"),
+                stop=interrupts.StopOnSignal(), callbacks=[recorder, interrupts.TakeBackSignals()],
+                verbose=max(0, opts.verbose - 1), progress_reporter=_progress() if opts.verbose >= 2 else None,
+                failure_config=tune.FailureConfig(max_failures=spec.resources["max_failures"]),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
         tuner.fit()
     finally:
         interrupts.take_back()
-        if getattr(run, "asha_actor", None) is not None:
-            import ray
+        for run in runs:
+            if run.asha_actor is not None:
+                import ray
 
-            ray.kill(run.asha_actor)
+                ray.kill(run.asha_actor)
     state.save()
-    return run.done()
+    return all(run.done() for run in runs)

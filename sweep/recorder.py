@@ -27,9 +27,14 @@ OUTCOME = {"completed": "completed", "stopped": "stopped_early", "diverged": "di
 class MemberRecorder(Callback):
     """See the module docstring."""
 
-    def __init__(self, run: PhaseRun, state: SweepState, tracker: Tracker, tags: dict[str, str], verbose: int):
-        self.run, self.state, self.tracker, self.tags, self.verbose = run, state, tracker, tags, verbose
-        self.ended = sum(m["status"] in ENDED for m in state.members(run.phase.name).values())
+    def __init__(self, runs: list[PhaseRun], state: SweepState, tracker: Tracker, tags: dict[str, str],
+                 verbose: int):
+        self.runs = {r.phase.name: r for r in runs}
+        self.state, self.tracker, self.tags, self.verbose = state, tracker, tags, verbose
+        self.ended = {name: sum(m["status"] in ENDED for m in state.members(name).values()) for name in self.runs}
+
+    def _run(self, key: str) -> PhaseRun:
+        return self.runs[self.state.member(key)["phase"]]
 
     def __getstate__(self):  # Tune pickles callbacks into its own (never re-read) experiment files
         return {}
@@ -91,16 +96,16 @@ class MemberRecorder(Callback):
     def _ensure_run(self, key: str) -> None:
         if self.tracker.has_run(key):
             return
-        rec = self.state.member(key)
-        settings = {**self.run.base_settings(), **rec["settings"]}
-        tags = {**self.tags, MEMBER_TAG: key, PHASE_TAG: self.run.phase.name, ROLE_TAG: rec["role"],
+        rec, run = self.state.member(key), self._run(key)
+        settings = {**run.base_settings(), **rec["settings"]}
+        tags = {**self.tags, MEMBER_TAG: key, PHASE_TAG: run.phase.name, ROLE_TAG: rec["role"],
                 "method": str(settings.get("method")), "seed": str(settings.get("seed", 0)),
                 "otsr.bundle": self._bundle_of(key)}
-        self.tracker.create_run(key, member_run_name(settings, self.run.phase.searched), tags,
-                                run_params(settings, self.run.spec.pair), parent="parent")
+        self.tracker.create_run(key, member_run_name(settings, run.phase.searched), tags,
+                                run_params(settings, run.spec.pair), parent="parent")
 
     def _bundle_of(self, key: str) -> str:
-        return next((b for b, keys in self.run.record["bundles"].items() if key in keys), "")
+        return next((b for b, keys in self._run(key).record["bundles"].items() if key in keys), "")
 
     def _record(self, key: str, entry: dict[str, Any], result: dict[str, Any]) -> None:
         rec = self.state.member(key)
@@ -117,7 +122,7 @@ class MemberRecorder(Callback):
         if rows:
             self.tracker.log_metric_rows(key, rows)
             rec["logged_train"] = max(r[3] for r in rows)
-        objective = self.run.spec.objectives[0].metric
+        objective = self._run(key).spec.objectives[0].metric
         for ev in sorted(entry.get("evals") or [], key=lambda e: e.get("step", 0)):
             s = int(ev.get("step", 0))
             finite = _finite(ev)
@@ -144,31 +149,32 @@ class MemberRecorder(Callback):
         tags = {OUTCOME_TAG: OUTCOME[status], "otsr.node_id": node}
         if status == "stopped":
             tags["otsr.stopped_early"] = f"at step {rec['step']}"
-            settings = {**self.run.base_settings(), **rec["settings"]}
-            self.tracker.rename(key, f"{member_run_name(settings, self.run.phase.searched)} (stopped @{rec['step']})")
+            run = self._run(key)
+            settings = {**run.base_settings(), **rec["settings"]}
+            self.tracker.rename(key, f"{member_run_name(settings, run.phase.searched)} (stopped @{rec['step']})")
         if reason and status in ("diverged", "error"):
             tags["otsr.reason"] = reason[:5000]
         self.tracker.set_tags(key, tags)
         self.tracker.set_status(key, STATUS[status])
         try:
-            self.run.tell(key)
+            self._run(key).tell(key)
         except Exception as e:  # the study is a record; a failure to write it never stops the sweep
             print(f"otsr-sweep: could not record {key} in the Optuna study: {e}", file=sys.stderr)
-        self.ended += 1
+        self.ended[rec["phase"]] += 1
         if self.verbose == 1:
             self._line(key, status, reason)
 
     def _line(self, key: str, status: str, reason: str) -> None:
-        rec = self.state.member(key)
-        objective = self.run.spec.objectives[0].metric
+        rec, run = self.state.member(key), self._run(key)
+        objective = run.spec.objectives[0].metric
         value = rec["metrics"].get(objective)
         shown = f"{value:.4g}" if isinstance(value, (int, float)) and math.isfinite(value) else "–"
-        settings = {**self.run.base_settings(), **rec["settings"]}
-        name = member_run_name(settings, self.run.phase.searched)
+        settings = {**run.base_settings(), **rec["settings"]}
+        name = member_run_name(settings, run.phase.searched)
         text = {"completed": "done", "stopped": f"stopped early at step {rec['step']}",
                 "diverged": f"diverged: {reason}", "error": f"error: {reason[:120]}"}[status]
-        print(f"  [{self.run.phase.name} {self.ended}/{self.run.total()}] {name:<36} {objective}={shown:<10} {text}",
-              flush=True)
+        print(f"  [{run.phase.name} {self.ended[run.phase.name]}/{run.total()}] {name:<36} {objective}={shown:<10} "
+              f"{text}", flush=True)
 
 
 def _finite(metrics: dict[str, Any]) -> dict[str, float]:

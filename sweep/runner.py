@@ -19,8 +19,8 @@ from typing import Any
 from sweep import interrupts, ray_session
 from sweep.folder import ENDED, RESOLVED, SPEC, SweepState
 from sweep.lock import SweepBusy, driver_lock
-from sweep.phases import Options, describe, run_phase
-from sweep.searcher import Phase, plan_phases
+from sweep.phases import Options, describe, run_phases
+from sweep.searcher import Phase, plan_groups, plan_phases
 from sweep.space import SpaceError, SweepSpec, check_resources_on_cluster, load_space
 from sweep.tracking import (
     ROLE_TAG,
@@ -126,24 +126,31 @@ def _run_locked(folder: Path, opts: Options) -> dict[str, Any]:
     state.save()
     try:
         ray_session.start(opts.address, opts.num_cpus, opts.verbose)
-        for phase in plan_phases(spec):
-            if state.phase(phase.name)["status"] in ("done", "skipped"):
+        for group in plan_groups(spec):
+            todo = []
+            for phase in group:
+                if state.phase(phase.name)["status"] in ("done", "skipped"):
+                    continue
+                if phase.kind == "best" and state["best"].get(phase.method.method) is None:
+                    print(f"otsr-sweep: no {phase.method.method} configuration finished; skipping phase "
+                          f"{phase.name}", flush=True)
+                    state.phase(phase.name)["status"] = "skipped"
+                    continue
+                todo.append(phase)
+            if not todo:
                 continue
-            _check_stop(phase.name)
-            if phase.kind == "best" and state["best"].get(phase.method.method) is None:
-                print(f"otsr-sweep: no {phase.method.method} configuration finished; skipping phase {phase.name}",
-                      flush=True)
-                state.phase(phase.name)["status"] = "skipped"
-                continue
-            state.phase(phase.name)["status"] = "running"
+            _check_stop(todo[0].name)
+            for phase in todo:
+                state.phase(phase.name)["status"] = "running"
+                if opts.verbose:
+                    print(f"phase {phase.name}: {describe(phase, spec)}", flush=True)
             state.save()
-            if opts.verbose:
-                print(f"phase {phase.name}: {describe(phase, spec)}", flush=True)
-            if not run_phase(spec, phase, state, opts, tracker):
-                raise _interrupted(phase.name)
-            if phase.kind == "search" and not spec.multi_objective:
-                _choose_best(spec, phase, state, tracker)
-            state.phase(phase.name)["status"] = "done"
+            if not run_phases(spec, todo, state, opts, tracker):
+                raise _interrupted(todo[0].name)
+            for phase in todo:
+                if phase.kind == "search" and not spec.multi_objective:
+                    _choose_best(spec, phase, state, tracker)
+                state.phase(phase.name)["status"] = "done"
             state.save()
         _check_stop("report")
         report = write_report(folder)

@@ -42,8 +42,16 @@ class Phase:
         return sorted(self.method.search) + sorted(self.method.grid)
 
 
+def plan_groups(spec: SweepSpec) -> list[list[Phase]]:
+    """Phases that can run side by side, in order: every search and baseline first (they depend on nothing), then
+    the reruns of the chosen configurations (they depend on their search)."""
+    phases = plan_phases(spec)
+    groups = [[p for p in phases if p.kind != "best"], [p for p in phases if p.kind == "best"]]
+    return [g for g in groups if g]
+
+
 def plan_phases(spec: SweepSpec) -> list[Phase]:
-    """The experiments a sweep runs, in order."""
+    """The phases of a sweep, in order."""
     phases = []
     for m in spec.methods:
         if m.search:
@@ -175,11 +183,12 @@ class PhaseRun:
 
 
 class BundleSearcher(Searcher):
-    """Ray Tune searcher that hands out a phase's bundles (see ``PhaseRun``); Tune never restores it."""
+    """Ray Tune searcher that hands out the bundles of one or more phases run together (see ``PhaseRun``), in
+    phase order; Tune never restores it."""
 
-    def __init__(self, run: PhaseRun):
+    def __init__(self, runs: list[PhaseRun]):
         super().__init__(metric=None, mode=None)
-        self.run = run
+        self.runs = runs
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         """Everything the search needs is in the phase run."""
@@ -187,11 +196,12 @@ class BundleSearcher(Searcher):
 
     def suggest(self, trial_id: str):
         """The next bundle's config, or FINISHED."""
-        bundle = self.run.next_bundle()
-        if bundle is None:
-            return Searcher.FINISHED
-        self.run.trials[trial_id] = bundle
-        return self.run.trial_config(bundle)
+        for run in self.runs:
+            bundle = run.next_bundle()
+            if bundle is not None:
+                run.trials[trial_id] = bundle
+                return run.trial_config(bundle)
+        return Searcher.FINISHED
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
         """Members are told one by one as they end (``MemberRecorder``)."""
@@ -204,4 +214,4 @@ class BundleSearcher(Searcher):
         return {}
 
     def __getstate__(self):  # Tune pickles its config into its own (never re-read) experiment files
-        return {"_metric": None, "_mode": None, "run": None}
+        return {"_metric": None, "_mode": None, "runs": []}
