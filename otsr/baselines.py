@@ -19,18 +19,22 @@ def baselines(pair: Pair, cost: str, n: int = 1024) -> dict[str, dict[str, float
     if pair.has_true_map and math.prod(pair.shape) <= 1024 and pair.shape == pair.shape_q:
         out["best_affine"] = {"l2_uvp": best_affine_l2_uvp(pair, n=1 << 14)}
     out["noise_floor"] = noise_floor(pair, cost, n)
+    ref = pair.content_reference(n, torch.Generator().manual_seed(EVAL_SEED - 9))
+    if ref is not None:
+        out["content_floor"] = _bias_of_bank(pair, cost, n, ref)
     return out
 
 
 def noise_floor(pair: Pair, cost: str, n: int) -> dict[str, float]:
     """The bias metrics between Q and an independent sample of Q of the evaluation's size: a map whose T#P is
     exactly Q scores this, not 0."""
-    g = torch.Generator().manual_seed(EVAL_SEED - 7)
-    bank = draw_q(pair, n, g)
+    return _bias_of_bank(pair, cost, n, draw_q(pair, n, torch.Generator().manual_seed(EVAL_SEED - 7)))
 
-    class QAsMap:
-        """Maps each chunk of P to fresh Q samples: T#P = Q exactly."""
 
+def _bias_of_bank(pair: Pair, cost: str, n: int, bank: torch.Tensor) -> dict[str, float]:
+    """The bias metrics of a map whose outputs are the samples ``bank`` (n, *shape_q), one chunk after another."""
+
+    class BankAsMap:
         def __init__(self):
             self.at = 0
 
@@ -40,5 +44,5 @@ def noise_floor(pair: Pair, cost: str, n: int) -> dict[str, float]:
             self.at += k
             return y.to(x.device)
 
-    m = evaluate(QAsMap(), pair, n=n, cost=cost, full=False)
+    m = evaluate(BankAsMap(), pair, n=n, cost=cost, full=False, validate=False)
     return {k: v for k, v in m.items() if k.startswith("bias_")}

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from otsr import metrics
 from otsr.costs import cost as cost_fn
-from otsr.pairs import Pair
+from otsr.pairs import FeatureMetric, Pair, SampleMetric, ValidationMetrics
 from otsr.sampling import draw, draw_q, var_q
 
 EVAL_SEED = 2**31 - 1  # evaluation samples are the same at every evaluation and independent of training
@@ -63,30 +63,62 @@ def chunk_size(pair: Pair, n: int) -> int:
 
 
 def feature_spaces(pair: Pair) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-    """The generic Fréchet bias views of a pair: raw samples when small, pooled images otherwise."""
+    """The generic Fréchet bias views of a pair: raw samples when small; for images larger than that, 16x16-pooled
+    images (coarse content) and full-resolution high-pass patches (the fine detail that separates a blurry map's
+    outputs from real images: bicubic upsampling cannot match them)."""
     if math.prod(pair.shape_q) <= FRECHET_MAX_DIM:
         return {"bias_frechet": lambda z: z}
     if len(pair.shape_q) == 3 and min(pair.shape_q[1:]) >= POOL:
-        return {"bias_frechet_pool16": lambda z: F.adaptive_avg_pool2d(z.float(), POOL)}
+        return {"bias_frechet_pool16": lambda z: F.adaptive_avg_pool2d(z.float(), POOL),
+                "bias_frechet_hf": highpass_patches}
     return {}
 
 
+HF_PATCH, HF_SIGMA, HF_PATCHES_PER_IMAGE = 8, 1.0, 16
+
+
+def highpass_patches(z: torch.Tensor) -> torch.Tensor:
+    """Images (n, C, H, W) -> (n * 16, C * 64): 8x8 patches, at 16 fixed positions spread over each image, of the
+    high-pass band z - blur(z) (Gaussian, sigma 1 pixel, reflected edges) at full resolution."""
+    z = z.float()
+    c = z.shape[1]
+    r = math.ceil(3 * HF_SIGMA)
+    t = torch.arange(-r, r + 1, dtype=torch.float32, device=z.device)
+    k = torch.exp(-(t**2) / (2 * HF_SIGMA**2))
+    k = k / k.sum()
+    low = F.conv2d(F.pad(z, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    low = F.conv2d(F.pad(low, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    patches = F.unfold(z - low, HF_PATCH, stride=HF_PATCH)  # (n, C * 64, L)
+    idx = torch.linspace(0, patches.shape[-1] - 1, min(HF_PATCHES_PER_IMAGE, patches.shape[-1]),
+                         device=z.device).round().long()
+    return patches[..., idx].transpose(1, 2).reshape(-1, patches.shape[1])
+
+
+BUILT_IN = ("transport_cost", "bias_mean_shift", "bias_sliced_w2")  # every pair
+WITH_TRUE_MAP = ("l2_uvp", "cos")  # pairs that know T*
+FINAL_ONLY = ("ot_consistency",)  # the final evaluation only
+
+
 def metric_names(pair: Pair, full: bool = True) -> set[str]:
-    """The names ``evaluate`` reports for ``pair`` (without evaluating anything)."""
-    names = {"transport_cost", "bias_mean_shift", "bias_sliced_w2"} | pair.map_metric_names()
-    names |= set(feature_spaces(pair)) | pair.validation_metric_names()
-    if pair.has_true_map:
-        names |= {"l2_uvp", "cos"}
-    if full:
-        names |= {"ot_consistency"} | pair.feature_space_names()
-    return names
+    """The names ``evaluate`` reports for ``pair`` (without evaluating anything): the built-in ones, the generic
+    feature spaces, and the pair's own declarations (``Pair.metrics``)."""
+    names = set(BUILT_IN) | set(feature_spaces(pair)) | (set(WITH_TRUE_MAP) if pair.has_true_map else set())
+    for m in pair.metrics():
+        if isinstance(m, SampleMetric):
+            names.add(m.name)
+        elif isinstance(m, ValidationMetrics):
+            names |= set(m.names)
+        elif full:
+            names.add(m.name)
+    return names | (set(FINAL_ONLY) if full else set())
 
 
 class _TargetSide:
     """What every member's metrics compare against, accumulated once per evaluation: Q's samples."""
 
-    def __init__(self, theta: torch.Tensor, features: dict):
+    def __init__(self, theta: torch.Tensor, features: dict, sample_metrics: list):
         self.mean = metrics.Moments(False)
+        self.sample_metrics = sample_metrics
         self.theta, self.features = theta, features
         self.proj: list[torch.Tensor] = []
         self.moments = {k: metrics.Moments() for k in features}
@@ -111,7 +143,8 @@ class _MapSide:
     def __init__(self, pair: Pair, cost: str, full: bool, target: _TargetSide):
         self.pair, self.cost, self.full, self.target = pair, cost, full, target
         self.n = 0
-        self.sums: dict[str, float] = {"transport_cost": 0.0, "l2": 0.0, "uv": 0.0, "uu": 0.0, "vv": 0.0}
+        self.transport = 0.0
+        self.displacements = metrics.Displacements()
         self.extra: dict[str, float] = {}
         self.mean = metrics.Moments(False)
         self.proj: list[torch.Tensor] = []
@@ -122,18 +155,13 @@ class _MapSide:
     def update(self, x: torch.Tensor, tx: torch.Tensor, t_star: torch.Tensor | None) -> None:
         k = x.shape[0]
         self.n += k
-        self.sums["transport_cost"] += float(cost_fn(self.cost, x, tx).double().sum())
+        self.transport += float(cost_fn(self.cost, x, tx).double().sum())
         self.mean.update(tx)
         self.proj.append(tx.flatten(1).double() @ self.target.theta)
         if t_star is not None:
-            a, b, x0 = tx.flatten(1).double(), t_star.flatten(1).double(), x.flatten(1).double()
-            self.sums["l2"] += float((a - b).pow(2).sum())
-            u, v = a - x0, b - x0
-            self.sums["uv"] += float((u * v).sum())
-            self.sums["uu"] += float(u.pow(2).sum())
-            self.sums["vv"] += float(v.pow(2).sum())
-        for name, value in self.pair.map_metrics(x, tx).items():
-            self.extra[name] = self.extra.get(name, 0.0) + value * k
+            self.displacements.update(x, tx, t_star)
+        for m in self.target.sample_metrics:
+            self.extra[m.name] = self.extra.get(m.name, 0.0) + float(m.fn(x, tx).double().sum())
         for name, fn in self.target.features.items():
             self.moments[name].update(fn(tx))
         if self.full:
@@ -144,14 +172,13 @@ class _MapSide:
 
     def result(self, has_target: bool) -> dict[str, float]:
         n, tgt = self.n, self.target
-        out = {"transport_cost": self.sums["transport_cost"] / n,
-               "bias_mean_shift": float((self.mean.mean() - tgt.mean.mean()).norm()),
+        out = {"transport_cost": self.transport / n,
+               "bias_mean_shift": metrics.mean_shift_from_moments(self.mean, tgt.mean),
                "bias_sliced_w2": metrics.sliced_from_projections(torch.cat(self.proj), tgt.sorted_projections(),
                                                                  presorted_b=True)}
         if has_target:
-            out["l2_uvp"] = 100.0 * self.sums["l2"] / n / var_q(self.pair)
-            den = (self.sums["uu"] / n * self.sums["vv"] / n) ** 0.5
-            out["cos"] = self.sums["uv"] / n / den if den > 0 else 0.0
+            out["l2_uvp"] = self.displacements.l2_uvp(var_q(self.pair))
+            out["cos"] = self.displacements.cos()
         out.update({name: total / n for name, total in self.extra.items()})
         for name, m_tx in self.moments.items():
             out[name] = metrics.frechet_from_moments(m_tx, tgt.moments[name]) if n >= 2 else math.nan
@@ -163,15 +190,19 @@ class _MapSide:
 @torch.no_grad()
 def evaluate_members(maps: Callable[[torch.Tensor], torch.Tensor], pair: Pair, *, n: int, cost: str,
                      members: list[int], device: torch.device | str = "cpu", full: bool = True,
-                     seed: int = EVAL_SEED, chunk: int = 0, validation_limit: int = 0) -> list[dict[str, float]]:
+                     seed: int = EVAL_SEED, chunk: int = 0, validation_limit: int = 0,
+                     validate: bool = True) -> list[dict[str, float]]:
     """Metrics of the bundle members ``members`` on ``n`` fresh samples; ``maps`` takes a batch (B, ...) of P and
     returns every member's images (K, B, ...). One pass: the members see the same samples. See ``evaluate``."""
     if n < 2:
         raise ValueError(f"evaluate: n={n} samples; need at least 2")
     device = torch.device(device)
     g = torch.Generator(device=device).manual_seed(seed)
-    features = {**feature_spaces(pair), **(pair.feature_spaces(device) if full else {})}
-    target = _TargetSide(metrics.projection_directions(math.prod(pair.shape_q), N_PROJECTIONS, 0, device), features)
+    declared = pair.metrics()
+    features = {**feature_spaces(pair), **({m.name: m.build(device) for m in declared
+                                            if isinstance(m, FeatureMetric)} if full else {})}
+    target = _TargetSide(metrics.projection_directions(math.prod(pair.shape_q), N_PROJECTIONS, 0, device), features,
+                         [m for m in declared if isinstance(m, SampleMetric)])
     sides = [_MapSide(pair, cost, full, target) for _ in members]
     step = chunk or chunk_size(pair, n)
     with pair.evaluation_samples(seed):
@@ -186,21 +217,26 @@ def evaluate_members(maps: Callable[[torch.Tensor], torch.Tensor], pair: Pair, *
             del x, y, out, t_star
             release_freed_memory()
     results = [side.result(pair.has_true_map) for side in sides]
-    for res, m in zip(results, members):
-        res.update(pair.validation_metrics(lambda z, m=m: maps(z)[m], device, validation_limit))
+    for v in (m for m in declared if isinstance(m, ValidationMetrics) and validate):
+        for res, member in zip(results, members):
+            got = v.fn(lambda z, member=member: maps(z)[member], device, validation_limit)
+            if set(got) != set(v.names):
+                raise ValueError(f"pair {pair!r}: its validation metrics returned {sorted(got)}, declared "
+                                 f"{sorted(v.names)}")
+            res.update(got)
     return results
 
 
 def evaluate(t: Callable[[torch.Tensor], torch.Tensor], pair: Pair, *, n: int, cost: str,
              device: torch.device | str = "cpu", full: bool = True, seed: int = EVAL_SEED, chunk: int = 0,
-             validation_limit: int = 0) -> dict[str, float]:
+             validation_limit: int = 0, validate: bool = True) -> dict[str, float]:
     """Metrics of the map ``t`` (a batch (B, ...) of P -> its images) on ``n`` fresh samples, streamed in chunks.
 
     Always: transport cost E c(x, T(x)); bias of T#P vs Q as mean shift, sliced W2 and Fréchet distance (raw
-    samples up to 1024 coordinates, 16x16-pooled images above); L2-UVP and cos when the pair knows T*; the pair's
-    own ``map_metrics`` and ``validation_metrics`` (capped at ``validation_limit`` items if > 0). With ``full``
-    (the final evaluation): also OT-consistency on the first 512 samples and the pair's heavy feature spaces
-    (FID when it has Inception weights).
+    samples up to 1024 coordinates; for larger images 16x16-pooled images and full-resolution high-pass patches);
+    L2-UVP and cos when the pair knows T*; the pair's own sample and validation metrics (``Pair.metrics``;
+    validation capped at ``validation_limit`` items if > 0). With ``full`` (the final evaluation): also
+    OT-consistency on the first 512 samples and the pair's feature metrics (FID when it has Inception weights).
 
     Example:
         >>> from otsr.pairs import GaussianShift
@@ -210,7 +246,7 @@ def evaluate(t: Callable[[torch.Tensor], torch.Tensor], pair: Pair, *, n: int, c
         (0.0, 1.0)
     """
     return evaluate_members(lambda x: t(x)[None], pair, n=n, cost=cost, members=[0], device=device, full=full,
-                            seed=seed, chunk=chunk, validation_limit=validation_limit)[0]
+                            seed=seed, chunk=chunk, validation_limit=validation_limit, validate=validate)[0]
 
 
 class MapChange:

@@ -55,6 +55,8 @@ for _args in [
     ("bias_sliced_w2", "min", True, "sliced W2 between T#P and Q (128 random directions)"),
     ("bias_frechet", "min", True, "Frechet distance between Gaussian fits of T#P and Q (samples <= 1024 coords)"),
     ("bias_frechet_pool16", "min", True, "Frechet distance of 16x16 average-pooled images of T#P and Q"),
+    ("bias_frechet_hf", "min", True, "Frechet distance of full-resolution 8x8 patches of the high-pass band (image "
+     "minus its Gaussian blur) of T#P and Q: the fine detail a blurry map cannot match"),
     ("ot_consistency", "max", False, "share of the optimal assignment {x_i} -> {T(x_i)} that is the identity"),
     ("transport_cost", "min", True, "E c(x, T(x)): the content cost the map pays"),
     ("map_change", "min", True, "100 % E|T_now(x) - T_before(x)|^2 / Var(Q) since the previous evaluation: a "

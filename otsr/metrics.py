@@ -1,20 +1,17 @@
 """Map-quality and bias metrics (definitions of the paper and of the Wasserstein-2 benchmark).
 
-All functions take batches ``(n, ...)`` and flatten each sample. Randomness is an explicit ``seed``.
+One implementation per metric: the streaming accumulators below (``Displacements``, ``Moments``, projections for
+sliced W2) are what evaluation runs chunk by chunk, and the batch functions (``l2_uvp``, ``cosine``,
+``mean_shift``, ``sliced_wasserstein``, ``frechet``) feed them one batch, so tests of the functions test the code
+users run. All functions take batches ``(n, ...)`` and flatten each sample. Randomness is an explicit ``seed``.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from otsr.costs import pairwise_cost
-
-
-def _flat(*xs: torch.Tensor) -> list[torch.Tensor]:
-    return [x.flatten(1).double() for x in xs]
 
 
 def _check_same(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
@@ -24,29 +21,65 @@ def _check_same(a: torch.Tensor, b: torch.Tensor, what: str) -> None:
         raise ValueError(f"{what}: expected a batch (n, ...), got shape {tuple(a.shape)}")
 
 
+class Displacements:
+    """Running sums behind L2-UVP and cos: |T^(x) - T*(x)|^2 and the products of the displacements T^(x) - x,
+    T*(x) - x, in float64, fed chunk by chunk."""
+
+    def __init__(self):
+        self.n, self.l2, self.uv, self.uu, self.vv = 0, 0.0, 0.0, 0.0, 0.0
+
+    def update(self, x: torch.Tensor, t_hat: torch.Tensor, t_star: torch.Tensor) -> None:
+        """Add a chunk: samples x and both maps' images of them (same shapes, or SR-shaped x for L2-UVP only)."""
+        a, b = t_hat.flatten(1).double(), t_star.flatten(1).double()
+        self.n += a.shape[0]
+        self.l2 += float((a - b).pow(2).sum())
+        if x.shape == t_hat.shape:
+            x0 = x.flatten(1).double()
+            u, v = a - x0, b - x0
+            self.uv += float((u * v).sum())
+            self.uu += float(u.pow(2).sum())
+            self.vv += float(v.pow(2).sum())
+
+    def l2_uvp(self, var_q: float) -> float:
+        """100 % E|T^(x) - T*(x)|^2 / Var(Q)."""
+        return 100.0 * self.l2 / self.n / var_q
+
+    def cos(self) -> float:
+        """E<u, v> / sqrt(E|u|^2 E|v|^2) (0 when a displacement is identically zero)."""
+        den = (self.uu / self.n * self.vv / self.n) ** 0.5
+        return self.uv / self.n / den if den > 0 else 0.0
+
+
 def l2_uvp(t_hat: torch.Tensor, t_star: torch.Tensor, var_q: float) -> float:
     """L2-UVP (%) = 100 * E||T^(x) - T*(x)||^2 / Var(Q), given both maps applied to the same x."""
     _check_same(t_hat, t_star, "l2_uvp")
-    a, b = _flat(t_hat, t_star)
-    return 100.0 * float((a - b).pow(2).sum(1).mean()) / var_q
+    acc = Displacements()
+    acc.update(t_hat, t_hat, t_star)
+    return acc.l2_uvp(var_q)
 
 
 def cosine(x: torch.Tensor, t_hat: torch.Tensor, t_star: torch.Tensor) -> float:
     """cos = E<T^(x) - x, T*(x) - x> / sqrt(E||T^(x) - x||^2 E||T*(x) - x||^2)."""
     _check_same(t_hat, t_star, "cosine")
     _check_same(x, t_hat, "cosine")
-    x, a, b = _flat(x, t_hat, t_star)
-    u, v = a - x, b - x
-    den = float(u.pow(2).sum(1).mean() * v.pow(2).sum(1).mean()) ** 0.5
-    return float((u * v).sum(1).mean()) / den if den > 0 else 0.0
+    acc = Displacements()
+    acc.update(x, t_hat, t_star)
+    return acc.cos()
 
 
 def mean_shift(a: torch.Tensor, b: torch.Tensor) -> float:
     """||E a - E b||: W1 between two Gaussians of equal covariance, a lower bound on W1 in general."""
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"mean_shift: sample shapes differ, {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
-    a, b = _flat(a, b)
-    return float((a.mean(0) - b.mean(0)).norm())
+    ma, mb = Moments(False), Moments(False)
+    ma.update(a)
+    mb.update(b)
+    return mean_shift_from_moments(ma, mb)
+
+
+def mean_shift_from_moments(a: Moments, b: Moments) -> float:
+    """The mean shift of two streams of samples (see ``mean_shift``)."""
+    return float((a.mean() - b.mean()).norm())
 
 
 def projection_directions(dim: int, n_projections: int = 128, seed: int = 0,
@@ -81,7 +114,7 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_projections: int = 12
     """Sliced W2: sqrt of the mean over random unit directions of the 1-D W2^2 of the projections."""
     if a.shape[1:] != b.shape[1:]:
         raise ValueError(f"sliced_wasserstein: sample shapes differ, {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
-    a, b = _flat(a, b)
+    a, b = a.flatten(1).double(), b.flatten(1).double()
     theta = projection_directions(a.shape[1], n_projections, seed, a.device)
     return sliced_from_projections(a @ theta, b @ theta)
 
@@ -106,9 +139,10 @@ def frechet(a: torch.Tensor, b: torch.Tensor) -> float:
         raise ValueError(f"frechet: sample shapes differ, {tuple(a.shape[1:])} vs {tuple(b.shape[1:])}")
     if a.shape[0] < 2 or b.shape[0] < 2:
         raise ValueError("frechet: need at least 2 samples on each side")
-    a, b = _flat(a, b)
-    return bures_sq(a.mean(0), torch.cov(a.T).reshape(a.shape[1], -1), b.mean(0),
-                    torch.cov(b.T).reshape(b.shape[1], -1))
+    ma, mb = Moments(), Moments()
+    ma.update(a)
+    mb.update(b)
+    return frechet_from_moments(ma, mb)
 
 
 class Moments:
@@ -152,55 +186,13 @@ def frechet_from_moments(a: Moments, b: Moments) -> float:
 
 
 def linear_assignment(cost: np.ndarray) -> np.ndarray:
-    """Optimal assignment for a square cost matrix: ``col[i]`` for each row i (minimum total cost).
+    """Optimal assignment for a square cost matrix: ``col[i]`` for each row i (minimum total cost; SciPy)."""
+    from scipy.optimize import linear_sum_assignment
 
-    Uses SciPy when installed, else a shortest-augmenting-path Hungarian method in NumPy, O(n^3).
-    """
     cost = np.asarray(cost, dtype=np.float64)
     if cost.ndim != 2 or cost.shape[0] != cost.shape[1]:
         raise ValueError(f"linear_assignment: need a square matrix, got shape {cost.shape}")
-    try:
-        from scipy.optimize import linear_sum_assignment
-    except ImportError:
-        return hungarian(cost)
     return linear_sum_assignment(cost)[1]
-
-
-def hungarian(cost: np.ndarray) -> np.ndarray:
-    """Hungarian method with potentials (rows u, columns v); returns the column of each row."""
-    n = cost.shape[0]
-    u, v = np.zeros(n + 1), np.zeros(n + 1)
-    match = np.zeros(n + 1, dtype=np.int64)  # match[j] = row (1-based) on column j; column 0 is virtual
-    c = np.zeros((n + 1, n + 1))
-    c[1:, 1:] = cost
-    for i in range(1, n + 1):
-        match[0], j0 = i, 0
-        minv = np.full(n + 1, np.inf)
-        way = np.zeros(n + 1, dtype=np.int64)
-        used = np.zeros(n + 1, dtype=bool)
-        while match[j0] != 0:
-            used[j0] = True
-            i0 = match[j0]
-            free = ~used
-            cur = c[i0] - u[i0] - v
-            better = free & (cur < minv)
-            minv[better] = cur[better]
-            way[better] = j0
-            cand = np.where(free, minv, np.inf)
-            cand[0] = np.inf
-            j1 = int(np.argmin(cand))
-            delta = cand[j1]
-            u[match[used]] += delta
-            v[used] -= delta
-            minv[free] -= delta
-            j0 = j1
-        while j0:
-            j1 = way[j0]
-            match[j0] = match[j1]
-            j0 = j1
-    col = np.zeros(n, dtype=np.int64)
-    col[match[1:] - 1] = np.arange(n)
-    return col
 
 
 def ot_consistency(x: torch.Tensor, tx: torch.Tensor, cost: str = "mean") -> float:
@@ -213,9 +205,3 @@ def ot_consistency(x: torch.Tensor, tx: torch.Tensor, cost: str = "mean") -> flo
         raise ValueError(f"ot_consistency: batch sizes differ, {x.shape[0]} vs {tx.shape[0]}")
     col = linear_assignment(pairwise_cost(cost, x, tx).cpu().numpy())
     return float(np.mean(col == np.arange(len(col))))
-
-
-@torch.no_grad()
-def apply_map(t: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
-    """T(x) in batches (evaluation mode, no autograd)."""
-    return torch.cat([t(x[i:i + batch]) for i in range(0, x.shape[0], batch)])

@@ -1,6 +1,14 @@
 """Problems with (mostly) known OT maps: a source P, a target Q and T* where known."""
 
-from otsr.pairs._base import NoTrueMapError, Pair, cached_to
+from otsr.pairs._base import (
+    FeatureMetric,
+    NoTrueMapError,
+    Pair,
+    PairMetric,
+    SampleMetric,
+    ValidationMetrics,
+    cached_to,
+)
 from otsr.pairs._convex import ConvexMixture, best_affine_l2_uvp
 from otsr.pairs._gaussian import Gaussian, GaussianShift, gaussian_ot_matrix
 from otsr.pairs._icnn import ICNNMixture
@@ -9,8 +17,8 @@ from otsr.pairs._registry import PAIRS, make_pair, pair_class, pair_names, pair_
 from otsr.pairs._spec import PairSpec
 
 __all__ = [
-    "PAIRS", "ConvexMixture", "DegradedImages", "Gaussian", "GaussianShift", "ICNNMixture", "NoTrueMapError", "Pair",
-    "PairSpec",
+    "PAIRS", "ConvexMixture", "DegradedImages", "FeatureMetric", "Gaussian", "GaussianShift", "ICNNMixture",
+    "NoTrueMapError", "Pair", "PairMetric", "PairSpec", "SampleMetric", "ValidationMetrics",
     "best_affine_l2_uvp", "blur", "cached_to", "gaussian_kernel", "gaussian_ot_matrix", "make_pair", "pair_class",
     "pair_names", "pair_parameters", "register_pair",
 ]

@@ -19,6 +19,35 @@ VAR_SAMPLES = 1 << 14  # samples of Q behind the default Var(Q) estimate
 VAR_SEED = 2**31 - 5
 
 
+@dataclasses.dataclass(frozen=True)
+class SampleMetric:
+    """A per-sample metric: the mean over evaluation samples of ``fn(x, T(x))``, a (n,) tensor per chunk."""
+
+    name: str
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureMetric:
+    """The Fréchet distance between T#P and Q in a feature space, at the final evaluation; ``build(device)``
+    returns the feature function (e.g. an Inception network loaded from a local file)."""
+
+    name: str
+    build: Callable[[torch.device], Callable[[torch.Tensor], torch.Tensor]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ValidationMetrics:
+    """Metrics on the pair's own validation data (e.g. paired SR images): ``fn(t, device, limit)`` returns exactly
+    ``names``; ``limit`` > 0 caps the validation items (the pre-training check uses 1)."""
+
+    names: tuple[str, ...]
+    fn: Callable[..., dict[str, float]]
+
+
+PairMetric = SampleMetric | FeatureMetric | ValidationMetrics
+
+
 class NoTrueMapError(RuntimeError):
     """Raised when a metric needs the true OT map of a pair that does not know it (real unpaired data)."""
 
@@ -88,26 +117,11 @@ class Pair(abc.ABC):
 
     # --- evaluation hooks (defaults: nothing extra) ---
 
-    def map_metrics(self, x: torch.Tensor, tx: torch.Tensor) -> dict[str, float]:
-        """Pair-specific metrics of a chunk of samples x and their images T(x), as means over the chunk.
-
-        Evaluation streams samples in chunks and averages these values weighted by chunk size, so each value
-        must be a mean over the chunk's samples. Names must be listed by ``map_metric_names``.
-        """
-        return {}
-
-    def map_metric_names(self) -> set[str]:
-        """Names ``map_metrics`` returns (registered in ``otsr.metric_registry``)."""
-        return set()
-
-    def feature_spaces(self, device: torch.device) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-        """Extra feature maps (name -> fn on Q-shaped batches) whose Fréchet distance between T#P and Q is
-        reported at the final evaluation, e.g. ``fid`` through an Inception network."""
-        return {}
-
-    def feature_space_names(self) -> set[str]:
-        """Names ``feature_spaces`` returns with this pair's settings (without building any network)."""
-        return set()
+    def metrics(self) -> list[PairMetric]:
+        """The pair's own metrics, each declared once with its name and function (``SampleMetric``,
+        ``FeatureMetric``, ``ValidationMetrics``); names are registered in ``otsr.metric_registry``. Cheap: builds
+        no network (feature metrics build theirs when the final evaluation asks)."""
+        return []
 
     def evaluation_samples(self, seed: int) -> contextlib.AbstractContextManager:
         """A context in which the samplers draw the same evaluation samples for the same ``seed``.
@@ -118,16 +132,10 @@ class Pair(abc.ABC):
         """
         return contextlib.nullcontext()
 
-    def validation_metrics(self, t, device: torch.device, limit: int = 0) -> dict[str, float]:
-        """Metrics on the pair's own validation data (e.g. paired SR images), run at the final evaluation.
-
-        ``limit`` > 0 caps the number of validation items (the pre-training check uses 1).
-        """
-        return {}
-
-    def validation_metric_names(self) -> set[str]:
-        """Names ``validation_metrics`` returns with this pair's settings."""
-        return set()
+    def content_reference(self, n: int, generator: torch.Generator) -> torch.Tensor | None:
+        """``n`` samples shaped like Q that carry P's content (e.g. the HR originals of an SR dataset's LR pool), when
+        the data has them: their bias to Q is the content floor, below which no map can go. None by default."""
+        return None
 
     def metric_notes(self) -> dict[str, str]:
         """Metrics this pair cannot compute, each with the reason (reported, never faked)."""

@@ -8,7 +8,7 @@ import math
 import torch
 
 from otsr.metrics import sqrtm_psd
-from otsr.pairs._base import Pair, cached_to
+from otsr.pairs._base import Pair, SampleMetric, cached_to
 
 
 @dataclasses.dataclass(repr=False)
@@ -56,14 +56,9 @@ class GaussianShift(Pair):
         """Trace of I_d."""
         return float(self.dim)
 
-    def map_metrics(self, x: torch.Tensor, tx: torch.Tensor) -> dict[str, float]:
-        """The learned shift s = E<T(x) - x, delta/||delta||>, comparable with ``otsr.theory``."""
-        u = self.delta(x.device) / self.shift
-        return {"shift": float(((tx - x) @ u).mean())}
-
-    def map_metric_names(self) -> set[str]:
-        """``shift``: the learned translation along delta."""
-        return {"shift"}
+    def metrics(self) -> list[SampleMetric]:
+        """``shift``: the learned translation s = E<T(x) - x, delta/||delta||>, comparable with ``otsr.theory``."""
+        return [SampleMetric("shift", lambda x, tx: (tx - x) @ (self.delta(x.device) / self.shift))]
 
 
 def _random_spd(dim: int, g: torch.Generator, scale: float) -> torch.Tensor:

@@ -1,8 +1,11 @@
 """An offline demo dataset for unpaired ×4 SR, built from photographs that installed packages ship.
 
-Photos are split by source image: one group gives the HR pool, another the LR pool (degraded: blur, ×4
-downsampling, noise, JPEG compression — a degradation the model is not told), and held-out photos give a paired
-validation set (LR made by the same degradation). Layout as AIM19: train_hr, train_lr, valid_hr, valid_lr.
+Each training photo is cut into tiles that alternate between the HR pool and the LR pool (degraded: blur, ×4
+downsampling, noise, JPEG compression — a degradation the model is not told): the pools are disjoint crops of the
+same photos, so they share one content distribution and the bias of a map measures detail, not which photos went
+where. The HR originals of the LR tiles are kept in ``train_lr_hr`` for measurement only (the content floor:
+HR vs HR of the other pool); a held-out photo gives the paired validation set. Layout as AIM19 (train_hr,
+train_lr, valid_hr, valid_lr) plus that reference folder.
 """
 
 from __future__ import annotations
@@ -17,10 +20,11 @@ from torchvision.io import decode_jpeg, encode_jpeg, write_png
 
 from otsr.pairs import blur, gaussian_kernel
 
-HR_PHOTOS = ("astronaut", "rocket", "china", "immunohistochemistry")
-LR_PHOTOS = ("chelsea", "hubble_deep_field", "flower", "retina")
+TRAIN_PHOTOS = ("astronaut", "rocket", "china", "immunohistochemistry", "chelsea", "hubble_deep_field", "flower",
+                "retina")
 VALID_PHOTOS = ("coffee",)
 TILE = 192  # HR tiles cut from each photo (multiple of the scale)
+VERSION = "v2"  # tiles of one photo alternate between the pools (v1 split the pools by photo)
 
 
 def _photo(name: str) -> torch.Tensor:
@@ -57,22 +61,26 @@ def build_demo(root: str | Path, scale: int = 4, seed: int = 0) -> Path:
     """Write the demo dataset under ``root`` (once: an existing complete folder is reused)."""
     root = Path(root)
     done = root / ".complete"
-    if done.exists():
+    if done.exists() and VERSION in done.read_text():
         return root
     rng = random.Random(seed)
-    for sub in ("train_hr", "train_lr", "valid_hr", "valid_lr"):
+    for sub in ("train_hr", "train_lr", "train_lr_hr", "valid_hr", "valid_lr"):
+        if (root / sub).exists():
+            for old in (root / sub).iterdir():
+                old.unlink()
         (root / sub).mkdir(parents=True, exist_ok=True)
-    for name in HR_PHOTOS:
+    for name in TRAIN_PHOTOS:
         for i, t in enumerate(_tiles(_photo(name), TILE)):
-            write_png(t.contiguous(), str(root / "train_hr" / f"{name}_{i:03d}.png"))
-    for name in LR_PHOTOS:
-        for i, t in enumerate(_tiles(_photo(name), TILE)):
-            write_png(degrade(t, scale, rng), str(root / "train_lr" / f"{name}_{i:03d}.png"))
+            if i % 2 == 0:
+                write_png(t.contiguous(), str(root / "train_hr" / f"{name}_{i:03d}.png"))
+            else:
+                write_png(degrade(t, scale, rng), str(root / "train_lr" / f"{name}_{i:03d}.png"))
+                write_png(t.contiguous(), str(root / "train_lr_hr" / f"{name}_{i:03d}.png"))
     for name in VALID_PHOTOS:
         for i, t in enumerate(_tiles(_photo(name), TILE)):
             write_png(t.contiguous(), str(root / "valid_hr" / f"{name}_{i:03d}.png"))
             write_png(degrade(t, scale, rng), str(root / "valid_lr" / f"{name}_{i:03d}.png"))
-    done.write_text(f"scale={scale} seed={seed}\n")
+    done.write_text(f"{VERSION} scale={scale} seed={seed}\n")
     return root
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from otsr.costs import upsample_like
-from otsr.pairs import Pair
+from otsr.pairs import FeatureMetric, Pair, ValidationMetrics
 from otsr.sr.data import CropStream, check_min_size, list_images, paired_validation, read_image
 from otsr.sr.demo import build_demo, default_demo_root
 from otsr.sr.metrics import FIDInception, LPIPSMetric, psnr, ssim
@@ -52,6 +52,7 @@ class UnpairedSR(Pair):
                               crops_per_image=self.crops_per_image, seed=self.seed + 1)
         self._features: dict = {}
         self._var_q: float | None = None
+        self.reference_files = list_images(root / "train_lr_hr") if (root / "train_lr_hr").is_dir() else []
 
     @property
     def shape(self):
@@ -85,6 +86,14 @@ class UnpairedSR(Pair):
         """HR crops, independent of the LR ones."""
         return self._hr.take(n, generator.device)
 
+    def content_reference(self, n, generator):
+        """HR crops of the LR pool's originals (``train_lr_hr``), when the dataset has them (the demo set does)."""
+        if not self.reference_files:
+            return None
+        stream = CropStream(self.reference_files, self.hr_crop, workers=0, crops_per_image=self.crops_per_image,
+                            seed=self.seed + 5)
+        return stream.take(n, generator.device)
+
     def var_q(self) -> float:
         """Var(Q) estimated once on 256 HR crops."""
         if self._var_q is None:
@@ -113,10 +122,14 @@ class UnpairedSR(Pair):
                 hr = hr[..., h0 * s:h0 * s + c, w0 * s:w0 * s + c]
             yield lr.to(device), hr.to(device)
 
-    def validation_metric_names(self) -> set[str]:
-        """PSNR/SSIM of T(LR) and of bicubic; LPIPS when AlexNet weights are given."""
-        names = {"psnr", "ssim", "psnr_bicubic", "ssim_bicubic"}
-        return names | ({"lpips"} if self.lpips_alexnet else set())
+    def metrics(self) -> list:
+        """PSNR/SSIM of T(LR) and of bicubic on the validation pairs (LPIPS with AlexNet weights); FID with the
+        FID Inception weights."""
+        names = ("psnr", "ssim", "psnr_bicubic", "ssim_bicubic") + (("lpips",) if self.lpips_alexnet else ())
+        out = [ValidationMetrics(names, self.validation_metrics)]
+        if self.inception:
+            out.append(FeatureMetric("fid", self._fid_features))
+        return out
 
     def _feature(self, key: str, build):
         if key not in self._features:
@@ -126,7 +139,8 @@ class UnpairedSR(Pair):
     @torch.no_grad()
     def validation_metrics(self, t, device, limit: int = 0) -> dict[str, float]:
         """PSNR/SSIM (and LPIPS) of T(LR) and of bicubic against the paired HR images, one image at a time."""
-        sums = dict.fromkeys(self.validation_metric_names(), 0.0)
+        sums = dict.fromkeys(("psnr", "ssim", "psnr_bicubic", "ssim_bicubic") + (("lpips",) if self.lpips_alexnet
+                                                                                 else ()), 0.0)
         lpips = self._feature(("lpips", str(device)), lambda: LPIPSMetric(self.lpips_alexnet).to(device)) \
             if self.lpips_alexnet else None
         n = 0
@@ -142,16 +156,10 @@ class UnpairedSR(Pair):
             n += 1
         return {k: v / n for k, v in sums.items()}
 
-    def feature_space_names(self) -> set[str]:
-        """``fid`` when FID Inception weights are given."""
-        return {"fid"} if self.inception else set()
-
-    def feature_spaces(self, device) -> dict:
-        """FID: the Fréchet distance of T(LR crops) and HR crops in the FID Inception network's pool3 space."""
-        if not self.inception:
-            return {}
+    def _fid_features(self, device):
+        """FID: T(LR crops) and HR crops in the FID Inception network's pool3 space."""
         net = self._feature(("fid", str(device)), lambda: FIDInception(self.inception).to(device))
-        return {"fid": lambda z: net(z.float().clamp(0, 1))}
+        return lambda z: net(z.float().clamp(0, 1))
 
     @torch.no_grad()
     def figure(self, t, device, k: int = 4) -> torch.Tensor:

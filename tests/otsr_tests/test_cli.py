@@ -68,7 +68,7 @@ def test_resume_warns_when_a_longer_run_stretches_a_finished_cosine_schedule(tmp
 def test_print_config_shows_the_resolved_recipe_and_exits(tmp_path, capsys):
     assert main(["train", "--pair", "convex-mixture", "--dim", "16", "--method", "ots", "--print-config"]) == 0
     cfg = json.loads(capsys.readouterr().out)
-    assert cfg["train"]["batch_size"] == 1024 and cfg["resolved"]["width"] == 128
+    assert cfg["train"]["batch_size"] == 256 and cfg["train"]["map_steps"] == 3 and cfg["resolved"]["width"] == 128
     assert cfg["resolved"]["device"] in ("cpu", "cuda")
 
 

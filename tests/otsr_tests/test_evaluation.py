@@ -11,7 +11,7 @@ import torch
 
 from otsr import metrics
 from otsr.evaluation import check_pair, evaluate, metric_names
-from otsr.pairs import GaussianShift, Pair
+from otsr.pairs import GaussianShift, Pair, SampleMetric
 from otsr.testing import GradientPair, LinearPair
 
 
@@ -88,11 +88,11 @@ def test_the_check_before_training_runs_the_final_evaluation():
     class BadMetric(LinearPair):
         name = "user-bad-metric"
 
-        def map_metric_names(self):
-            return {"broken"}
+        def metrics(self):
+            def broken(x, tx):
+                raise RuntimeError("my metric has a bug")
 
-        def map_metrics(self, x, tx):
-            raise RuntimeError("my metric has a bug")
+            return [SampleMetric("broken", broken)]
 
     check_pair(LinearPair())
     with pytest.raises(ValueError, match="evaluation fails before training: RuntimeError: my metric has a bug"):

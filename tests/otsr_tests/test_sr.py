@@ -28,12 +28,16 @@ def _png(path, h, w, seed=0):
     write_png(torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8), str(path))
 
 
-def test_demo_split_is_unpaired_by_source_photo(demo):
-    hr, lr = list_images(demo / "train_hr"), list_images(demo / "train_lr")
+def test_demo_pools_are_disjoint_tiles_of_the_same_photos(demo):
+    """One content distribution: every training photo gives tiles to both pools, no tile to both; the LR tiles'
+    HR originals are kept apart for the content floor; validation photos are held out."""
+    hr, lr, ref = (list_images(demo / d) for d in ("train_hr", "train_lr", "train_lr_hr"))
     sources = lambda files: {f.stem.rsplit("_", 1)[0] for f in files}  # noqa: E731
-    assert not sources(hr) & sources(lr)  # no photo gives both HR and LR training images
+    assert sources(hr) == sources(lr) and len(sources(hr)) >= 6
+    assert not {f.stem for f in hr} & {f.stem for f in lr}  # disjoint tiles
+    assert [f.stem for f in ref] == [f.stem for f in lr]
     valid = paired_validation(demo / "valid_lr", demo / "valid_hr", 4)
-    assert valid and not sources([h for _, h in valid]) & (sources(hr) | sources(lr))
+    assert valid and not sources([h for _, h in valid]) & sources(hr)
 
 
 def _edsr(features: int, blocks: int) -> MemberView:
