@@ -84,3 +84,19 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if missing:
         raise CheckpointError(f"checkpoint {path} is not an otsr checkpoint (missing {', '.join(missing)})")
     return ckpt
+
+
+def load_weights(path: str | Path, what: str) -> dict:
+    """A pretrained network's state dict from a local weights file (``weights_only``: loading never runs code
+    from it; nothing is downloaded)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} weights not found at {path} (give a local file; nothing is downloaded)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"{what} weights file {path} cannot be read as a state dict: {e}") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise ValueError(f"{what} weights file {path} holds {type(state).__name__}, not a state dict")
+    return state

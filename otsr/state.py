@@ -258,7 +258,7 @@ def build_cost(cfg: TrainConfig, device: torch.device) -> Callable[[torch.Tensor
     """Per-sample content cost c(x, T(x)): the named cost, plus ``perceptual_weight`` times a VGG feature MSE."""
     if not cfg.perceptual_weight:
         return lambda x, tx: named_cost(cfg.cost, x, tx)
-    from otsr.sr.perceptual import PerceptualCost  # only runs that ask for VGG need torchvision's VGG
+    from otsr.perceptual import PerceptualCost  # only runs that ask for VGG need torchvision's VGG
 
     vgg = PerceptualCost(cfg.perceptual_weights).to(device)
     return lambda x, tx: named_cost(cfg.cost, x, tx) + cfg.perceptual_weight * vgg(x, tx)

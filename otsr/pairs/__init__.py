@@ -5,6 +5,7 @@ from otsr.pairs._base import (
     NoTrueMapError,
     Pair,
     PairMetric,
+    PairSpec,
     SampleMetric,
     ValidationMetrics,
     cached_to,
@@ -14,7 +15,6 @@ from otsr.pairs._gaussian import Gaussian, GaussianShift, gaussian_ot_matrix
 from otsr.pairs._icnn import ICNNMixture
 from otsr.pairs._images import DegradedImages, blur, gaussian_kernel
 from otsr.pairs._registry import PAIRS, make_pair, pair_class, pair_names, pair_parameters, register_pair
-from otsr.pairs._spec import PairSpec
 
 __all__ = [
     "PAIRS", "ConvexMixture", "DegradedImages", "FeatureMetric", "Gaussian", "GaussianShift", "ICNNMixture",

@@ -7,13 +7,9 @@ import abc
 import contextlib
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
-
-if TYPE_CHECKING:
-    from otsr.pairs._spec import PairSpec
-
 
 VAR_SAMPLES = 1 << 14  # samples of Q behind the default Var(Q) estimate
 VAR_SEED = 2**31 - 5
@@ -110,10 +106,7 @@ class Pair(abc.ABC):
 
     def spec(self) -> PairSpec:
         """The pair's identity: registry name (or import path) and parameters; ``spec().build()`` rebuilds it."""
-        from otsr.pairs._registry import spec_name
-        from otsr.pairs._spec import PairSpec
-
-        return PairSpec(spec_name(type(self)), self.params())
+        return PairSpec(_REGISTRY.spec_name(type(self)), self.params())
 
     # --- evaluation hooks (defaults: nothing extra) ---
 
@@ -156,6 +149,55 @@ class Pair(abc.ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
         return f"{self.name}({args})"
+
+
+@dataclasses.dataclass(frozen=True)
+class PairSpec:
+    """A pair by name (registry name or ``module:Class`` import path) and constructor parameters."""
+
+    name: str
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def build(self) -> Pair:
+        """Construct the pair (unknown names and parameters raise, naming them)."""
+        return _REGISTRY.make_pair(self.name, **self.params)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain ``{"name": ..., "params": {...}}`` for JSON, YAML, checkpoints and Tune configs."""
+        return {"name": self.name, "params": dict(self.params)}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "pair") -> PairSpec:
+        """Read ``{"name": ..., "params": {...}}``; a malformed spec raises naming ``where``."""
+        if not isinstance(d, dict) or not isinstance(d.get("name"), str):
+            raise ValueError(f"{where}: expected {{name: ..., params: {{...}}}}, got {d!r}")
+        unknown = sorted(set(d) - {"name", "params"})
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown} (valid: name, params)")
+        params = d.get("params") or {}
+        if not isinstance(params, dict):
+            raise ValueError(f"{where}.params: expected a mapping, got {params!r}")
+        return cls(d["name"], dict(params))
+
+    def describe(self) -> str:
+        """``name(k=v, ...)`` for logs and reports."""
+        return f"{self.name}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
+
+
+class _Unset:
+    """Stands in until ``otsr.pairs._registry`` installs itself (it imports this module, not the reverse)."""
+
+    def __getattr__(self, name):
+        raise RuntimeError("the pair registry is not loaded; import otsr.pairs")
+
+
+_REGISTRY = _Unset()
+
+
+def use_registry(registry) -> None:
+    """Install the object that resolves names to pair classes (``make_pair``, ``spec_name``): the registry module."""
+    global _REGISTRY
+    _REGISTRY = registry
 
 
 def cached_to(cache: dict, key: str, tensor: torch.Tensor, device: torch.device) -> torch.Tensor:

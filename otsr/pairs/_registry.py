@@ -6,9 +6,10 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
+import sys
 from typing import Any
 
-from otsr.pairs._base import Pair
+from otsr.pairs._base import Pair, use_registry
 from otsr.pairs._convex import ConvexMixture
 from otsr.pairs._gaussian import Gaussian, GaussianShift
 from otsr.pairs._icnn import ICNNMixture
@@ -86,3 +87,6 @@ def make_pair(name: str, **params: Any) -> Pair:
     if unknown:
         raise ValueError(f"pair {name!r}: unknown parameter(s) {unknown}; valid: {sorted(valid)}")
     return cls(**params)
+
+
+use_registry(sys.modules[__name__])  # PairSpec.build and Pair.spec resolve names through this module

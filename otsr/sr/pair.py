@@ -15,7 +15,7 @@ from otsr.costs import upsample_like
 from otsr.pairs import FeatureMetric, Pair, ValidationMetrics
 from otsr.sr.data import CropStream, check_min_size, list_images, paired_validation, read_image
 from otsr.sr.demo import build_demo, default_demo_root
-from otsr.sr.metrics import FIDInception, LPIPSMetric, psnr, ssim
+from otsr.sr.image_metrics import FIDInception, LPIPSMetric, psnr, ssim
 
 
 @dataclasses.dataclass(repr=False)

@@ -10,11 +10,11 @@ from torchvision.io import write_png
 
 from otsr.cli import main
 from otsr.models import MemberView, build_map
+from otsr.perceptual import VGGFeatures
 from otsr.sr.data import CropStream, DataError, check_min_size, list_images, paired_validation
 from otsr.sr.demo import build_demo
-from otsr.sr.metrics import FIDInception, LPIPSMetric, psnr, ssim
+from otsr.sr.image_metrics import FIDInception, LPIPSMetric, psnr, ssim
 from otsr.sr.pair import UnpairedSR
-from otsr.sr.perceptual import VGGFeatures
 from otsr.sr.upscale import upscale_tiled
 
 

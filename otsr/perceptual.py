@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from otsr.checkpoint import load_weights
 from otsr.costs import upsample_like
-from otsr.sr.metrics import load_state
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -22,7 +22,7 @@ class VGGFeatures(nn.Module):
         from torchvision.models import vgg19
 
         net = vgg19(weights=None)
-        state = load_state(weights, "VGG-19")
+        state = load_weights(weights, "VGG-19")
         feats = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
         if not feats:
             raise ValueError(f"VGG-19 weights file {weights} has no 'features.*' entries")

@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import inception
 
+from otsr.checkpoint import load_weights
+
 
 def psnr(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
     """Per-image PSNR in dB of batches (n, C, H, W): 10 log10(range^2 / MSE)."""
@@ -42,21 +44,6 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0, win_size: in
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
     s = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
     return s.flatten(1).mean(1).reshape(n, c).mean(1)
-
-
-def load_state(path: str | Path, what: str) -> dict:
-    """A state dict from a local weights file (``weights_only``: loading never runs code from it)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{what} weights not found at {path} (give a local file; nothing is downloaded)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{what} weights file {path} cannot be read as a state dict: {e}") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict):
-        raise ValueError(f"{what} weights file {path} holds {type(state).__name__}, not a state dict")
-    return state
 
 
 def _tf_avg_pool(x: torch.Tensor) -> torch.Tensor:
@@ -111,7 +98,7 @@ class FIDInception(nn.Module):
         net.Mixed_6d, net.Mixed_6e = _FIDBlockC(768, 160), _FIDBlockC(768, 192)
         net.Mixed_7b, net.Mixed_7c = _FIDBlockE(1280, max_pool=False), _FIDBlockE(2048, max_pool=True)
         try:
-            net.load_state_dict(load_state(weights, "FID Inception"))
+            net.load_state_dict(load_weights(weights, "FID Inception"))
         except RuntimeError as e:
             raise ValueError(f"FID Inception weights file {weights} does not match the FID network "
                              f"(pt_inception-2015-12-05 expected): {str(e).splitlines()[0]}") from None
@@ -145,7 +132,7 @@ class LPIPSMetric(nn.Module):
         with warnings.catch_warnings():  # lpips builds torchvision's alexnet with the deprecated 'pretrained'
             warnings.simplefilter("ignore", UserWarning)
             self.model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
-        features = {k[len("features."):]: v for k, v in load_state(alexnet_weights, "AlexNet").items()
+        features = {k[len("features."):]: v for k, v in load_weights(alexnet_weights, "AlexNet").items()
                     if k.startswith("features.")}
         backbone = {}
         for key in self.model.net.state_dict():  # 'slice2.3.weight' holds alexnet 'features.3.weight'
