@@ -17,7 +17,7 @@ from otsr.pairs import Pair
 def vector_steps(dim: int, method: str = "gan") -> int:
     """Outer steps a vector pair of dimension ``dim`` needs with the vector recipe of ``method``."""
     if method == "ots":  # small batches, few map steps per potential step: many cheap potential updates
-        return 15000 if dim <= 16 else 40000 if dim <= 64 else 60000
+        return 15000 if dim <= 16 else 30000
     return 2000 if dim <= 16 else 6000 if dim <= 64 else 10000
 
 
@@ -31,7 +31,7 @@ def _recipe_for(shape: tuple[int, ...], shape_q: tuple[int, ...], method: str) -
         steps = vector_steps(shape[0], method)
         return {"batch_size": 1024, "lr_map": 1e-3, "lr_schedule": "cosine", "map_steps": 10,
                 "critic_steps": 10, "steps": steps, "eval_every": steps // 10, "log_every": 100,
-                "checkpoint_every": steps // 10, **get_method(method).recipe(vector=True)}
+                "checkpoint_every": steps // 10, **get_method(method).recipe(shape[0])}
     if shape != shape_q:  # unpaired SR: the AIM19 reference setup (EDSR 64 x 128, 15 map steps, 1/2 MSE)
         return {"batch_size": 8, "map_steps": 15, "critic_steps": 5, "cost": "half_mean", "width": 128, "depth": 64,
                 "eval_every": 2000, "checkpoint_every": 2000, "eval_samples": 2048, "final_eval_samples": 4096}

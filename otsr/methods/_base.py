@@ -37,8 +37,9 @@ class Method(abc.ABC):
         """Network updates per outer step (for throughput figures)."""
         return 1
 
-    def recipe(self, vector: bool) -> dict:
-        """Settings this method changes in the default recipe of a pair kind (``otsr.recipes``)."""
+    def recipe(self, dim: int | None) -> dict:
+        """Settings this method changes in the default recipe (``otsr.recipes``) of a vector pair of dimension
+        ``dim`` (None: an image pair)."""
         return {}
 
     @abc.abstractmethod

@@ -43,9 +43,9 @@ class GAN(Method):
         """``critic_steps`` critic updates and one map update."""
         return cfg.critic_steps + 1
 
-    def recipe(self, vector: bool) -> dict:
+    def recipe(self, dim: int | None) -> dict:
         """The critic is held near 1-Lipschitz by its penalty and trains at the map's rate on vector pairs."""
-        return {"lr_critic": 1e-3} if vector else {}
+        return {"lr_critic": 1e-3} if dim is not None else {}
 
     def step(self, s) -> torch.Tensor:
         """Critic updates with the gradient penalty, then one map update; returns [critic, map] losses."""
