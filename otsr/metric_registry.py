@@ -31,13 +31,6 @@ def register_metric(name: str, better: str, periodic: bool, doc: str, table: boo
     return METRICS[name]
 
 
-def metric_info(name: str) -> MetricInfo:
-    """The registered metric ``name``; unknown names raise listing the valid ones."""
-    if name not in METRICS:
-        raise ValueError(f"unknown metric {name!r}; valid: {', '.join(sorted(METRICS))}")
-    return METRICS[name]
-
-
 def metric_direction(name: str) -> str:
     """'min' or 'max': which way ``name`` is better ('min' for names the registry does not know)."""
     return METRICS[name].better if name in METRICS else "min"

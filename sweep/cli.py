@@ -89,7 +89,19 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check a search-space file (and its resources against the cluster, with --address) without running."""
+    if args.cluster:
+        from sweep.cluster_config import plan_nodes, validate_cluster_config
+
+        full = validate_cluster_config(args.cluster)
     spec = load_space(args.space, _options(args).overrides)
+    if args.cluster:
+        res = spec.resources
+        demand = {k: v for k, v in {"CPU": res["cpu"], "GPU": res["gpu"], **res["custom"]}.items() if v}
+        add, left = plan_nodes(full, [demand])
+        if left:
+            raise ValueError(f"{args.cluster}: no node type of the cluster fits a trial of {args.space} ({demand})")
+        print(f"{args.cluster}: ok (Ray's own validation); a trial of {args.space} ({demand}) is placed on "
+              f"{', '.join(add) or full['head_node_type']}")
     if args.address:
         from sweep import ray_session
         from sweep.space import check_resources_on_cluster
@@ -202,8 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("sweep")
     rep.add_argument("--debug", action="store_true")
     rep.set_defaults(fn=cmd_report)
-    v = sub.add_parser("validate", help="check a search-space file (with --address: against the cluster)")
+    v = sub.add_parser("validate", help="check a search-space file (with --address: against a running cluster; with "
+                                        "--cluster: a cluster config, offline)")
     v.add_argument("space")
+    v.add_argument("--cluster", help="a Ray cluster config (cluster/aws.yaml ...): validated offline with Ray's own "
+                                     "code, and the space's trial placed on its node types")
     _common(v)
     v.set_defaults(fn=cmd_validate)
     u = sub.add_parser("ui", help="MLflow UI for the local store, on 127.0.0.1")

@@ -20,8 +20,6 @@ from otsr.costs import kappa
 from otsr.metric_registry import METRICS, table_metrics
 from sweep.tracking import member_run_name, ui_base
 
-TABLE_METRICS = table_metrics()
-
 
 def collect_trials(folder: Path) -> list[dict[str, Any]]:
     """One record per member configuration: phase, settings, last metrics, how it ended (otsr's state file)."""
@@ -70,7 +68,7 @@ def summarise(folder: Path) -> dict[str, Any]:
     for t in trials:
         t["reference"] = t["trial_id"] in refs
     rows = []
-    for m in TABLE_METRICS:
+    for m in table_metrics():
         g, o = _mean_std([t["metrics"].get(m) for t in gan_best]), _mean_std([t["metrics"].get(m) for t in ots])
         if not (math.isnan(g[0]) and math.isnan(o[0])):
             rows.append({"metric": m, "gan_mean": g[0], "gan_std": g[1], "ots_mean": o[0], "ots_std": o[1]})
@@ -86,7 +84,7 @@ def summarise(folder: Path) -> dict[str, Any]:
             "best_gan": best_cfg, "gan_best_seeds": len(gan_best), "ots_seeds": len(ots), "table": rows,
             "headline": headline, "trials": [{k: t[k] for k in ("phase", "trial_id", "method", "lam", "seed",
                                                                 "final", "diverged", "reference", "status", "role")}
-                                             | {"metrics": {k: t["metrics"].get(k) for k in TABLE_METRICS},
+                                             | {"metrics": {k: t["metrics"].get(k) for k in table_metrics()},
                                                 "step": t["metrics"].get("step"), "name": _trial_name(t, spec),
                                                 "reason": t["metrics"].get("reason"),
                                                 "run_id": runs.get(t["trial_id"])}
@@ -295,7 +293,7 @@ def _html(summary: dict[str, Any], text: str, png: str, rows: str) -> str:
             return f"MLflow run {html.escape(rid[:8])}"
         return f"<a href='{base}/#/experiments/{tr.get('experiment_id')}/runs/{rid}'>MLflow run</a>"
 
-    keys = [k for k in TABLE_METRICS if any(t["metrics"].get(k) is not None for t in summary["trials"])]
+    keys = [k for k in table_metrics() if any(t["metrics"].get(k) is not None for t in summary["trials"])]
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
     trial_rows = []
     for t in sorted(summary["trials"], key=lambda t: (t["phase"], t["method"], t.get("lam") or 0, t["seed"] or 0)):

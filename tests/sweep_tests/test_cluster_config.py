@@ -72,3 +72,15 @@ def test_onprem_uses_the_resources_each_machine_reports():
     full = validate_cluster_config(CLUSTER / "onprem.yaml")
     assert list(full["available_node_types"]) == ["local.cluster.node"]
     assert full["available_node_types"]["local.cluster.node"]["resources"] == {}
+
+
+def test_validate_command_checks_a_cluster_config_offline(tmp_path, capsys):
+    from sweep.cli import main
+
+    space = CLUSTER.parent / "search_spaces" / "gan_lambda_bias.yaml"
+    assert main(["validate", str(space), "--cluster", str(CLUSTER / "aws.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "Ray's own validation" in out and "is placed on gpu_worker" in out
+    broken = _broken(tmp_path, lambda d: d["head_start_ray_commands"].clear())
+    assert main(["validate", str(space), "--cluster", str(broken)]) == 2
+    assert "head_start_ray_commands" in capsys.readouterr().err
