@@ -24,16 +24,17 @@ class CheckpointError(ValueError):
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path`` and rename, so readers never see half a file."""
+    atomic_write(Path(path), lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write(path: Path, write) -> None:
+    """``write(tmp)`` a temporary file beside ``path``, then rename it over ``path`` (readers never see half a file);
+    a failed write leaves no temporary file behind, and a full disk is reported as such (torch's writer says only
+    "iostream error"). The one place files are written atomically."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    _write_then_rename(tmp, path, lambda: tmp.write_bytes(data))
-
-
-def _write_then_rename(tmp: Path, path: Path, write) -> None:
-    """Write ``tmp``, then rename it over ``path``; a failed write leaves no temporary file behind, and a full
-    disk is reported as such (torch's writer says only "iostream error")."""
     try:
-        write()
+        write(tmp)
         os.replace(tmp, path)
     except BaseException as e:
         tmp.unlink(missing_ok=True)
@@ -52,8 +53,7 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> Path:
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    _write_then_rename(tmp, path, lambda: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
     return path
 
 

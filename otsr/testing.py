@@ -15,7 +15,7 @@ import torch
 from otsr.checkpoint import load_checkpoint
 from otsr.config import TrainConfig
 from otsr.methods import get_method
-from otsr.pairs import Pair
+from otsr.pairs import Pair, PushforwardPair
 from otsr.result import Result
 
 TINY = dict(steps=20, batch_size=32, log_every=5, eval_every=10, eval_samples=256, final_eval_samples=512,
@@ -60,7 +60,7 @@ class LinearPair(Pair):
 
 
 @dataclasses.dataclass(repr=False)
-class GradientPair(Pair):
+class GradientPair(PushforwardPair):
     """A pair whose T* = grad psi of a small random network is computed with autograd (psi convex: a softplus
     sum plus 1/2 |x|^2), the case that once failed at the final evaluation under no_grad."""
 
@@ -93,15 +93,6 @@ class GradientPair(Pair):
         """The same grad psi written out, x + W^T sigmoid(W x + b): no autograd needed (for checking)."""
         w, b = self.w.to(x.device), self.b.to(x.device)
         return x + torch.sigmoid(x @ w.T + b) @ w
-
-    def sample_q(self, n, generator):
-        """grad psi of fresh P samples."""
-        return self.true_map(self.sample_p(n, generator))
-
-    def sample_with_target(self, n, generator):
-        """x and grad psi(x)."""
-        x = self.sample_p(n, generator)
-        return x, self.true_map(x)
 
     def var_q(self):
         """Monte-Carlo estimate (fixed seed)."""

@@ -5,11 +5,12 @@ Generic: ``apply`` is whatever sends one operation (the MLflow sink, here)."""
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from otsr.checkpoint import atomic_write
 
 MAX_BACKOFF_S = 60.0
 
@@ -32,13 +33,8 @@ class DurableQueue:
         if not self.items:
             self.path.unlink(missing_ok=True)
             return
-        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        try:
-            tmp.write_text("".join(json.dumps(op) + "\n" for op in self.items))
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        text = "".join(json.dumps(op) + "\n" for op in self.items)
+        atomic_write(self.path, lambda tmp: tmp.write_text(text))
 
     def __len__(self) -> int:
         return len(self.items)

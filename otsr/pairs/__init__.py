@@ -6,6 +6,7 @@ from otsr.pairs._base import (
     Pair,
     PairMetric,
     PairSpec,
+    PushforwardPair,
     SampleMetric,
     ValidationMetrics,
     cached_to,
@@ -18,7 +19,7 @@ from otsr.pairs._registry import PAIRS, make_pair, pair_class, pair_names, pair_
 
 __all__ = [
     "PAIRS", "ConvexMixture", "DegradedImages", "FeatureMetric", "Gaussian", "GaussianShift", "ICNNMixture",
-    "NoTrueMapError", "Pair", "PairMetric", "PairSpec", "SampleMetric", "ValidationMetrics",
+    "NoTrueMapError", "Pair", "PairMetric", "PairSpec", "PushforwardPair", "SampleMetric", "ValidationMetrics",
     "best_affine_l2_uvp", "blur", "cached_to", "gaussian_kernel", "gaussian_ot_matrix", "make_pair", "pair_class",
     "pair_names", "pair_parameters", "register_pair",
 ]

@@ -151,6 +151,24 @@ class Pair(abc.ABC):
         return f"{self.name}({args})"
 
 
+class PushforwardPair(Pair):
+    """Q = T*#P for a known map T* (the gradient of a convex function: then T* is the OT map, by Brenier's
+    theorem): subclasses give ``sample_p`` and ``true_map``; Q is drawn by pushing fresh P samples forward."""
+
+    @abc.abstractmethod
+    def true_map(self, x: torch.Tensor) -> torch.Tensor:
+        """T*(x) for a batch of P samples (may use autograd)."""
+
+    def sample_q(self, n, generator):
+        """T* of fresh P samples (independent of any sample_p call)."""
+        return self.true_map(self.sample_p(n, generator))
+
+    def sample_with_target(self, n, generator):
+        """x ~ P and T*(x)."""
+        x = self.sample_p(n, generator)
+        return x, self.true_map(x)
+
+
 @dataclasses.dataclass(frozen=True)
 class PairSpec:
     """A pair by name (registry name or ``module:Class`` import path) and constructor parameters."""

@@ -14,11 +14,11 @@ import math
 
 import torch
 
-from otsr.pairs._base import Pair, cached_to
+from otsr.pairs._base import Pair, PushforwardPair, cached_to
 
 
 @dataclasses.dataclass(repr=False)
-class ConvexMixture(Pair):
+class ConvexMixture(PushforwardPair):
     """P = mixture of ``components`` unit Gaussians; Q = grad psi # P with psi = 1/2|x|^2 + tau lse(Ax+b)."""
 
     name = "convex-mixture"
@@ -64,15 +64,6 @@ class ConvexMixture(Pair):
         a = cached_to(self._cache, "a", self.a, x.device)
         b = cached_to(self._cache, "b", self.b, x.device)
         return x + self.tau * torch.softmax(x @ a.T + b, dim=1) @ a
-
-    def sample_q(self, n, generator):
-        """grad psi of fresh P samples (independent of any sample_p call)."""
-        return self.true_map(self.sample_p(n, generator))
-
-    def sample_with_target(self, n, generator):
-        """x ~ P and T*(x)."""
-        x = self.sample_p(n, generator)
-        return x, self.true_map(x)
 
     def var_q(self) -> float:
         """Monte-Carlo estimate on ``var_samples`` samples, made once at construction."""

@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from otsr.pairs._base import Pair, cached_to
+from otsr.checkpoint import atomic_write
+from otsr.pairs._base import PushforwardPair, cached_to
 
 FIT_SAMPLES = 2048  # matched samples the potential is fitted on
 FIT_ITERS = 3000  # Adam steps of the fit (lr 1e-2, cosine decay, batch 512)
@@ -54,7 +55,7 @@ def _grad(w: dict[str, torch.Tensor], x: torch.Tensor, alpha: float, create_grap
 
 
 @dataclasses.dataclass(repr=False)
-class ICNNMixture(Pair):
+class ICNNMixture(PushforwardPair):
     """P = mixture of ``components`` anisotropic Gaussians; Q = grad psi # P with psi a fitted dense ICNN."""
 
     name = "icnn-mixture"
@@ -109,15 +110,6 @@ class ICNNMixture(Pair):
         """T*(x) = grad psi(x), by autograd."""
         return _grad(self._w(x.device), x, self.alpha)
 
-    def sample_q(self, n, generator):
-        """grad psi of fresh P samples (independent of any sample_p call)."""
-        return self.true_map(self.sample_p(n, generator))
-
-    def sample_with_target(self, n, generator):
-        """x ~ P and T*(x)."""
-        x = self.sample_p(n, generator)
-        return x, self.true_map(x)
-
     def var_q(self) -> float:
         """Monte-Carlo estimate on ``STAT_SAMPLES`` samples, made once with the fit."""
         return self._var_q
@@ -143,9 +135,7 @@ class ICNNMixture(Pair):
         y = _grad(weights, self.sample_p(STAT_SAMPLES, torch.Generator().manual_seed(self.seed + 2)), self.alpha)
         var = float((y - y.mean(0)).pow(2).sum(1).mean())
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"weights": weights, "var_q": var, "params": self.params()}, tmp)
-        os.replace(tmp, path)
+        atomic_write(path, lambda tmp: torch.save({"weights": weights, "var_q": var, "params": self.params()}, tmp))
         return weights, var
 
     def _fit(self) -> dict[str, torch.Tensor]:
