@@ -1,0 +1,57 @@
+"""Methods as registered objects: what the loop, the console and MLflow know of a method is its declaration; a
+third method is one new class."""
+
+import dataclasses
+
+import pytest
+import torch
+
+import otsr
+from otsr.methods import METHODS, Method, get_method, register_method
+from otsr.testing import TINY
+
+
+def test_built_in_methods_declare_losses_and_bundle_fields():
+    assert set(METHODS) >= {"ots", "gan"}
+    assert get_method("ots").losses == ("potential", "map") and get_method("gan").losses == ("critic", "map")
+    assert {"lam", "gp"} <= get_method("gan").bundle_fields and "lam" not in get_method("ots").bundle_fields
+    with pytest.raises(ValueError, match="unknown method 'vae'; valid methods: .*gan.*ots"):
+        get_method("vae")
+
+
+class PlainWGAN(Method):
+    """A third method written as a user would: WGAN without gradient penalty and without content cost, with
+    weight clipping of the critic (one file's worth of code)."""
+
+    name = "wgan-clip"
+    summary = "WGAN with a clipped critic (test method)"
+    losses = ("critic", "map")
+    critic_is_potential = False
+
+    def step(self, s) -> torch.Tensor:
+        for _ in range(s.cfg.critic_steps):
+            x, y = s.sample_p(), s.sample_q()
+            with torch.no_grad():
+                fake = s.fwd_map(x)
+            critic_loss = s.critic(fake).mean(1) - s.critic(y).mean(1)
+            s.update(s.opt_critic, critic_loss)
+            with torch.no_grad():
+                for p in s.critic.parameters():
+                    p.clamp_(-0.05, 0.05)
+        x = s.sample_p()
+        map_loss = -s.critic(s.fwd_map(x)).mean(1)
+        s.update(s.opt_map, map_loss)
+        return torch.stack([critic_loss.detach(), map_loss.detach()], 1)
+
+
+def test_a_third_method_trains_solo_and_bundled_with_no_other_change(tmp_path):
+    register_method(PlainWGAN())
+    try:
+        pair = otsr.make_pair("gaussian-shift", dim=4)
+        cfg = otsr.TrainConfig(**{**TINY, "method": "wgan-clip", "critic_steps": 2})
+        res = otsr.train(cfg, pair, out_dir=tmp_path / "solo")
+        assert res.status == "completed" and set(res.history[-1]) == {"step", "loss_critic", "loss_map"}
+        bundle = otsr.train_bundle([cfg, dataclasses.replace(cfg, seed=1)], pair)
+        assert [r.status for r in bundle] == ["completed"] * 2
+    finally:
+        METHODS.pop("wgan-clip")

@@ -1,0 +1,33 @@
+"""What a user who changes nothing gets: the recipe per pair kind, size and method; anything set wins."""
+
+from otsr.pairs import make_pair
+from otsr.recipes import recipe, recipe_table, resolve_config, resolve_members
+
+
+def test_vector_recipes_by_method_and_dimension():
+    small, large = make_pair("convex-mixture", dim=16), make_pair("convex-mixture", dim=64)
+    ots16, ots64 = recipe(small, "ots"), recipe(large, "ots")
+    assert (ots16["batch_size"], ots16["map_steps"], ots16["lr_critic"], ots16["steps"]) == (256, 3, 6e-4, 15000)
+    assert (ots64["map_steps"], ots64["lr_critic"], ots64["steps"]) == (5, 3e-4, 30000)
+    gan16 = recipe(small, "gan")
+    assert (gan16["batch_size"], gan16["lr_critic"], gan16["steps"]) == (1024, 1e-3, 2000)
+    assert ots16["eval_every"] == ots16["steps"] // 10
+
+
+def test_user_settings_win_and_images_keep_the_reference_defaults():
+    pair = make_pair("convex-mixture", dim=16)
+    assert resolve_config(pair, {"method": "ots", "batch_size": 64}).batch_size == 64
+    img = make_pair("degraded-images", size=16, pool=16)
+    assert recipe(img, "ots") == {} and resolve_config(img, {"method": "ots"}).batch_size == 64
+
+
+def test_list_settings_zip_into_members():
+    pair = make_pair("gaussian-shift", dim=4)
+    members = resolve_members(pair, {"method": "gan", "lam": [0.1, 1.0], "seed": [3, 4], "gp": 5.0})
+    assert [(m.lam, m.seed, m.gp) for m in members] == [(0.1, 3, 5.0), (1.0, 4, 5.0)]
+
+
+def test_recipe_table_says_what_each_kind_gets():
+    table = recipe_table()
+    assert table["batch_size"]["SR pairs"] == "8"
+    assert "256 (ots)" in table["batch_size"]["vector pairs"] and "1024 (gan)" in table["batch_size"]["vector pairs"]

@@ -1,0 +1,105 @@
+"""The sweep driver's parts on their own: the durable queue, typed MLflow operations on a real sqlite store, the
+per-member ASHA rungs, the state file, the driver lock, phase planning and bundling."""
+
+import json
+
+import pytest
+
+from sweep.asha import Rungs
+from sweep.folder import SweepState, SweepStateError
+from sweep.lock import SweepBusy, driver_lock, is_locked
+from sweep.mlflow_sink import MlflowSink, op_from_json
+from sweep.queue import DurableQueue
+from sweep.searcher import PhaseRun, plan_groups
+from sweep.space import load_space
+from sweep.tracking import Tracker, get_or_create_experiment
+from tests.sweep_tests.conftest import tiny_space
+
+
+def test_queue_keeps_writes_on_disk_until_the_target_answers(tmp_path):
+    sent, up = [], {"ok": False}
+
+    def apply(op):
+        if not up["ok"]:
+            raise ConnectionError("server down")
+        sent.append(op)
+
+    q = DurableQueue(tmp_path / "q.jsonl", apply)
+    q.submit({"op": "a"})
+    q.submit({"op": "b"})
+    assert sent == [] and len(DurableQueue(tmp_path / "q.jsonl", apply)) == 2  # on disk, in order
+    assert "ConnectionError" in q.last_error
+    up["ok"] = True
+    assert q.flush(force=True) and sent == [{"op": "a"}, {"op": "b"}]
+    assert not (tmp_path / "q.jsonl").exists()
+
+
+def test_typed_operations_reach_a_real_store_and_runs_are_found_again(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = get_or_create_experiment(uri, "otsr/t", (tmp_path / "art").as_uri())
+    tr = Tracker(uri, tmp_path, exp)
+    tr.create_run("parent", "sweep", {"role": "sweep"})
+    tr.create_run("m0", "gan λ=1 s0", {"role": "search"}, {"lam": 1.0, "log10_lam": "0.0"}, parent="parent")
+    tr.log_metrics("m0", {"eval/l2_uvp": 3.0, "eval/bad": float("nan")}, step=10)
+    tr.log_table("parent", {"metric": ["l2_uvp"], "gan": [3.0]}, "comparison.json")
+    tr.rename("m0", "gan λ=1 s0 (stopped @10)")
+    tr.set_status("m0", "KILLED")
+    assert tr.pending == 0
+    run = tr.sink.client.get_run(tr.run_ids()["m0"])
+    assert run.info.status == "KILLED" and run.info.run_name.endswith("(stopped @10)")
+    assert run.data.metrics == {"eval/l2_uvp": 3.0} and run.data.params["log10_lam"] == "0.0"
+    assert run.data.tags["mlflow.parentRunId"] == tr.run_ids()["parent"]
+    again = MlflowSink(uri, exp, tmp_path / "elsewhere")  # a new driver finds the run by its key tag
+    (tmp_path / "elsewhere").mkdir()
+    op_from_json({"op": "create_run", "key": "m0", "name": "x", "tags": {"otsr.key": f"{tmp_path.name}/m0"},
+                  "params": {}}).apply(again)
+    assert again.runs["m0"] == tr.run_ids()["m0"]
+    with pytest.raises(ValueError, match="unknown tracking operation 'nope'"):
+        op_from_json({"op": "nope"})
+
+
+def test_asha_rungs_stop_the_worse_half_at_each_rung():
+    rungs = Rungs(grace=10, reduction_factor=2, max_t=80, mode="min")
+    assert sorted(rungs.rungs) == [10, 20, 40]
+    assert rungs.decide("a", 10, 1.0) and rungs.decide("b", 10, 2.0) is False  # b worse than the only record
+    assert rungs.decide("c", 10, 0.5)
+    assert rungs.decide_many([("d", 10, 5.0), ("e", 10, 0.1)]) == ["d"]
+    replay = Rungs(grace=10, reduction_factor=2, max_t=80, mode="min")
+    replay.seed({"a": {10: 1.0}, "b": {10: 2.0}})
+    assert replay.rungs[10] == {"a": -1.0, "b": -2.0}
+
+
+def test_state_file_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a sweep folder"):
+        SweepState.load(tmp_path)
+    (tmp_path / "state.json").write_text("{broken")
+    with pytest.raises(SweepStateError, match="damaged state file"):
+        SweepState.load(tmp_path)
+    state = SweepState.create(tmp_path, tracking_uri="x", experiment_id="1", overrides={})
+    key = state.add_member("gan", {"lam": 1.0, "seed": 0}, "search", optuna=0)
+    state.save()
+    assert key == "gan-000" and SweepState.load(tmp_path).member(key)["status"] == "pending"
+
+
+def test_driver_lock_is_exclusive_and_released(tmp_path):
+    with driver_lock(tmp_path):
+        assert is_locked(tmp_path)
+        with pytest.raises(SweepBusy, match="driver.lock"):
+            with driver_lock(tmp_path):
+                pass
+    assert not is_locked(tmp_path)
+
+
+def test_fixed_phases_are_bundled_and_searches_come_first(tmp_path):
+    space = tiny_space(tmp_path, samples=3, seeds=3)
+    space.write_text(space.read_text().replace("  ots:\n", "  ots:\n    bundle: 2\n"))
+    spec = load_space(space)
+    groups = plan_groups(spec)
+    assert [[p.name for p in g] for g in groups] == [["gan", "ots"], ["gan-best"]]
+    state = SweepState.create(tmp_path, tracking_uri="x", experiment_id="1", overrides={})
+    ots = PhaseRun(spec, groups[0][1], state)
+    assert list(ots.record["bundles"].values()) == [["ots-000", "ots-001"], ["ots-002"]]
+    config = ots.trial_config(ots.next_bundle())
+    assert [m["settings"]["seed"] for m in config["members"]] == [0, 1]
+    assert config["base"]["checkpoint_every"] == config["base"]["eval_every"]
+    json.dumps(config)  # what Tune carries must be plain data
