@@ -23,13 +23,13 @@ ray_session.keep_ray_on_loopback()  # before anything imports ray: in-process Ra
 from otsr.checkpoint import CheckpointError  # noqa: E402
 from otsr.imageio import DataError  # noqa: E402
 from sweep.folder import SweepStateError  # noqa: E402
+from sweep.mlflow_views import view_urls  # noqa: E402
 from sweep.space import SpaceError, load_space  # noqa: E402
 from sweep.tracking import (  # noqa: E402
     TrackingError,
     default_artifact_root,
     default_tracking_uri,
     otsr_experiments,
-    runs_url,
     server_answers,
     ui_command,
 )
@@ -143,7 +143,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
     uri = args.tracking_uri or default_tracking_uri(wd)
     if not _port_free(args.port):
         raise ValueError(f"--port {args.port}: 127.0.0.1:{args.port} is in use; pick another port")
-    proc = subprocess.Popen(ui_command(uri, default_artifact_root(wd), args.port), start_new_session=True)
+    proc = subprocess.Popen(ui_command(uri, default_artifact_root(wd), args.port), start_new_session=True,
+                            stdout=sys.stderr)  # the server's own chatter stays off the addresses printed here
 
     def stop(*_):
         try:
@@ -159,9 +160,12 @@ def cmd_ui(args: argparse.Namespace) -> int:
             time.sleep(0.5)
         if proc.poll() is not None:
             return proc.returncode or 1
-        print(f"MLflow UI on {base} (Ctrl-C to stop); runs tables:", flush=True)
+        print(f"MLflow UI on {base} (Ctrl-C to stop); each sweep experiment's comparison (runs grouped by role, "
+              "λ and bias as columns) and its metrics against λ:", flush=True)
         for name, exp_id in otsr_experiments(uri):
-            print(f"  {name}: {runs_url(base, exp_id)}", flush=True)
+            urls = view_urls(base, exp_id)
+            print(f"  {name}: {urls['otsr-compare']}", flush=True)
+            print(f"  {' ' * len(name)}  {urls['otsr-lambda']}", flush=True)
         proc.wait()
     except KeyboardInterrupt:
         pass

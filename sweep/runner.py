@@ -19,6 +19,8 @@ from typing import Any
 from sweep import interrupts, ray_session
 from sweep.folder import ENDED, RESOLVED, SPEC, SweepState
 from sweep.lock import SweepBusy, driver_lock
+from sweep.mlflow_sink import open_client
+from sweep.mlflow_views import save_views, view_urls
 from sweep.phases import Options, describe, run_phases
 from sweep.searcher import Phase, plan_groups, plan_phases
 from sweep.space import SpaceError, SweepSpec, check_resources_on_cluster, load_space
@@ -30,7 +32,6 @@ from sweep.tracking import (
     default_artifact_root,
     default_tracking_uri,
     get_or_create_experiment,
-    runs_url,
     server_answers,
     ui_base,
     version_tags,
@@ -79,6 +80,7 @@ def create_sweep(space_file: str | Path, opts: Options) -> Path:
     resolved = resolved_spec(spec)  # builds the pair: a broken user pair fails here, before anything exists
     artifact_root = None if uri.startswith("http") else default_artifact_root(Path(opts.workdir))
     exp_id = get_or_create_experiment(uri, f"otsr/{spec.name}", artifact_root)
+    save_views(open_client(uri), exp_id, spec.objectives[0].metric, spec.pair["name"])
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     folder = (storage / f"{spec.name}-{stamp}").resolve()
     folder.mkdir(parents=True)
@@ -228,7 +230,7 @@ def _finish(folder: Path, state: SweepState, tracker: Tracker, report: dict[str,
     base = ui_base(state["tracking_uri"])
     if opts.verbose:
         if base and server_answers(base):
-            print(f"MLflow runs: {runs_url(base, state['experiment_id'])}", flush=True)
+            print(f"MLflow runs: {view_urls(base, state['experiment_id'])['otsr-compare']}", flush=True)
         elif base is None:
             print("MLflow runs: `otsr-sweep ui` serves them and prints the runs table's address", flush=True)
 

@@ -249,11 +249,6 @@ def otsr_experiments(uri: str) -> list[tuple[str, str]]:
     return sorted((e.name, e.experiment_id) for e in exps)
 
 
-def runs_url(base: str, experiment_id: str) -> str:
-    """The UI address of an experiment's runs table (the machine-learning view, not the GenAI one)."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}?workflowType=machine_learning"
-
-
 def ui_base(tracking_uri: str) -> str | None:
     """The UI's address for a tracking URI that is a server (None for a local store: no UI runs for it)."""
     return tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else None
