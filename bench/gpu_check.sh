@@ -31,9 +31,9 @@ else
   dry=; dev=cuda; precision=(--steps 1500 --eval-every 1500)
   quality=(--dims 16,64 --budget 0.25 --quality-pairs convex-mixture:0,icnn-mixture:1 --methods ots)
   bundles=(--bundle 1,4,16,64 --bundle-config mlp-gan-d16 --bundle-config gpu-space-gan-d64 --steps 40 --warmup 5
-           --readme README.md)
+           --readme docs/benchmarks.md)
   sr=(--steps 150)
-  speed=(--suite gpu --steps 20 --warmup 5 --readme README.md)
+  speed=(--suite gpu --steps 20 --warmup 5 --readme docs/benchmarks.md)
   pack=(--config cpu-mlp-gan-d16 --device cuda --pack 1,2,4,8 --pack-threads 1 --steps 200 --warmup 20)
 fi
 step() {  # step NAME COMMAND...: the command's output goes to the log, its exit code to steps.txt
@@ -56,5 +56,5 @@ step bundles $py -m otsr.cli bench --device $dev "${bundles[@]}" --out "$out/bun
 step sr $py -m otsr.cli bench --sr demo --device $dev "${sr[@]}" --report-only --out "$out/sr_check.json"
 step speed $py -m otsr.cli bench "${speed[@]}" --out "$out/speed.json"
 step packing $py -m otsr.cli bench "${pack[@]}" --out "$out/packing.json"
-cp README.md "$out/README.md"
+cp README.md docs/benchmarks.md "$out/" 2>/dev/null
 $py -m otsr.bench.gpu_check "$out" $dry | tee -a "$log"

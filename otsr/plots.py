@@ -132,7 +132,8 @@ def map_figure(t, pair, device, n: int = 2000, seed: int = 0, title: str = "") -
     return image_rows([x, t(x), y], nrow=k)  # rows: inputs, T(inputs), targets
 
 
-CURVE_KEYS = ("l2_uvp", "psnr", "bias_sliced_w2", "bias_frechet", "bias_frechet_pool16", "ssim", "transport_cost")
+CURVE_KEYS = ("l2_uvp", "psnr", "bias_sliced_w2", "bias_frechet", "bias_frechet_hf", "bias_frechet_pool16", "ssim",
+              "map_change", "transport_cost")
 
 
 def curves_figure(evals: list[dict[str, float]], path: Path, title: str = "") -> Path | None:

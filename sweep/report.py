@@ -176,10 +176,10 @@ def _panels(summary: dict[str, Any]) -> list[tuple[str, str]]:
     shift_pair = summary["pair"]["name"] == "gaussian-shift"
     trials = summary["trials"]
     has = lambda k: any(t["metrics"].get(k) is not None for t in trials)  # noqa: E731
-    bias = "bias_mean_shift" if shift_pair else "bias_frechet_pool16" if has("bias_frechet_pool16") \
+    bias = "bias_mean_shift" if shift_pair else "bias_frechet_hf" if has("bias_frechet_hf") \
         else "bias_sliced_w2"
     bias_title = {"bias_mean_shift": "bias of T#P vs Q (mean shift = W1)",
-                  "bias_frechet_pool16": "bias of T#P vs Q (Fréchet, 16x16-pooled)",
+                  "bias_frechet_hf": "bias of T#P vs Q (Fréchet of high-pass patches)",
                   "bias_sliced_w2": "bias of T#P vs Q (sliced W2)"}[bias]
     accuracy = ("l2_uvp", "L2-UVP (%) to the true OT map") if has("l2_uvp") else ("psnr", "PSNR (dB) on validation")
     return [(bias, bias_title), accuracy,

@@ -44,7 +44,8 @@ def test_ui_serves_on_loopback_and_sigterm_stops_its_server(tmp_path):
         assert first.startswith(f"MLflow UI on http://127.0.0.1:{port}")
         root = f"http://127.0.0.1:{port}/#/experiments/{exp_id}/runs?viewStateShareKey="
         assert proc.stdout.readline().strip() == f"otsr/demo: {root}otsr-compare&workflowType=machine_learning"
-        assert proc.stdout.readline().strip() == f"{root}otsr-lambda&compareRunsMode=CHART&workflowType=machine_learning"
+        lam = f"{root}otsr-lambda&compareRunsMode=CHART&workflowType=machine_learning"
+        assert proc.stdout.readline().strip() == lam
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
             assert r.status == 200
         children = _descendants(proc.pid)
