@@ -37,6 +37,8 @@ class TrainConfig:
     perceptual_weights: str = ""  # local torchvision vgg19 weights file for that part (never downloaded)
     gp: float = 10.0  # GAN gradient-penalty weight gamma
     map_steps: int = 10  # OTS: map updates per potential update
+    potential_gain: float = 1.0  # OTS: multiplies the potential's learned part (its parametrisation, not the
+    # objective): larger pulls the map sooner, too large makes map and potential oscillate
     critic_steps: int = 10  # GAN: critic updates per map update
     lr_map: float = 1e-4  # Adam learning rate of the map T
     lr_critic: float = 1e-4  # Adam learning rate of the potential / critic
@@ -88,7 +90,7 @@ class TrainConfig:
         if self.perceptual_weight and not self.perceptual_weights:
             raise ValueError("config key 'perceptual_weights': a VGG weights file is needed when "
                              f"perceptual_weight={self.perceptual_weight}")
-        for key in ("lam", "perceptual_weight", "gp", "lr_map", "lr_critic", "beta1", "beta2"):
+        for key in ("lam", "perceptual_weight", "gp", "lr_map", "lr_critic", "beta1", "beta2", "potential_gain"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise ValueError(f"config key {key!r}: {v!r} is not a finite number")
@@ -98,6 +100,8 @@ class TrainConfig:
             raise ValueError(f"config key 'perceptual_weight': {self.perceptual_weight} must be >= 0")
         if self.gp < 0:
             raise ValueError(f"config key 'gp': {self.gp} must be >= 0")
+        if self.potential_gain <= 0:
+            raise ValueError(f"config key 'potential_gain': {self.potential_gain} must be > 0")
         for key in ("lr_map", "lr_critic"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"config key {key!r}: {getattr(self, key)} must be > 0")

@@ -460,11 +460,11 @@ def build_map(name: str, shape: tuple[int, ...], width: int, depth: int, shape_q
 
 def build_critic(name: str, shape: tuple[int, ...], width: int, depth: int, *, potential: bool, cost: str,
                  fit: GaussianFit | None = None, image_stats: tuple[float, float] | None = None,
-                 k: int = 1) -> Potential:
+                 k: int = 1, gain: float = 1.0) -> Potential:
     """The critic (GAN) or potential (OTS, ``potential=True``) for samples of ``shape``, K members, reading inputs
     normalised by Q's mean and scale (``fit`` for vectors, ``image_stats`` = (mean, std) over pixels for images).
 
-    Potentials start at zero (plus the warm-start quadratic for vectors) and are scaled by 2 kappa s_q^2,
+    Potentials start at zero (plus the warm-start quadratic for vectors) and are scaled by 2 kappa s_q^2 * gain,
     s_q^2 = Var(Q) / d; GAN critics keep their default initialisation and unit scale.
     """
     stats = image_stats or (0.0, 1.0)
@@ -483,7 +483,7 @@ def build_critic(name: str, shape: tuple[int, ...], width: int, depth: int, *, p
         return Potential(net, k, shape, fit=fit, image_stats=stats)
     kap = cost_kappa(cost, math.prod(shape))
     s_q2 = fit.scale_q**2 if fit is not None else stats[1] ** 2
-    return Potential(net, k, shape, scale=2 * kap * s_q2, fit=fit, kappa=kap,
+    return Potential(net, k, shape, scale=2 * kap * s_q2 * gain, fit=fit, kappa=kap,
                      quadratic=fit is not None and fit.warm, image_stats=stats)
 
 

@@ -225,7 +225,8 @@ def build_networks(cfg: TrainConfig, shape: tuple[int, ...], shape_q: tuple[int,
         torch.manual_seed(cfg.seed)
         t = build_map(map_name, shape, width, cfg.depth, shape_q, fit=fit, k=k)
         f = build_critic(critic_name, shape_q, critic_width, cfg.depth, potential=get_method(cfg.method)
-                         .critic_is_potential, cost=cfg.cost, fit=fit, image_stats=image_stats, k=k)
+                         .critic_is_potential, cost=cfg.cost, fit=fit, image_stats=image_stats, k=k,
+                         gain=cfg.potential_gain)
     return t, f
 
 

@@ -20,7 +20,7 @@ class OTS(Method):
     summary = "max-min neural optimal transport (no lambda): aims at the unbiased OT map"
     losses = ("potential", "map")
     critic_is_potential = True
-    settings = ("map_steps",)
+    settings = ("map_steps", "potential_gain")
     warm_start = "bures"
 
     def validate(self, cfg) -> None:
