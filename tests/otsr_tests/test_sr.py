@@ -121,7 +121,8 @@ def test_reference_recipe_stays_on_the_content_then_upscales(demo, tmp_path, cap
                  "--eval-every", "10", "--log-every", "10", "--eval-samples", "64", "--final-eval-samples", "128",
                  "--device", "cpu", "--out", str(out)])
     assert code == 0
-    printed = json.loads(capsys.readouterr().out)
+    assert "completed at step 40" in capsys.readouterr().out
+    printed = json.loads((out / "result.json").read_text())
     m = printed["metrics"]
     assert {"psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "bias_frechet_pool16"} <= set(m)
     config = json.loads((out / "config.json").read_text())["train"]

@@ -30,7 +30,7 @@ def test_quick_bias_sweep_end_to_end(tmp_path):
     trials = assert_one_finished_run_per_trial(folder)
     report = json.loads((folder / "report.json").read_text())
     print(f"quick_bias: {len(trials)} trials in {wall:.1f}s\n" + (folder / "report.md").read_text())
-    assert len(trials) == 10 + 2 + 1  # 10 GAN samples, OTS x 2 seeds, the best GAN again with seed 1
+    assert len(trials) == 16 + 2 + 1  # 16 GAN samples (two bundles of 8), OTS x 2 seeds, the best GAN with seed 1
     for f in ("report.png", "report.html", "report.md"):
         assert (folder / f).stat().st_size > 500
     assert "| l2_uvp |" in out.stdout  # the table is printed

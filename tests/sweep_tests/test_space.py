@@ -89,8 +89,11 @@ def test_sampler_block_builds_the_named_optuna_sampler():
 
 
 def test_quick_bias_actually_searches():
+    """The main job spreads its GAN configurations over lambda's whole range (scrambled Sobol points), in bundles."""
     spec = load_space(REPO / "search_spaces/quick_bias.yaml")
-    assert spec.sampler["type"] == "tpe" and spec.sampler["n_startup_trials"] < spec.methods[0].samples
+    gan = next(m for m in spec.methods if m.method == "gan")
+    assert spec.sampler["type"] == "qmc" and gan.samples >= 16 and gan.bundle > 1
+    assert gan.search["lam"].log and gan.search["lam"].high / gan.search["lam"].low >= 1e4
 
 
 def test_metric_the_pair_cannot_compute():
@@ -176,7 +179,7 @@ def test_unreachable_tracking_server_fails_before_any_trial(tmp_path, monkeypatc
 def test_validate_command():
     out = subprocess.run([sys.executable, "-m", "sweep.cli", "validate", str(REPO / "search_spaces/quick_bias.yaml")],
                          capture_output=True, text=True, cwd=REPO)
-    assert out.returncode == 0 and "ok (gan, ots on convex-mixture; objective l2_uvp (min))" in out.stdout
+    assert out.returncode == 0 and "ok (gan, ots on convex-mixture; objective l2_uvp (min); bundles gan x8)" in out.stdout
 
 
 def test_a_user_pair_by_import_path_is_validated_before_ray_starts(tmp_path):
