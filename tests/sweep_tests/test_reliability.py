@@ -33,7 +33,7 @@ def _wait_for(cond, proc, what: str, timeout: float = 180):
 def test_ctrl_c_stops_gracefully_and_resume_finishes_every_trial(ray_cluster, workdir):
     cluster, _ = ray_cluster
     common = ["--address", cluster.address]
-    space = tiny_space(workdir, custom="{worker: 1}", samples=3, seeds=1, steps=500, eval_every=100)
+    space = tiny_space(workdir, custom="{worker: 1}", samples=3, seeds=1, steps=250, eval_every=50)
     driver = _start_driver(workdir, space, *common)
     try:
         _wait_for(lambda: list(workdir.glob("sweeps/*/members/gan-*/checkpoint.pt")), driver, "a checkpoint")
@@ -66,7 +66,7 @@ def test_mlflow_killed_mid_trial_loses_nothing(ray_cluster, workdir):
     cluster, _ = ray_cluster
     server, uri = start_mlflow_server(workdir / "server")
     port = int(uri.rsplit(":", 1)[1])
-    space = tiny_space(workdir, custom="{worker: 1}", samples=2, seeds=1, steps=300, eval_every=50)
+    space = tiny_space(workdir, custom="{worker: 1}", samples=2, seeds=1, steps=200, eval_every=40)
     driver = _start_driver(workdir, space, "--address", cluster.address, "--tracking-uri", uri, "--verbose", "0")
     try:
         def a_trial_run_exists():
@@ -103,7 +103,7 @@ def test_mlflow_killed_mid_trial_loses_nothing(ray_cluster, workdir):
             run = client.search_runs([json.loads((folder / "state.json").read_text())["experiment_id"]],
                                      filter_string=f"tags.`otsr.member` = '{t['trial_id']}'")[0]
             hist = client.get_metric_history(run.info.run_id, "eval/l2_uvp")
-            assert sorted(m.step for m in hist) == [50, 100, 150, 200, 250, 300]
+            assert sorted(m.step for m in hist) == [40, 80, 120, 160, 200]
             assert all(m.timestamp > 1_600_000_000_000 for m in hist)
     finally:
         stop_process_group(server)
