@@ -33,16 +33,16 @@ class OTS(Method):
         return cfg.map_steps + 1
 
     def recipe(self, dim: int | None) -> dict:
-        """Vector pairs: batch 256 and few map updates per potential update, so the potential (what OTS learns
-        slowest) gets many cheap updates (icnn-mixture seed 0, D = 16: 1.08 % vs 2.67 % L2-UVP for about the old
-        recipe's CPU time). Up to D = 16: 3 map steps and the potential at 0.6x the map's rate; above, 5 map steps
-        and 0.3x (at D = 64 the faster potential oscillated: 79 % L2-UVP after 5,000 steps, vs 3.0 % at the end
-        of a 30,000-step run with these settings)."""
+        """Up to D = 16: batch 256, 3 map updates per potential update and the potential at 0.6x the map's rate,
+        so the potential (what OTS learns slowest) gets many cheap updates (icnn-mixture seed 0: 1.08 % vs 2.67 %
+        L2-UVP for about the old recipe's CPU time; 0.20-1.06 % on the four quality pairs). Above: batch 1024,
+        10 map updates, potential at 0.3x: small batches diverged on convex-mixture at D = 64 (batch 256 or 512
+        with 5 map updates: 1.7e6 % and 214 % at the end, though 3.85 % on icnn-mixture seed 1)."""
         if dim is None:
             return {}
         if dim <= 16:
             return {"batch_size": 256, "map_steps": 3, "lr_critic": 6e-4}
-        return {"batch_size": 256, "map_steps": 5, "lr_critic": 3e-4}
+        return {"lr_critic": 3e-4}
 
     def step(self, s) -> torch.Tensor:
         """Map updates against the frozen potential, then one potential update; returns [potential, map] losses."""

@@ -8,7 +8,7 @@ def test_vector_recipes_by_method_and_dimension():
     small, large = make_pair("convex-mixture", dim=16), make_pair("convex-mixture", dim=64)
     ots16, ots64 = recipe(small, "ots"), recipe(large, "ots")
     assert (ots16["batch_size"], ots16["map_steps"], ots16["lr_critic"], ots16["steps"]) == (256, 3, 6e-4, 15000)
-    assert (ots64["map_steps"], ots64["lr_critic"], ots64["steps"]) == (5, 3e-4, 30000)
+    assert (ots64["batch_size"], ots64["map_steps"], ots64["lr_critic"], ots64["steps"]) == (1024, 10, 3e-4, 6000)
     gan16 = recipe(small, "gan")
     assert (gan16["batch_size"], gan16["lr_critic"], gan16["steps"]) == (1024, 1e-3, 2000)
     assert ots16["eval_every"] == ots16["steps"] // 10
@@ -30,4 +30,5 @@ def test_list_settings_zip_into_members():
 def test_recipe_table_says_what_each_kind_gets():
     table = recipe_table()
     assert table["batch_size"]["SR pairs"] == "8"
-    assert "256 (ots)" in table["batch_size"]["vector pairs"] and "1024 (gan)" in table["batch_size"]["vector pairs"]
+    assert "256 / 1024 by D (ots)" in table["batch_size"]["vector pairs"]
+    assert "1024 (gan)" in table["batch_size"]["vector pairs"]
