@@ -129,8 +129,9 @@ def test_ots_under_bf16_autocast_gives_the_fp32_answer():
 
 @pytest.mark.slow
 def test_gan_lands_on_the_wgan_gp_equilibrium_and_is_biased():
-    """Two lambdas inside the biased range, trained as one bundle: each member's learned shift within 5 % of s_GP,
-    T#P off by ||delta|| - s_GP; the same under bf16 autocast (solo)."""
+    """lambda in {2, 8, 32} trained as one bundle (2 is the edge of the unbiased range, 8 and 32 inside the biased
+    one): each member's learned shift within 5 % of the WGAN-GP closed form s_GP, and for 8 and 32 T#P off by
+    ||delta|| - s_GP while OTS is not; lambda 8 again under bf16 autocast (solo)."""
     pair = GaussianShift(dim=16, shift=4.0)
     kappa = 1 / 16
     ots = otsr.train(TrainConfig(method="ots", steps=300, batch_size=256, lr_map=1e-3,
@@ -139,21 +140,21 @@ def test_gan_lands_on_the_wgan_gp_equilibrium_and_is_biased():
     assert ots.metrics["bias_mean_shift"] < 0.5
     base = TrainConfig(method="gan", steps=500, batch_size=256, lr_map=3e-4, lr_critic=3e-4, width=64,
                        critic_width=64, device="cpu", eval_every=500, final_eval_samples=8192)
-    bundle = [base.replace(lam=8.0), base.replace(lam=32.0)]
+    bundle = [base.replace(lam=lam) for lam in (2.0, 8.0, 32.0)]
     results = list(zip(bundle, otsr.train_bundle(bundle, pair)))
     bf16 = base.replace(lam=8.0, precision="bf16")
     results.append((bf16, otsr.train(bf16, pair)))
     for cfg, res in results:
         lam = cfg.lam
-        assert lam > theory.unbiased_lambda_max(4.0, kappa)  # inside the biased range
         s_gp = theory.gan_gp_shift(lam, cfg.gp, 4.0, kappa)
         print(f"GAN lambda={lam} {cfg.precision}: shift {res.metrics['shift']:.3f} vs s_GP {s_gp:.3f} "
               f"(s* {theory.gan_shift(lam, 4.0, kappa):.3f}); bias {res.metrics['bias_mean_shift']:.3f} "
               f"vs {theory.shift_bias(s_gp, 4.0):.3f}; OT-consistency {res.metrics['ot_consistency']:.3f}")
         assert res.metrics["shift"] == pytest.approx(s_gp, rel=0.05)
-        assert res.metrics["bias_mean_shift"] == pytest.approx(theory.shift_bias(s_gp, 4.0), rel=0.05)
-        assert res.metrics["bias_mean_shift"] > 5 * ots.metrics["bias_mean_shift"]
         assert res.metrics["ot_consistency"] >= 0.95
+        if lam > theory.unbiased_lambda_max(4.0, kappa):  # inside the biased range
+            assert res.metrics["bias_mean_shift"] == pytest.approx(theory.shift_bias(s_gp, 4.0), rel=0.05)
+            assert res.metrics["bias_mean_shift"] > 5 * ots.metrics["bias_mean_shift"]
 
 
 @pytest.mark.slow
