@@ -138,8 +138,10 @@ def test_in_process_ray_listens_on_loopback_and_a_killed_drivers_processes_are_c
         os.kill(driver.pid, signal.SIGKILL)  # what an OOM killer does to the driver alone: no handler runs
         driver.wait()
         time.sleep(2)
+        # Some of Ray's processes may outlive the driver (how many depends on timing: the raylet notices its
+        # parent's death); whatever is left must be gone once the next in-process start has run.
         left = [int(p) for p in record["processes"] if Path(f"/proc/{p}").exists()]
-        assert left, "expected Ray processes to outlive a SIGKILLed driver"
+        print(f"{len(left)} of {len(record['processes'])} Ray processes outlived the SIGKILLed driver")
         folder = only_sweep(tmp_path / "sweeps")
         resumed = subprocess.run([venv_bin("otsr-sweep"), "resume", str(folder), "--verbose", "0"], cwd=tmp_path,
                                  env=env, capture_output=True, text=True, timeout=900)
