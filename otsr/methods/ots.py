@@ -37,7 +37,8 @@ class OTS(Method):
         so the potential (what OTS learns slowest) gets many cheap updates (icnn-mixture seed 0: 1.08 % vs 2.67 %
         L2-UVP for about the old recipe's CPU time; 0.20-1.06 % on the four quality pairs). Above: batch 1024,
         10 map updates, potential at 0.3x: small batches diverged on convex-mixture at D = 64 (batch 256 or 512
-        with 5 map updates: 1.7e6 % and 214 % at the end, though 3.85 % on icnn-mixture seed 1)."""
+        with 5 map updates: 1.7e6 % and 214 % at the end, though 3.85 % on icnn-mixture seed 1); this recipe
+        gives 4.21 % there but also jumped on convex-mixture at D = 64 (4.97 % at step 4,500, 17.7 % at the end)."""
         if dim is None:
             return {}
         if dim <= 16:
