@@ -59,6 +59,8 @@ class TrainConfig:
     eval_samples: int = 4096  # samples for periodic evaluation
     final_eval_samples: int = 16384  # samples for the final metrics (>= 2^14 as the W2 benchmark asks)
     checkpoint_every: int = 500  # steps between checkpoints when an output folder is given
+    keep_best: bool = True  # return the latest evaluated state whose held-out bias is within noise of the best seen
+    # (needs no T*; otsr.selection): a run that regresses late returns its pre-regression state
     precision: str = "auto"  # network bodies: 'auto' (bf16 autocast for conv nets on CUDA, else fp32), 'fp32' or
     # 'bf16'; bases, potential values, costs and losses are fp32 always
     channels_last: bool = True  # channels_last memory format for image nets on CUDA (faster convolutions)
@@ -82,7 +84,7 @@ class TrainConfig:
             raise ValueError(f"config key 'warm_start': unknown {self.warm_start!r}; valid: {', '.join(WARM_STARTS)}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"config key 'precision': unknown {self.precision!r}; valid: {', '.join(PRECISIONS)}")
-        for key in ("channels_last", "compile", "reference_habits"):
+        for key in ("channels_last", "compile", "reference_habits", "keep_best"):
             if not isinstance(getattr(self, key), bool):
                 raise ValueError(f"config key {key!r}: {getattr(self, key)!r} must be true or false")
         if self.cost not in COSTS:

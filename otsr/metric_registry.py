@@ -54,6 +54,8 @@ for _args in [
     ("transport_cost", "min", True, "E c(x, T(x)): the content cost the map pays"),
     ("map_change", "min", True, "100 % E|T_now(x) - T_before(x)|^2 / Var(Q) since the previous evaluation: a "
      "convergence signal that needs no T*", False),
+    ("selected_step", "max", False, "the step whose state the run returned (otsr.selection: the latest state whose "
+     "held-out bias is within noise of the best seen; the last step unless the run regressed)", False),
     ("shift", "max", True, "gaussian-shift: learned translation along delta (compare with otsr.theory)", False),
     ("psnr", "max", True, "PSNR (dB) of T(LR) against the paired HR validation images"),
     ("ssim", "max", True, "SSIM (scikit-image defaults) of T(LR) against the paired HR images"),

@@ -24,6 +24,7 @@ from otsr.pairs import Pair
 from otsr.result import Progress, Result
 from otsr.rundir import RunFolder
 from otsr.runtime import resolve_device
+from otsr.selection import MemberSelection, member_snapshot, restore_member, selection_signal
 from otsr.state import TrainState, build_networks, build_state
 
 Report = Callable[[list[Progress]], "Sequence[int] | None"]  # returns the member indices to stop early
@@ -80,6 +81,8 @@ class _Loop:
         self.metrics: list[dict[str, float]] = [{} for _ in range(k)]
         self.results: list[Result | None] = [None] * k
         self.change = MapChange(state.pair, state.device)
+        self.selection = [MemberSelection() for _ in range(k)] if state.cfg.keep_best else None
+        self.signal: str | None = None  # the bias the selection follows, fixed at the first evaluation
         self.t0 = time.perf_counter()
 
     # --- resume ---
@@ -157,9 +160,14 @@ class _Loop:
                 self._report(final=False)
         running = [i for i in range(s.k) if self.status[i] == "running"]
         if running:
+            kept = self._select(running)
             final = self._evaluate(cfg.final_eval_samples, full=True, members=running)
             for i in running:
-                self.status[i], self.message[i], self.metrics[i] = "completed", f"completed {s.step} steps", final[i]
+                note = f"; {kept[i]}" if i in kept else ""
+                final[i]["selected_step"] = float(self.selection[i].step if i in kept else s.step) \
+                    if self.selection is not None else float(s.step)
+                self.status[i], self.message[i], self.metrics[i] = "completed", f"completed {s.step} steps{note}", \
+                    final[i]
             if self.folders is not None:
                 self._save_all()
         for i in range(s.k):
@@ -168,6 +176,40 @@ class _Loop:
         if running:
             self._report(final=True, members=running)
         return list(self.results)
+
+    def _select(self, running: list[int]) -> dict[int, str]:
+        """The T*-free selection (``otsr.selection``): evaluate the end state at the periodic size and put back each
+        member's kept state where the end state's bias regressed; returns {member: why} for those members."""
+        s = self.s
+        if self.selection is None or self.signal is None:
+            return {}
+        end = self._evaluate(s.cfg.eval_samples, full=False, members=running)
+        kept = {}
+        for i in running:
+            sel, value = self.selection[i], end[i].get(self.signal, math.nan)
+            if sel.snapshot is not None and not sel.acceptable(value) and sel.step < s.step:
+                restore_member(s.map, s.k, i, sel.snapshot)
+                kept[i] = sel.reason(s.step, value, self.signal)
+        return kept
+
+    def _observe(self, members: list[int], out: list[dict[str, float]]) -> None:
+        """Feed a periodic evaluation to the selection (its noise floor is measured once, at the first)."""
+        s = self.s
+        if self.selection is None:
+            return
+        if self.signal is None:
+            self.signal = selection_signal(out[0])
+            if self.signal is None:
+                self.selection = None
+                return
+            from otsr.baselines import noise_floor
+
+            floor = noise_floor(s.pair, s.cfg.cost, s.cfg.eval_samples).get(self.signal, 0.0)
+            for sel in self.selection:
+                sel.floor = floor
+        for i, m in zip(members, out):
+            self.selection[i].observe(s.step, m.get(self.signal, math.nan),
+                                      lambda i=i: member_snapshot(s.map, s.k, i))
 
     def _any_active(self) -> bool:
         return any(st == "running" for st in self.status)
@@ -201,6 +243,8 @@ class _Loop:
             change = None if full else self.change.measure(self._maps)
         finally:
             s.map.train()
+        if not full:
+            self._observe(members, out)
         result = {}
         for i, m in zip(members, out):
             if change is not None:
