@@ -20,6 +20,9 @@ import torch.nn.functional as F
 from otsr.imageio import list_images, read_image
 from otsr.pairs._base import Pair, cached_to
 
+# The SR demo set's training photos (otsr.sr.demo) and the crops of convex-images.
+DEMO_PHOTOS = ("astronaut", "rocket", "china", "immunohistochemistry", "chelsea", "hubble_deep_field", "flower",
+               "retina")
 SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry",
                   "retina")
 
@@ -35,6 +38,20 @@ def load_photos(source: str) -> list[torch.Tensor]:
         arrays = [getattr(skimage.data, name)() for name in SKIMAGE_PHOTOS]
         return [torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 255 for a in arrays]
     return [read_image(f).float() / 255 for f in list_images(Path(source))]
+
+
+def bundled_photo(name: str) -> torch.Tensor:
+    """uint8 (3, H, W) from the sample images scikit-image ('astronaut', ...) or scikit-learn ('china', 'flower')
+    ship (offline)."""
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+
+        arr = load_sample_image(f"{name}.jpg")
+    else:
+        import skimage.data
+
+        arr = getattr(skimage.data, name)()
+    return torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)
 
 
 def gaussian_kernel(sigma: float) -> torch.Tensor:

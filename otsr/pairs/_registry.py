@@ -11,12 +11,13 @@ from typing import Any
 
 from otsr.pairs._base import Pair, use_registry
 from otsr.pairs._convex import ConvexMixture
+from otsr.pairs._convex_images import ConvexImages
 from otsr.pairs._gaussian import Gaussian, GaussianShift
 from otsr.pairs._icnn import ICNNMixture
 from otsr.pairs._images import DegradedImages
 
 PAIRS: dict[str, type[Pair]] = {cls.name: cls for cls in (GaussianShift, Gaussian, ConvexMixture, ICNNMixture,
-                                                            DegradedImages)}
+                                                            DegradedImages, ConvexImages)}
 # Built-in pairs that live in other packages, imported on first use (no import cycle with otsr.sr).
 LAZY_PAIRS = {"sr-folders": "otsr.sr.pair:UnpairedSR"}
 

@@ -13,31 +13,16 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.io import decode_jpeg, encode_jpeg, write_png
 
-from otsr.pairs import blur, gaussian_kernel
+from otsr.pairs import DEMO_PHOTOS, blur, bundled_photo, gaussian_kernel
 
-TRAIN_PHOTOS = ("astronaut", "rocket", "china", "immunohistochemistry", "chelsea", "hubble_deep_field", "flower",
-                "retina")
+TRAIN_PHOTOS = DEMO_PHOTOS
 VALID_PHOTOS = ("coffee",)
 TILE = 192  # HR tiles cut from each photo (multiple of the scale)
 VERSION = "v2"  # tiles of one photo alternate between the pools (v1 split the pools by photo)
-
-
-def _photo(name: str) -> torch.Tensor:
-    """uint8 (3, H, W) from scikit-image or scikit-learn's bundled sample images."""
-    if name in ("china", "flower"):
-        from sklearn.datasets import load_sample_image
-
-        arr = load_sample_image(f"{name}.jpg")
-    else:
-        import skimage.data
-
-        arr = getattr(skimage.data, name)()
-    return torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)
 
 
 def degrade(hr: torch.Tensor, scale: int, rng: random.Random) -> torch.Tensor:
@@ -70,25 +55,27 @@ def build_demo(root: str | Path, scale: int = 4, seed: int = 0) -> Path:
                 old.unlink()
         (root / sub).mkdir(parents=True, exist_ok=True)
     for name in TRAIN_PHOTOS:
-        for i, t in enumerate(_tiles(_photo(name), TILE)):
+        for i, t in enumerate(_tiles(bundled_photo(name), TILE)):
             if i % 2 == 0:
                 write_png(t.contiguous(), str(root / "train_hr" / f"{name}_{i:03d}.png"))
             else:
                 write_png(degrade(t, scale, rng), str(root / "train_lr" / f"{name}_{i:03d}.png"))
                 write_png(t.contiguous(), str(root / "train_lr_hr" / f"{name}_{i:03d}.png"))
     for name in VALID_PHOTOS:
-        for i, t in enumerate(_tiles(_photo(name), TILE)):
+        for i, t in enumerate(_tiles(bundled_photo(name), TILE)):
             write_png(t.contiguous(), str(root / "valid_hr" / f"{name}_{i:03d}.png"))
             write_png(degrade(t, scale, rng), str(root / "valid_lr" / f"{name}_{i:03d}.png"))
     done.write_text(f"{VERSION} scale={scale} seed={seed}\n")
     return root
 
 
-def default_demo_root() -> Path:
-    """Where ``source: demo`` builds the demo set: $OTSR_DATA or ~/.cache/otsr, subfolder sr_demo."""
+def default_demo_root(scale: int = 4) -> Path:
+    """Where ``source: demo`` builds the demo set for ``scale``: $OTSR_DATA or ~/.cache/otsr, subfolder sr_demo
+    (x4) or sr_demo_x<scale> (each scale has its own LR images)."""
     import os
 
-    return Path(os.environ.get("OTSR_DATA", Path.home() / ".cache" / "otsr")) / "sr_demo"
+    return Path(os.environ.get("OTSR_DATA", Path.home() / ".cache" / "otsr")) / (
+        "sr_demo" if scale == 4 else f"sr_demo_x{scale}")
 
 
 __all__ = ["build_demo", "default_demo_root", "degrade"]

@@ -41,7 +41,7 @@ class UnpairedSR(Pair):
         if self.scale < 2 or self.hr_crop % self.scale:
             raise ValueError(f"pair {self.name!r}: hr_crop={self.hr_crop} must be a multiple of "
                              f"scale={self.scale} >= 2")
-        root = build_demo(default_demo_root(), self.scale) if self.root == "demo" else Path(self.root)
+        root = build_demo(default_demo_root(self.scale), self.scale) if self.root == "demo" else Path(self.root)
         self.lr_files, self.hr_files = list_images(root / "train_lr"), list_images(root / "train_hr")
         check_min_size(self.lr_files, self.hr_crop // self.scale)
         check_min_size(self.hr_files, self.hr_crop)
