@@ -280,65 +280,128 @@ def cmd_pairs(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Benchmarks: loop speed against the reference habits, bundles, quality, SR, the loader."""
+    """Benchmarks: loop speed against the reference habits, bundles, quality, SR, the potential check, the loader."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.settings and not args.potential_check:
+        raise ValueError(f"KEY=VALUE settings {args.settings} go with --potential-check only")
+    for flag, run in (("potential_check", _bench_potential_check), ("quality", _bench_quality),
+                      ("bundle", _bench_bundle), ("sr", _bench_sr), ("loader", _bench_loader), ("pack", _bench_pack)):
+        if getattr(args, flag):
+            return run(args)
+    return _bench_speed(args)
+
+
+def _split_settings(pair_name: str, items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """KEY=VALUE items -> (pair parameters, TrainConfig settings); a key that is neither is an error naming it."""
+    from otsr.config import TrainConfig
+    from otsr.pairs import pair_parameters
+
+    pair_keys = pair_parameters(pair_name)
+    fields = {f: getattr(TrainConfig, f) for f in TrainConfig.__dataclass_fields__}
+    params: dict[str, Any] = {}
+    settings: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"setting {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        if k in pair_keys:
+            params[k] = _parse_value(v, pair_keys[k], f"pair parameter {k!r}")
+        elif k in fields and k != "method":
+            settings[k] = _parse_value(v, fields[k], f"config key {k!r}")
+        else:
+            raise ValueError(f"{k!r} is neither a parameter of pair {pair_name!r} ({', '.join(sorted(pair_keys))}) "
+                             f"nor a training setting")
+    return params, settings
+
+
+def _bench_potential_check(args: argparse.Namespace) -> int:
+    from otsr.bench.potential_check import AUC_TARGET, run_potential_check, summary_lines, write_json
+    from otsr.pairs import make_pair
+
+    name = args.potential_check
+    params, settings = _split_settings(name, args.settings)
+    pair = make_pair(name, **params)
+    if args.device:
+        settings["device"] = args.device
+    results = run_potential_check(pair, settings, methods=tuple(args.methods), n_eval=args.eval_samples or 512)
+    print("\n".join(summary_lines(results)))
+    if args.out:
+        write_json(results, Path(args.out))
+    return 0 if all(results[m]["auc"] >= AUC_TARGET for m in args.methods) or args.report_only else 1
+
+
+def _bench_quality(args: argparse.Namespace) -> int:
+    from otsr.bench.quality import (
+        QualityOptions,
+        markdown,
+        parse_pairs,
+        run_quality,
+        sweep_markdown,
+        write_quality_readme,
+    )
+
+    opts = QualityOptions(dims=tuple(args.dims), budget=args.budget, device=args.device or "auto",
+                          methods=tuple(args.methods))
+    if args.quality_pairs:
+        opts.pairs = parse_pairs(args.quality_pairs)
+    if args.gan_pairs:
+        opts.gan_pairs = parse_pairs(args.gan_pairs)
+    results = run_quality(opts, Path(args.out or "bench_quality.json"))
+    print(markdown(results) + "\n\n" + sweep_markdown(results))
+    if args.readme:
+        write_quality_readme(Path(args.readme), results)
+    return 0
+
+
+def _bench_bundle(args: argparse.Namespace) -> int:
+    from otsr import bench
+    from otsr.bench.bundles import markdown as bundle_markdown
+    from otsr.bench.bundles import run_bundle_bench
+
+    report = run_bundle_bench(args.bundle_config or None, sizes=args.bundle, steps=args.steps,
+                              warmup=args.warmup, device=args.device, pack=not args.no_pack)
+    print(bundle_markdown(report))
+    if args.readme:
+        bench.write_readme(Path(args.readme), "bundle", bundle_markdown(report))
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def _bench_sr(args: argparse.Namespace) -> int:
+    from otsr.bench.sr_check import run_sr_check, summary_lines, write_json
+
+    args.dim = None
+    pair_params = {"root": args.sr, **_pair_params("sr-folders", args)}
+    extra = {"width": args.sr_width, "depth": args.sr_depth} if args.sr_width else {}
+    results = run_sr_check(pair_params, args.steps, args.device or "auto", out_dir=Path(args.out + ".runs")
+                           if args.out else None, **extra)
+    print("\n".join(summary_lines(results)))
+    if args.out:
+        write_json(results, Path(args.out))
+    ok = all(results[m].get("psnr_ok") and results[m].get("bias_ok", True) for m in ("ots", "gan"))
+    return 0 if ok or args.report_only else 1
+
+
+def _bench_loader(args: argparse.Namespace) -> int:
+    from otsr import bench
+
+    for w in args.loader_workers:
+        r = bench.loader_throughput(args.loader, args.crop, w, args.crops_per_image)
+        print(f"loader {args.loader}: {w} worker(s), crop {args.crop}: {r['crops_per_s']:.0f} crops/s, "
+              f"{r['images_per_s']:.1f} decoded images/s")
+    return 0
+
+
+def _speed_configs(args: argparse.Namespace) -> list[str]:
+    """The speed configurations to run: --config names, or the --suite's."""
     import torch
 
     from otsr import bench
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.quality:
-        from otsr.bench.quality import (
-            QualityOptions,
-            markdown,
-            parse_pairs,
-            run_quality,
-            sweep_markdown,
-            write_quality_readme,
-        )
-
-        opts = QualityOptions(dims=tuple(args.dims), budget=args.budget, device=args.device or "auto",
-                              methods=tuple(args.methods))
-        if args.quality_pairs:
-            opts.pairs = parse_pairs(args.quality_pairs)
-        if args.gan_pairs:
-            opts.gan_pairs = parse_pairs(args.gan_pairs)
-        results = run_quality(opts, Path(args.out or "bench_quality.json"))
-        print(markdown(results) + "\n\n" + sweep_markdown(results))
-        if args.readme:
-            write_quality_readme(Path(args.readme), results)
-        return 0
-    if args.bundle:
-        from otsr.bench.bundles import markdown as bundle_markdown
-        from otsr.bench.bundles import run_bundle_bench
-
-        report = run_bundle_bench(args.bundle_config or None, sizes=args.bundle, steps=args.steps,
-                                  warmup=args.warmup, device=args.device, pack=not args.no_pack)
-        print(bundle_markdown(report))
-        if args.readme:
-            bench.write_readme(Path(args.readme), "bundle", bundle_markdown(report))
-        if args.out:
-            Path(args.out).write_text(json.dumps(report, indent=2))
-        return 0
-    if args.sr:
-        from otsr.bench.sr_check import run_sr_check, summary_lines, write_json
-
-        args.dim = None
-        pair_params = {"root": args.sr, **_pair_params("sr-folders", args)}
-        extra = {"width": args.sr_width, "depth": args.sr_depth} if args.sr_width else {}
-        results = run_sr_check(pair_params, args.steps, args.device or "auto", out_dir=Path(args.out + ".runs")
-                               if args.out else None, **extra)
-        print("\n".join(summary_lines(results)))
-        if args.out:
-            write_json(results, Path(args.out))
-        ok = all(results[m].get("psnr_ok") and results[m].get("bias_ok", True) for m in ("ots", "gan"))
-        return 0 if ok or args.report_only else 1
-    if args.loader:
-        for w in args.loader_workers:
-            r = bench.loader_throughput(args.loader, args.crop, w, args.crops_per_image)
-            print(f"loader {args.loader}: {w} worker(s), crop {args.crop}: {r['crops_per_s']:.0f} crops/s, "
-                  f"{r['images_per_s']:.1f} decoded images/s")
-        return 0
     all_cfgs = bench.configs()
     names = args.config or [n for n, c in all_cfgs.items()
                             if args.suite == "all" or (c.device == "cuda") == (args.suite == "gpu")]
@@ -347,16 +410,28 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ValueError(f"unknown bench config(s) {unknown}; valid: {', '.join(all_cfgs)}")
     if any(all_cfgs[n].device == "cuda" for n in names) and not torch.cuda.is_available() and not args.device:
         raise ValueError("the gpu configurations need CUDA; run them on a GPU machine or pass --device cpu")
-    if args.pack:
-        rows = [bench.pack(names[0], k, t, args.steps, args.warmup, args.device)
-                for k in args.pack for t in (args.pack_threads or [1])]
-        for r in rows:
-            print(f"{names[0]}: {r['trials']} trial(s) x {r['threads']} thread(s): "
-                  f"{r['total_steps_per_s']:.2f} steps/s in total, {r['per_trial_steps_per_s']:.2f} per trial")
-        print(json.dumps(rows))
-        if args.out:
-            Path(args.out).write_text(json.dumps(rows, indent=2))
-        return 0
+    return names
+
+
+def _bench_pack(args: argparse.Namespace) -> int:
+    from otsr import bench
+
+    names = _speed_configs(args)
+    rows = [bench.pack(names[0], k, t, args.steps, args.warmup, args.device)
+            for k in args.pack for t in (args.pack_threads or [1])]
+    for r in rows:
+        print(f"{names[0]}: {r['trials']} trial(s) x {r['threads']} thread(s): "
+              f"{r['total_steps_per_s']:.2f} steps/s in total, {r['per_trial_steps_per_s']:.2f} per trial")
+    print(json.dumps(rows))
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def _bench_speed(args: argparse.Namespace) -> int:
+    from otsr import bench
+
+    names = _speed_configs(args)
     report = bench.run_suite(names, steps=args.steps, warmup=args.warmup, compile=args.compile, device=args.device,
                              reference=not args.no_reference, quiet=args.json, measure_peak=not args.no_peak)
     if args.json:
@@ -488,8 +563,15 @@ def _bench_parser(sub) -> None:
     b.add_argument("--pair-param", action="append", metavar="KEY=VALUE", help="--sr: a pair parameter (hr_crop=64)")
     b.add_argument("--sr-width", type=int, help="--sr: EDSR width (default: the recipe's 128)")
     b.add_argument("--sr-depth", type=int, default=16, help="--sr with --sr-width: EDSR blocks")
-    b.add_argument("--report-only", action="store_true", help="--sr: exit 0 when the runs complete, whatever the "
+    b.add_argument("--report-only", action="store_true", help="--sr, --potential-check: exit 0 when the runs "
+                   "complete, whatever the "
                    "verdicts (they are in the JSON; bench/gpu_check.sh judges them)")
+    b.add_argument("--potential-check", metavar="PAIR", help="freeze the map at its start (bicubic for SR, the "
+                   "identity for images) and train only the OTS potential and the GAN critic against Q with the "
+                   "recipe; prints the held-out gap and separation AUC (KEY=VALUE: pair parameters or settings)")
+    b.add_argument("--eval-samples", type=int, help="--potential-check: held-out samples of each side (512)")
+    b.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="--potential-check: pair parameters "
+                   "(hr_crop=32) and training settings (steps=300, lr_critic=1e-3)")
     b.add_argument("--loader", help="time the SR crop loader on this dataset folder ('demo' for the demo set)")
     b.add_argument("--loader-workers", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2])
     b.add_argument("--crop", type=int, default=128, help="loader benchmark: HR crop side")

@@ -42,6 +42,7 @@ from otsr.costs import kappa as cost_kappa
 from otsr.warm_start import GaussianFit
 
 CONV_MODELS = ("unet", "edsr", "resnet")
+HIGHPASS_GAIN = 4.0  # the high-pass band of a normalised image is ~4x smaller than the image
 
 
 # --- batched layers: K members, stacked along the first dimension of every parameter ---
@@ -214,16 +215,26 @@ class _ResBlock(nn.Module):
         return self.skip(x) + 0.1 * self.body(x)
 
 
+def highpass(x: torch.Tensor) -> torch.Tensor:
+    """x minus its 3x3 box blur, per channel (replicate padding): the band where SR outputs and HR images differ."""
+    return x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+
+
 class ResNetCritic(nn.Module):
     """ResNet critic (WGAN-QC style): residual blocks with average pooling down to 4x4, then linear.
 
-    No normalisation layers, so the gradient penalty acts per sample.
+    No normalisation layers, so the gradient penalty acts per sample. With ``highpass`` the first convolution
+    also reads the input's high-pass band (x - blur(x), times ``HIGHPASS_GAIN``): a linear function of the input,
+    so the function class is unchanged, but the fine detail that average pooling would wash out reaches the
+    residual blocks at a usable scale (on the SR demo pair a frozen-map potential separated HR from bicubic at
+    AUC 0.91 after 500 updates with it, 0.57 after 400 without; README "Images").
     """
 
     def __init__(self, k: int, channels: int = 3, size: int = 64, base: int = 32, max_width: int = 256,
-                 zero_head: bool = False):
+                 zero_head: bool = False, highpass: bool = False):
         super().__init__()
-        layers, c, s = [conv(k, channels, base)], base, size
+        self.highpass = highpass
+        layers, c, s = [conv(k, channels * (2 if highpass else 1), base)], base, size
         while s > 4:
             nxt = min(max_width, c * 2)
             layers += [_ResBlock(k, c, nxt), nn.AvgPool2d(2)]
@@ -235,6 +246,8 @@ class ResNetCritic(nn.Module):
 
     def forward(self, x):
         """Images (B, K*C, size, size) -> scores (K, B, 1)."""
+        if self.highpass:
+            x = cat_members(self.k, x, HIGHPASS_GAIN * highpass(x))
         h = self.body(x)
         n = h.shape[0]
         return self.head(h.reshape(n, self.k, -1).transpose(0, 1))
@@ -460,12 +473,13 @@ def build_map(name: str, shape: tuple[int, ...], width: int, depth: int, shape_q
 
 def build_critic(name: str, shape: tuple[int, ...], width: int, depth: int, *, potential: bool, cost: str,
                  fit: GaussianFit | None = None, image_stats: tuple[float, float] | None = None,
-                 k: int = 1, gain: float = 1.0) -> Potential:
+                 k: int = 1, gain: float = 1.0, highpass: bool = True) -> Potential:
     """The critic (GAN) or potential (OTS, ``potential=True``) for samples of ``shape``, K members, reading inputs
     normalised by Q's mean and scale (``fit`` for vectors, ``image_stats`` = (mean, std) over pixels for images).
 
     Potentials start at zero (plus the warm-start quadratic for vectors) and are scaled by 2 kappa s_q^2 * gain,
-    s_q^2 = Var(Q) / d; GAN critics keep their default initialisation and unit scale.
+    s_q^2 = Var(Q) / d; GAN critics keep their default initialisation and unit scale. ResNet critics read the
+    high-pass band too (``highpass``; see ``ResNetCritic``).
     """
     stats = image_stats or (0.0, 1.0)
     shape = tuple(shape)
@@ -476,7 +490,7 @@ def build_critic(name: str, shape: tuple[int, ...], width: int, depth: int, *, p
     elif name == "resnet":
         if len(shape) != 3:
             _bad_shape(name, shape)
-        net = ResNetCritic(k, shape[0], shape[1], base=width, zero_head=potential)
+        net = ResNetCritic(k, shape[0], shape[1], base=width, zero_head=potential, highpass=highpass)
     else:
         raise ValueError(f"unknown critic model {name!r}; valid: {', '.join(CRITICS)}")
     if not potential:
