@@ -104,36 +104,56 @@ def _varying(members) -> list[str]:
 
 class _Progress:
     """A progress bar on stderr (tqdm when installed) with the rate, the ETA and the latest evaluation's headline
-    metrics; in a bundle, one line per member at each evaluation."""
+    metrics; in a bundle, one line per member at each evaluation.
+
+    The bar is drawn at the first step (every check has passed by then) and moves at every step, so the rate and
+    the ETA come from the first measured steps, not from the first loss readout.
+    """
 
     def __init__(self, total: int, start: int, names: list[str]):
-        self.names, self.total = names, total
+        self.names, self.total, self.last = names, total, start
         self.evals: dict[str, str] = {}
+        self.bar = None
+        self._t0: float | None = None  # without tqdm: when the first step ended
+        self._shown = 0.0
+
+    def _open(self, step: int) -> None:
+        import time
+
         try:
             from tqdm import tqdm
         except ImportError:
-            tqdm = None
-        self.bar = tqdm(total=total, initial=start, unit="step", file=sys.stderr, dynamic_ncols=True) if tqdm \
-            else None
-        self.last = start
-        if self.bar is None:
-            import time
+            self._t0, self._start = time.perf_counter(), step
+            return
+        self.bar = tqdm(total=self.total, initial=step, unit="step", file=sys.stderr, dynamic_ncols=True)
 
-            self._t0, self._time, self._start = time.perf_counter(), time.perf_counter, start
+    def step(self, step: int) -> None:
+        """A step ended: move the bar (the first step opens it; the rate counts from there)."""
+        if self.bar is None and self._t0 is None:
+            self._open(step)
+        elif self.bar is not None:
+            self.bar.update(step - self.last)
+        else:
+            self._print(step)
+        self.last = step
+
+    def _print(self, step: int) -> None:
+        import time
+
+        now = time.perf_counter()
+        if now - self._shown < 0.5 and step < self.total:
+            return
+        self._shown = now
+        rate = (step - self._start) / max(now - self._t0, 1e-9)
+        eta = (self.total - step) / rate if rate > 0 else math.inf
+        tail = f" | {next(iter(self.evals.values()))}" if len(self.names) == 1 and self.evals else ""
+        print(f"\rstep {step}/{self.total} {rate:.1f} step/s, ETA {eta:.0f}s{tail}", end="", file=sys.stderr,
+              flush=True)
 
     def log(self, step: int, rows) -> None:
-        """A loss readout: advance the bar."""
-        if self.bar is not None:
-            self.bar.update(step - self.last)
-            if len(self.names) == 1 and self.evals:
-                self.bar.set_postfix_str(next(iter(self.evals.values())))
-        else:
-            rate = (step - self._start) / max(self._time() - self._t0, 1e-9)
-            eta = (self.total - step) / rate if rate > 0 else math.inf
-            tail = f" | {next(iter(self.evals.values()))}" if len(self.names) == 1 and self.evals else ""
-            print(f"\rstep {step}/{self.total} {rate:.1f} step/s, ETA {eta:.0f}s{tail}", end="", file=sys.stderr,
-                  flush=True)
-        self.last = step
+        """A loss readout: show the latest evaluation's headline metrics next to the bar."""
+        if self.bar is not None and len(self.names) == 1 and self.evals:
+            self.bar.set_postfix_str(next(iter(self.evals.values())))
 
     def report(self, progress) -> None:
         """An evaluation: remember its headline metrics; bundles print one line per member."""
@@ -154,7 +174,7 @@ class _Progress:
         """End the bar."""
         if self.bar is not None:
             self.bar.close()
-        else:
+        elif self._t0 is not None:
             print(file=sys.stderr)
 
 
@@ -219,8 +239,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from otsr.pairs import make_pair
     from otsr.recipes import resolve_members
     from otsr.rundir import run_config
+    from otsr.runtime import set_threads
     from otsr.trainers import train_bundle
 
+    set_threads(args.threads)  # before the pair is built: some pairs fit a network on construction
     resume = None
     if args.resume:
         resume, members, pair, folders = _load_resume(args)
@@ -253,7 +275,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             folders = [out / n for n in names]
     names = [f.name if len(folders) > 1 else "" for f in folders]
     bar = _Progress(members[0].steps, int(resume[0]["step"]) if resume else 0, names)
-    results = train_bundle(members, pair, resume=resume, out_dirs=folders, on_log=bar.log,
+    results = train_bundle(members, pair, resume=resume, out_dirs=folders, on_log=bar.log, on_step=bar.step,
                            report=lambda ps: bar.report(ps))
     bar.close()
     for res, folder, name in zip(results, folders, names):
@@ -423,6 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "member)")
     t.add_argument("--resume", metavar="DIR", help="continue the run (or bundle) in DIR from its checkpoint")
     t.add_argument("--overwrite", action="store_true", help="reuse an --out folder holding a finished run")
+    t.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: $OMP_NUM_THREADS, else 1: "
+                   "more threads than free cores stall a run, and the small MLPs gain little from a second thread)")
     t.add_argument("--print-config", action="store_true", help="print the resolved config (recipe applied, width "
                                                                "and device resolved) and exit")
     helps, table = TrainConfig.field_help(), recipe_table()

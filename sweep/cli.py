@@ -45,6 +45,7 @@ def _options(args: argparse.Namespace):
         raise ValueError(f"--num-cpus {args.num_cpus}: in-process Ray needs at least 1 CPU")
     overrides = {k: v for k, v in (("samples", args.samples), ("steps", args.steps), ("seeds", args.seeds),
                                    ("cpu", args.cpus_per_trial), ("gpu", args.gpus_per_trial),
+                                   ("threads", args.threads),
                                    ("max_concurrent", args.max_concurrent)) if v is not None}
     if getattr(args, "smoke_test", False):
         overrides = {**SMOKE, **overrides}
@@ -187,7 +188,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, help="Optuna trials per searched method")
     p.add_argument("--steps", type=int, help="training steps per trial")
     p.add_argument("--seeds", type=int, help="seeds per configuration")
-    p.add_argument("--cpus-per-trial", type=float)
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs Ray reserves for each trial (default: the space's "
+                   "resources.cpu, 1 in the shipped spaces)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads per trial (default: the trial's whole "
+                   "CPUs, so 1 per trial when trials share the machine); raises each trial's CPU reservation to N, so "
+                   "trials x threads never exceeds the CPUs Ray offers")
     p.add_argument("--gpus-per-trial", type=float, help="fractions pack several trials per GPU")
     p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as resources allow)")
     p.add_argument("--num-cpus", type=int, help="CPUs for in-process Ray (default: all)")

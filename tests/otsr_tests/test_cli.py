@@ -232,3 +232,19 @@ def test_a_full_disk_is_a_one_line_error_and_leaves_no_temporary_file(tmp_path, 
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=True)
         mnt.rmdir()
+
+
+def test_threads_default_to_one_and_bad_counts_fail_before_any_output(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    out = tmp_path / "run"
+    assert main(["train", "--pair", "gaussian-shift", "--dim", "2", *FAST, "--threads", "0", "--out", str(out)]) \
+        == EXIT_BAD_INPUT
+    assert "--threads 0: must be at least 1" in capsys.readouterr().err and not out.exists()
+    torch.set_num_threads(2)
+    assert main(["train", "--pair", "gaussian-shift", "--dim", "2", *FAST, "--out", str(out)]) == 0
+    assert torch.get_num_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert main(["train", "--pair", "gaussian-shift", "--dim", "2", *FAST, "--out", str(out), "--overwrite"]) == 0
+    assert torch.get_num_threads() == 2
