@@ -28,9 +28,10 @@ def default_threads() -> int:
     """Torch threads of a run that asks for none: $OMP_NUM_THREADS when set, else 1.
 
     Torch's own default (one thread per physical core) stalls as soon as another process holds a core: its
-    threads wait for each other at every operation. On a 2-core machine beside another training and a CPU hog, a
-    D = 16 OTS run made 0.53 steps/s on 2 threads and 15.9 on 1; and the small MLPs gain little from a second
-    thread on an idle machine (``otsr bench --bundle``: 25.3 steps/s on 2 threads, 25.4 on 1).
+    threads wait for each other at every operation. On a 2-core machine already busy (load average 4-7), a D = 16
+    OTS run made 1.6 steps/s on 2 threads and 21.8 on 1, and beside one more CPU hog 0.84 and 9.6; the small MLPs
+    gain little from a second thread on an idle machine (``otsr bench --bundle``: 25.3 steps/s on 2 threads, 25.4
+    on 1).
     """
     env = os.environ.get("OMP_NUM_THREADS", "")
     return int(env) if env.isdigit() and int(env) > 0 else 1
