@@ -279,10 +279,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "(default: the current folder)")
     u.add_argument("--tracking-uri", help="the store to serve, e.g. sqlite:///path/mlflow.db (default: "
                                           "$MLFLOW_TRACKING_URI, else sqlite WORKDIR/mlflow.db)")
-    u.add_argument("--workers", type=int, default=1, help="uvicorn worker processes (default 1: one user browsing one "
-                                                          "store needs no more)")
-    u.add_argument("--log", help=f"the server's log file (default: {UI_LOG} next to an sqlite store, else in "
-                                 f"WORKDIR)")
+    u.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="uvicorn worker processes (default 1: one user browsing one store needs no more)")
+    u.add_argument("--log", metavar="FILE",
+                   help=f"the server's log file (default: {UI_LOG} next to an sqlite store, else in WORKDIR)")
     u.add_argument("--debug", action="store_true", help="print the stack trace of errors")
     u.set_defaults(fn=cmd_ui)
     return p
