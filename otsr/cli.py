@@ -104,40 +104,62 @@ def _varying(members) -> list[str]:
 
 class _Progress:
     """A progress bar on stderr (tqdm when installed) with the rate, the ETA and the latest evaluation's headline
-    metrics; in a bundle, one line per member at each evaluation."""
+    metrics; in a bundle, one line per member at each evaluation.
+
+    The bar is drawn at the first step (every check has passed by then) and moves at every step, so the rate and
+    the ETA come from the first measured steps, not from the first loss readout.
+    """
 
     def __init__(self, total: int, start: int, names: list[str]):
-        self.names, self.total = names, total
+        self.names, self.total, self.last = names, total, start
         self.evals: dict[str, str] = {}
+        self.bar = None
+        self._t0: float | None = None  # without tqdm: when the first step ended
+        self._shown = 0.0
+
+    def _open(self, step: int) -> None:
+        import time
+
         try:
             from tqdm import tqdm
         except ImportError:
-            tqdm = None
-        self.bar = tqdm(total=total, initial=start, unit="step", file=sys.stderr, dynamic_ncols=True) if tqdm \
-            else None
-        self.last = start
-        if self.bar is None:
-            import time
+            self._t0, self._start = time.perf_counter(), step
+            return
+        self.bar = tqdm(total=self.total, initial=step, unit="step", file=sys.stderr, dynamic_ncols=True)
 
-            self._t0, self._time, self._start = time.perf_counter(), time.perf_counter, start
+    def step(self, step: int) -> None:
+        """A step ended: move the bar (the first step opens it; the rate counts from there)."""
+        if self.bar is None and self._t0 is None:
+            self._open(step)
+        elif self.bar is not None:
+            self.bar.update(step - self.last)
+        else:
+            self._print(step)
+        self.last = step
+
+    def _print(self, step: int) -> None:
+        import time
+
+        now = time.perf_counter()
+        if now - self._shown < 0.5 and step < self.total:
+            return
+        self._shown = now
+        rate = (step - self._start) / max(now - self._t0, 1e-9)
+        eta = (self.total - step) / rate if rate > 0 else math.inf
+        tail = f" | {next(iter(self.evals.values()))}" if len(self.names) == 1 and self.evals else ""
+        print(f"\rstep {step}/{self.total} {rate:.1f} step/s, ETA {eta:.0f}s{tail}", end="", file=sys.stderr,
+              flush=True)
 
     def log(self, step: int, rows) -> None:
-        """A loss readout: advance the bar."""
-        if self.bar is not None:
-            self.bar.update(step - self.last)
-            if len(self.names) == 1 and self.evals:
-                self.bar.set_postfix_str(next(iter(self.evals.values())))
-        else:
-            rate = (step - self._start) / max(self._time() - self._t0, 1e-9)
-            eta = (self.total - step) / rate if rate > 0 else math.inf
-            tail = f" | {next(iter(self.evals.values()))}" if len(self.names) == 1 and self.evals else ""
-            print(f"\rstep {step}/{self.total} {rate:.1f} step/s, ETA {eta:.0f}s{tail}", end="", file=sys.stderr,
-                  flush=True)
-        self.last = step
+        """A loss readout: show the latest evaluation's headline metrics next to the bar."""
+        if self.bar is not None and len(self.names) == 1 and self.evals:
+            self.bar.set_postfix_str(next(iter(self.evals.values())))
 
     def report(self, progress) -> None:
         """An evaluation: remember its headline metrics; bundles print one line per member."""
         for p in progress:
+            if p.final:  # the final evaluation is in the summary printed at the end
+                continue
             text = _headline(p.metrics)
             self.evals[self.names[p.member]] = text
             if len(self.names) > 1:
@@ -150,11 +172,13 @@ class _Progress:
         else:
             print(f"\r{line}", file=sys.stderr, flush=True)
 
-    def close(self) -> None:
-        """End the bar."""
+    def close(self, clear: bool = False) -> None:
+        """End the bar (``clear``: erase it, for an error message that follows)."""
         if self.bar is not None:
+            if clear:
+                self.bar.leave = False
             self.bar.close()
-        else:
+        elif self._t0 is not None:
             print(file=sys.stderr)
 
 
@@ -214,13 +238,71 @@ def _say_resume(ckpt: dict, cfg) -> None:
               f"learning-rate factor at step {step} goes from {before:.3g} to {after:.3g}", file=sys.stderr)
 
 
+def _check_device(members) -> None:
+    """The members' device exists here; the error names --device."""
+    import torch
+
+    from otsr.runtime import resolve_device
+
+    for dev in dict.fromkeys(m.device for m in members):
+        if dev.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(f"--device {dev}: CUDA is not available on this machine (use --device cpu or auto)")
+        resolve_device(dev)
+
+
+def _make_folder(path: Path, flag: str) -> bool:
+    """Create ``path`` (and its parents) or fail naming the flag; True when it did not exist before."""
+    import os
+
+    existed = path.is_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"{flag} {path}: cannot create the folder ({e.strerror or e})") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: the folder is not writable")
+    return not existed
+
+
+def _prepare_out(out: Path, members, overwrite: bool) -> list[Path]:
+    """Check and create --out (a bundle: its bundle file too); returns the members' run folders."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    if ((out / "metrics.json").exists() or (out / BUNDLE_FILE).exists()) and not overwrite:
+        raise ValueError(f"{out} already holds a run; pass --overwrite, another --out, or --resume {out}")
+    names = [_member_name(m, _varying(members)) for m in members] if len(members) > 1 else []
+    if len(set(names)) != len(names):
+        raise ValueError(f"bundle members are not distinct: {names}")
+    _make_folder(out, "--out")
+    if not names:
+        return [out]
+    (out / BUNDLE_FILE).write_text(json.dumps({"members": names}, indent=2))
+    return [out / n for n in names]
+
+
+def _remove_if_unused(out: Path) -> None:
+    """Remove an --out folder this command created when a failure left nothing in it but the bundle file."""
+    files = [f for f in out.rglob("*") if not f.is_dir()]
+    if files and files != [out / BUNDLE_FILE]:
+        return
+    for f in files:
+        f.unlink()
+    for d in sorted((d for d in out.rglob("*") if d.is_dir()), key=lambda d: len(d.parts), reverse=True):
+        d.rmdir()
+    out.rmdir()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    """Build everything (failing fast on bad input), train, print a short summary (the JSON is in the folder)."""
+    """Build and check everything (device, pair, output folder, resume) before any progress output, train, print
+    a short summary (the JSON is in the folder)."""
+    from otsr.evaluation import check_pair
     from otsr.pairs import make_pair
     from otsr.recipes import resolve_members
     from otsr.rundir import run_config
+    from otsr.runtime import resolve_device, set_threads
     from otsr.trainers import train_bundle
 
+    set_threads(args.threads)  # before the pair is built: some pairs fit a network on construction
     resume = None
     if args.resume:
         resume, members, pair, folders = _load_resume(args)
@@ -237,31 +319,69 @@ def cmd_train(args: argparse.Namespace) -> int:
         configs = [run_config(m, pair) for m in members]
         print(json.dumps(configs[0] if len(configs) == 1 else configs, indent=2))
         return 0
+    _check_device(members)
+    check_pair(pair, resolve_device(members[0].device), members[0].cost)  # a broken pair writes nothing
+    created = False
     if folders is None:
-        if out.exists() and not out.is_dir():
-            raise ValueError(f"--out {out} is a file, not a folder")
-        if ((out / "metrics.json").exists() or (out / BUNDLE_FILE).exists()) and not args.overwrite:
-            raise ValueError(f"{out} already holds a run; pass --overwrite, another --out, or --resume {out}")
-        if len(members) == 1:
-            folders = [out]
-        else:
-            names = [_member_name(m, _varying(members)) for m in members]
-            if len(set(names)) != len(names):
-                raise ValueError(f"bundle members are not distinct: {names}")
-            out.mkdir(parents=True, exist_ok=True)
-            (out / BUNDLE_FILE).write_text(json.dumps({"members": names}, indent=2))
-            folders = [out / n for n in names]
+        created = not out.is_dir()
+        folders = _prepare_out(out, members, args.overwrite)
+    else:
+        _make_folder(out, "--resume")
     names = [f.name if len(folders) > 1 else "" for f in folders]
-    bar = _Progress(members[0].steps, int(resume[0]["step"]) if resume else 0, names)
-    results = train_bundle(members, pair, resume=resume, out_dirs=folders, on_log=bar.log,
-                           report=lambda ps: bar.report(ps))
+    start = int(resume[0]["step"]) if resume else 0
+    bar = _Progress(members[0].steps, start, names)
+    try:
+        results = train_bundle(members, pair, resume=resume, out_dirs=folders, on_log=bar.log, on_step=bar.step,
+                               report=lambda ps: bar.report(ps))
+    except BaseException:
+        bar.close(clear=True)  # the error prints on a clean line, and no bar frame follows it
+        if created:
+            _remove_if_unused(out)
+        raise
     bar.close()
-    for res, folder, name in zip(results, folders, names):
-        head = _headline(res.metrics) or res.message
-        label = f"{name}: " if name else ""
-        print(f"{label}{res.status} at step {res.step} ({res.seconds:.0f} s)  {head}")
-        print(f"  {folder}/  (metrics.json, result.json, curves.png, map.png)")
+    if len(results) == 1:
+        res = results[0]
+        print(f"{_status(res, start)}  {_headline(res.metrics) or ''}".rstrip())
+        print(f"  {folders[0]}/  (metrics.json, result.json, curves.png, map.png)")
+    else:
+        print(_bundle_table(results, names, start))
+        print(f"  {out}/<member>/  (metrics.json, result.json, curves.png, map.png)")
     return EXIT_DIVERGED if all(r.diverged for r in results) else 0
+
+
+def _status(res, start: int) -> str:
+    """'completed at step N (T s)'; a run resumed at its own end trained nothing, so it shows no time."""
+    if res.status != "completed":
+        return res.message or f"{res.status} at step {res.step}"
+    took = f"{res.seconds:.0f} s" if res.step > start else "already complete"
+    return f"{res.status} at step {res.step} ({took})"
+
+
+def _bundle_table(results, names: list[str], start: int) -> str:
+    """One row per member: its name, λ (methods that have one), the headline metrics, its status; '*' marks the
+    best member by the first headline metric that any member reached."""
+    from otsr.methods import METHODS
+    from otsr.metric_registry import metric_direction
+
+    shown = [k for k in HEADLINE if any(math.isfinite(r.metrics.get(k, math.nan)) for r in results)]
+    has_lam = "lam" in METHODS[results[0].config.method].bundle_fields
+    best = None
+    if shown:
+        key, sign = shown[0], (1 if metric_direction(shown[0]) == "min" else -1)
+        scored = [(sign * r.metrics[key], i) for i, r in enumerate(results)
+                  if math.isfinite(r.metrics.get(key, math.nan))]
+        best = min(scored)[1] if scored else None
+    header = ["", "member", *(["λ"] if has_lam else []), *shown, "status"]
+    rows = [header]
+    for i, (r, name) in enumerate(zip(results, names)):
+        metrics = [f"{r.metrics[k]:.4g}" if math.isfinite(r.metrics.get(k, math.nan)) else "–" for k in shown]
+        rows.append(["*" if i == best else "", name, *([f"{r.config.lam:g}"] if has_lam else []), *metrics,
+                     _status(r, start)])
+    widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    if best is not None:
+        lines.append(f"* best: {'lowest' if metric_direction(shown[0]) == 'min' else 'highest'} {shown[0]}")
+    return "\n".join(lines)
 
 
 def cmd_pairs(args: argparse.Namespace) -> int:
@@ -498,6 +618,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "member)")
     t.add_argument("--resume", metavar="DIR", help="continue the run (or bundle) in DIR from its checkpoint")
     t.add_argument("--overwrite", action="store_true", help="reuse an --out folder holding a finished run")
+    t.add_argument("--threads", type=int, metavar="N", help="torch CPU threads (default: $OMP_NUM_THREADS, else 1: "
+                   "more threads than free cores stall a run, and the small MLPs gain little from a second thread)")
     t.add_argument("--print-config", action="store_true", help="print the resolved config (recipe applied, width "
                                                                "and device resolved) and exit")
     helps, table = TrainConfig.field_help(), recipe_table()

@@ -1,6 +1,8 @@
-"""Where and in what precision a run computes: device resolution and the per-model precision choice."""
+"""Where and in what precision a run computes: device resolution, CPU threads and the per-model precision choice."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -20,6 +22,28 @@ def resolve_device(name: str) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"config key 'device': {name!r} is not supported (valid: auto, cpu, cuda, cuda:N)")
     return dev
+
+
+def default_threads() -> int:
+    """Torch threads of a run that asks for none: $OMP_NUM_THREADS when set, else 1.
+
+    Torch's own default (one thread per physical core) stalls as soon as another process holds a core: its
+    threads wait for each other at every operation. On a 2-core machine already busy (load average 4-7), a D = 16
+    OTS run made 1.6 steps/s on 2 threads and 21.8 on 1, and beside one more CPU hog 0.84 and 9.6; the small MLPs
+    gain little from a second thread on an idle machine (``otsr bench --bundle``: 25.3 steps/s on 2 threads, 25.4
+    on 1).
+    """
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    return int(env) if env.isdigit() and int(env) > 0 else 1
+
+
+def set_threads(n: int | None) -> int:
+    """Use ``n`` torch threads (``default_threads()`` when None); returns the number set."""
+    n = default_threads() if n is None else n
+    if n < 1:
+        raise ValueError(f"--threads {n}: must be at least 1")
+    torch.set_num_threads(n)
+    return n
 
 
 def resolve_precision(precision: str, model: str, device: torch.device, reference_habits: bool = False) -> str:

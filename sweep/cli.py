@@ -31,7 +31,6 @@ from sweep.tracking import (  # noqa: E402
     default_tracking_uri,
     otsr_experiments,
     server_answers,
-    ui_command,
 )
 
 SMOKE = {"samples": 2, "steps": 40, "seeds": 1}  # --smoke-test: seconds, not minutes
@@ -45,6 +44,7 @@ def _options(args: argparse.Namespace):
         raise ValueError(f"--num-cpus {args.num_cpus}: in-process Ray needs at least 1 CPU")
     overrides = {k: v for k, v in (("samples", args.samples), ("steps", args.steps), ("seeds", args.seeds),
                                    ("cpu", args.cpus_per_trial), ("gpu", args.gpus_per_trial),
+                                   ("threads", args.threads),
                                    ("max_concurrent", args.max_concurrent)) if v is not None}
     if getattr(args, "smoke_test", False):
         overrides = {**SMOKE, **overrides}
@@ -136,15 +136,54 @@ def _port_free(port: int) -> bool:
     return True
 
 
+UI_LOG = "mlflow-ui.log"
+
+
+def ui_server_command(uri: str, artifact_root: str, port: int, workers: int) -> tuple[list[str], dict[str, str]]:
+    """The lightest MLflow server for one local store: ``workers`` uvicorn workers (1: a single server process) and
+    no job runner (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: without it MLflow 3.17 adds a job runner and 7 huey
+    consumers), bound to 127.0.0.1. Returns the command and its environment."""
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, "--default-artifact-root",
+           artifact_root, "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    return cmd, {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def _ui_log_path(args: argparse.Namespace, uri: str) -> Path:
+    """--log, else next to an sqlite store, else in --workdir."""
+    if args.log:
+        return Path(args.log)
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).parent / UI_LOG
+    return Path(args.workdir) / UI_LOG
+
+
+def _log_tail(path: Path, n: int = 5) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return "\n".join("  " + ln for ln in lines[-n:])
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
     """Serve the MLflow UI for the local store on 127.0.0.1 until interrupted (SIGINT or SIGTERM stop it and its
-    workers); the runs-table addresses are printed once the server answers."""
+    workers); the runs-table addresses are printed once the server answers, the server's own lines go to a log
+    file."""
     wd = Path(args.workdir)
     uri = args.tracking_uri or default_tracking_uri(wd)
+    if args.workers < 1:
+        raise ValueError(f"--workers {args.workers}: must be at least 1")
     if not _port_free(args.port):
         raise ValueError(f"--port {args.port}: 127.0.0.1:{args.port} is in use; pick another port")
-    proc = subprocess.Popen(ui_command(uri, default_artifact_root(wd), args.port), start_new_session=True,
-                            stdout=sys.stderr)  # the server's own chatter stays off the addresses printed here
+    log_path = _ui_log_path(args, uri)
+    try:
+        log = log_path.open("a")
+    except OSError as e:
+        raise ValueError(f"--log {log_path}: cannot write the server's log ({e.strerror or e})") from None
+    cmd, env = ui_server_command(uri, default_artifact_root(wd), args.port, args.workers)
+    with log:
+        proc = subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, env=env)
 
     def stop(*_):
         try:
@@ -159,9 +198,11 @@ def cmd_ui(args: argparse.Namespace) -> int:
         while not server_answers(base) and proc.poll() is None and time.time() < deadline:
             time.sleep(0.5)
         if proc.poll() is not None:
+            print(f"otsr-sweep: error: the MLflow server exited with code {proc.returncode}; the end of its log "
+                  f"({log_path}):\n{_log_tail(log_path)}", file=sys.stderr)
             return proc.returncode or 1
-        print(f"MLflow UI on {base} (Ctrl-C to stop); each sweep experiment's comparison (runs grouped by role, "
-              "λ and bias as columns) and its metrics against λ:", flush=True)
+        print(f"MLflow UI on {base} (Ctrl-C to stop; the server's log: {log_path}); each sweep experiment's "
+              "comparison (runs grouped by role, λ and bias as columns) and its metrics against λ:", flush=True)
         for name, exp_id in otsr_experiments(uri):
             urls = view_urls(base, exp_id)
             print(f"  {name}: {urls['otsr-compare']}", flush=True)
@@ -187,7 +228,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, help="Optuna trials per searched method")
     p.add_argument("--steps", type=int, help="training steps per trial")
     p.add_argument("--seeds", type=int, help="seeds per configuration")
-    p.add_argument("--cpus-per-trial", type=float)
+    p.add_argument("--cpus-per-trial", type=float, help="CPUs Ray reserves for each trial (default: the space's "
+                   "resources.cpu, 1 in the shipped spaces)")
+    p.add_argument("--threads", type=int, metavar="N", help="torch threads per trial (default: the trial's whole "
+                   "CPUs, so 1 per trial when trials share the machine); raises each trial's CPU reservation to N, so "
+                   "trials x threads never exceeds the CPUs Ray offers")
     p.add_argument("--gpus-per-trial", type=float, help="fractions pack several trials per GPU")
     p.add_argument("--max-concurrent", type=int, help="trials running at once (default: as resources allow)")
     p.add_argument("--num-cpus", type=int, help="CPUs for in-process Ray (default: all)")
@@ -225,11 +270,20 @@ def build_parser() -> argparse.ArgumentParser:
                                      "code, and the space's trial placed on its node types")
     _common(v)
     v.set_defaults(fn=cmd_validate)
-    u = sub.add_parser("ui", help="MLflow UI for the local store, on 127.0.0.1")
-    u.add_argument("--port", type=_port, default=5000)
-    u.add_argument("--workdir", default=".")
-    u.add_argument("--tracking-uri")
-    u.add_argument("--debug", action="store_true")
+    u = sub.add_parser("ui", help="MLflow UI for the local store, on 127.0.0.1",
+                       description="Serve the MLflow UI for one local store on 127.0.0.1 and print each sweep "
+                                   "experiment's saved views; the server (one worker, no job runner) writes its own "
+                                   "lines to a log file. Ctrl-C or SIGTERM stops it.")
+    u.add_argument("--port", type=_port, default=5000, help="port on 127.0.0.1 (default 5000)")
+    u.add_argument("--workdir", default=".", help="folder of the default store, mlflow.db and mlartifacts/ "
+                                                  "(default: the current folder)")
+    u.add_argument("--tracking-uri", help="the store to serve, e.g. sqlite:///path/mlflow.db (default: "
+                                          "$MLFLOW_TRACKING_URI, else sqlite WORKDIR/mlflow.db)")
+    u.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="uvicorn worker processes (default 1: one user browsing one store needs no more)")
+    u.add_argument("--log", metavar="FILE",
+                   help=f"the server's log file (default: {UI_LOG} next to an sqlite store, else in WORKDIR)")
+    u.add_argument("--debug", action="store_true", help="print the stack trace of errors")
     u.set_defaults(fn=cmd_ui)
     return p
 

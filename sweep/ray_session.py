@@ -116,6 +116,8 @@ def start(address: str | None, num_cpus: int | None, verbose: int) -> None:
         return
     keep_ray_on_loopback()
     clean_leftovers()
+    # Ray's own default for a new local node (token auth, a token made once), stated, so Ray does not announce it
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=level)
     _record_node()
 

@@ -31,10 +31,10 @@ METHOD_KEYS = {"samples", "fixed", "search", "bundle"}
 MAX_STEPS, MAX_SAMPLES, MAX_BUNDLE = 10**8, 10**5, 1024  # beyond these a value is a typo, not a plan
 BUDGET_KEYS = {"steps", "seeds", "eval_every"}
 SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor"}
-RESOURCE_KEYS = {"cpu", "gpu", "max_concurrent", "custom", "max_failures"}
+RESOURCE_KEYS = {"cpu", "gpu", "threads", "max_concurrent", "custom", "max_failures"}
 DIST_KEYS = {"type", "low", "high", "log", "step", "choices", "values"}
 SWEEP_OWNED = {"method", "seed", "steps", "eval_every"}  # set by the sweep, not by fixed/search blocks
-OVERRIDE_KEYS = {"samples", "steps", "seeds", "cpu", "gpu", "max_concurrent"}
+OVERRIDE_KEYS = {"samples", "steps", "seeds", "cpu", "gpu", "threads", "max_concurrent"}
 
 
 class SpaceError(ValueError):
@@ -212,9 +212,24 @@ def _check_overrides(overrides: dict[str, Any]) -> None:
     for k, v in overrides.items():
         if k not in OVERRIDE_KEYS:
             raise SpaceError(f"override {k!r}: unknown (valid: {', '.join(sorted(OVERRIDE_KEYS))})")
-        low = 0 if k in ("cpu", "gpu", "max_concurrent") else 1
+        low = 0 if k in ("cpu", "gpu", "threads", "max_concurrent") else 1
         if isinstance(v, bool) or not isinstance(v, (int, float)) or v < low:
             raise SpaceError(f"--{k.replace('_', '-')}: {v!r} must be >= {low}")
+
+
+def _cpus_for_threads(src: str, threads: int, cpu: float, cpu_given: bool) -> float:
+    """A trial's CPU reservation: at least its threads, so that trials x threads never exceeds the CPUs Ray offers.
+
+    Threads beyond a reservation given next to them (both in the file, or --cpus-per-trial) are an error; a
+    reservation that only comes from the file is raised to --threads.
+    """
+    if threads <= cpu:
+        return cpu
+    if cpu_given:
+        raise _err(src, "resources.threads", f"{threads} threads per trial on {cpu:g} reserved CPU(s) would "
+                   f"oversubscribe the cores; reserve at least {threads} (resources.cpu, --cpus-per-trial) or use "
+                   f"fewer threads")
+    return float(threads)
 
 
 def parse_space(raw: Any, src: str = "<dict>", overrides: dict[str, Any] | None = None) -> SweepSpec:
@@ -250,7 +265,10 @@ def parse_space(raw: Any, src: str = "<dict>", overrides: dict[str, Any] | None 
                  "max_concurrent": _int(src, "resources.max_concurrent",
                                         overrides.get("max_concurrent", res.get("max_concurrent", 0)), 0),
                  "custom": {str(k): _number(src, f"resources.custom.{k}", v) for k, v in custom.items()},
-                 "max_failures": _int(src, "resources.max_failures", res.get("max_failures", 3), 0)}
+                 "max_failures": _int(src, "resources.max_failures", res.get("max_failures", 3), 0),
+                 "threads": _int(src, "resources.threads", overrides.get("threads", res.get("threads", 0)), 0, 1024)}
+    resources["cpu"] = _cpus_for_threads(src, resources["threads"], resources["cpu"],
+                                         "cpu" in overrides or ("cpu" in res and "threads" not in overrides))
     if resources["cpu"] == 0 and resources["gpu"] == 0 and not resources["custom"]:
         raise _err(src, "resources", "a trial needs some resource (cpu > 0 or gpu > 0)")
     if resources["gpu"] > 1 and resources["gpu"] != int(resources["gpu"]):

@@ -30,10 +30,11 @@ from otsr.trainers import train_bundle
 PAIR_KEY = "pair"
 
 
-def _trial_threads() -> int:
-    """Torch threads = the CPUs Ray assigned to this trial (at least 1), so packed trials do not thrash."""
+def _trial_threads(asked: int = 0) -> int:
+    """Torch threads: ``asked`` (resources.threads, never more than the trial's CPUs: the space checks it), else
+    the whole CPUs Ray assigned to this trial, at least 1; so trials x threads stays within the CPUs Ray offers."""
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    return max(1, int(cpus))
+    return asked or max(1, int(cpus))
 
 
 def _assigned_gpus() -> float:
@@ -63,7 +64,7 @@ def _resume_points(folders: list[Path], members: list[dict[str, Any]]) -> list[d
 
 def run_trial(config: dict[str, Any]) -> None:
     """Tune trainable: train the bundle, report each evaluation (every member), then every member's ending."""
-    torch.set_num_threads(_trial_threads())
+    torch.set_num_threads(_trial_threads(config.get("threads", 0)))
     _cap_gpu_memory()
     pair = PairSpec.from_dict(config[PAIR_KEY]).build()
     members = config["members"]

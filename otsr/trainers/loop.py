@@ -51,12 +51,14 @@ def train(cfg: TrainConfig, pair: Pair, *, report: Callable[[Progress], Any] | N
 def train_bundle(members: list[TrainConfig], pair: Pair, *, report: Report | None = None,
                  resume: list[dict[str, Any] | Path | str] | None = None,
                  out_dirs: list[Path | str] | None = None,
-                 on_log: Callable[[int, list[dict[str, float] | None]], None] | None = None) -> list[Result]:
+                 on_log: Callable[[int, list[dict[str, float] | None]], None] | None = None,
+                 on_step: Callable[[int], None] | None = None) -> list[Result]:
     """Train K configurations of one method on ``pair`` together; returns one Result per member, in order.
 
     ``report`` gets the members' Progress at each evaluation (and once more, ``final``, at the end) and may return
     indices of members to stop; ``on_log(step, rows)`` gets each active member's mean losses at every readout
-    (None for frozen members). Host syncs happen only every ``log_every`` steps and at evaluations.
+    (None for frozen members); ``on_step(step)`` is called after every step, without a host sync (a progress
+    bar's tick). Host syncs happen only every ``log_every`` steps and at evaluations.
     """
     check_pair(pair, resolve_device(members[0].device), members[0].cost)  # the final evaluation's code path, first
     state = build_state(members, pair)
@@ -64,7 +66,7 @@ def train_bundle(members: list[TrainConfig], pair: Pair, *, report: Report | Non
     folders = [RunFolder(d) for d in out_dirs] if out_dirs is not None else None
     if folders is not None and len(folders) != k:
         raise ValueError(f"{len(folders)} output folder(s) for a bundle of {k}")
-    loop = _Loop(state, report, on_log, folders)
+    loop = _Loop(state, report, on_log, folders, on_step)
     if resume is not None:
         loop.restore([c if isinstance(c, dict) else load_checkpoint(c, map_location=state.device) for c in resume])
     return loop.run()
@@ -73,8 +75,8 @@ def train_bundle(members: list[TrainConfig], pair: Pair, *, report: Report | Non
 class _Loop:
     """One training run of a bundle: the state plus each member's status and outputs."""
 
-    def __init__(self, state: TrainState, report, on_log, folders: list[RunFolder] | None):
-        self.s, self.report, self.on_log, self.folders = state, report, on_log, folders
+    def __init__(self, state: TrainState, report, on_log, folders: list[RunFolder] | None, on_step=None):
+        self.s, self.report, self.on_log, self.folders, self.on_step = state, report, on_log, folders, on_step
         k = state.k
         self.status = ["running"] * k
         self.message = [""] * k
@@ -130,6 +132,8 @@ class _Loop:
             s.set_lr(cfg.lr_factor(s.step))
             losses = s.method.step(s).detach().float()
             s.step += 1
+            if self.on_step is not None:
+                self.on_step(s.step)
             acc += losses
             n_acc += 1
             first_bad = torch.where(torch.isfinite(losses) | torch.isfinite(first_bad), first_bad,

@@ -232,3 +232,53 @@ def test_a_full_disk_is_a_one_line_error_and_leaves_no_temporary_file(tmp_path, 
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=True)
         mnt.rmdir()
+
+
+def test_threads_default_to_one_and_bad_counts_fail_before_any_output(tmp_path, capsys, monkeypatch):
+    import torch
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    out = tmp_path / "run"
+    assert main(["train", "--pair", "gaussian-shift", "--dim", "2", *FAST, "--threads", "0", "--out", str(out)]) \
+        == EXIT_BAD_INPUT
+    assert "--threads 0: must be at least 1" in capsys.readouterr().err and not out.exists()
+    torch.set_num_threads(2)
+    assert main(["train", "--pair", "gaussian-shift", "--dim", "2", *FAST, "--out", str(out)]) == 0
+    assert torch.get_num_threads() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert main(["train", "--pair", "gaussian-shift", "--dim", "2", *FAST, "--out", str(out), "--overwrite"]) == 0
+    assert torch.get_num_threads() == 2
+
+
+def test_late_checks_run_before_the_bar_and_name_their_flag(tmp_path, capsys, monkeypatch):
+    import torch
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    args = ["train", "--pair", "gaussian-shift", "--dim", "2", *FAST]
+    assert main([*args, "--device", "cuda", "--out", str(out)]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err == "otsr: error: --device cuda: CUDA is not available on this machine (use --device cpu or auto)\n"
+    assert not out.exists()
+    assert main([*args, "--out", "/proc/otsr-x/run"]) == EXIT_BAD_INPUT
+    err = capsys.readouterr().err
+    assert err == "otsr: error: --out /proc/otsr-x/run: cannot create the folder (No such file or directory)\n"
+
+
+def test_a_bundle_prints_one_table_with_the_best_marked_and_a_no_op_resume_no_time(tmp_path, capsys):
+    out = tmp_path / "lams"
+    assert main(["train", "--pair", "gaussian-shift", "--dim", "4", "--method", "gan", "--lam", "0.1,1,10", *FAST,
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr()
+    lines = text.out.splitlines()
+    assert lines[0].split() == ["member", "λ", "l2_uvp", "bias_sliced_w2", "status"]
+    rows = lines[1:4]
+    assert [r.lstrip("* ").split()[0] for r in rows] == ["lam=0.1", "lam=1", "lam=10"]
+    uvp = [float(r.lstrip("* ").split()[2]) for r in rows]
+    best = [r.startswith("*") for r in rows]
+    assert best.count(True) == 1 and best.index(True) == uvp.index(min(uvp))
+    assert lines[4] == "* best: lowest l2_uvp"
+    assert text.err.count("lam=0.1") == 1  # its evaluation at step 10; the final one is in the table only
+    assert main(["train", "--resume", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert text.count("completed at step 20 (already complete)") == 3 and "(0 s)" not in text

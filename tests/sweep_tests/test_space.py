@@ -267,3 +267,20 @@ def test_a_user_pair_whose_sampler_raises_fails_validation_naming_the_hook(tmp_p
     d["pair"] = {"name": "otsr.testing:LinearPair", "params": {"wrong_shape": True}}
     with pytest.raises(SpaceError, match=r"pair: .*sample_p\(3\) returned shape \(3, 3\)"):
         parse_space(d, "x.yaml")
+
+
+def test_threads_never_oversubscribe_the_cpus_ray_offers():
+    """--threads N raises a trial's CPU reservation to N (Ray then packs trials x threads <= CPUs); N beyond a
+    reservation given next to it is an error; by default a trial's threads are its CPUs (1 in the shipped spaces)."""
+    res = parse_space(_base(), "x.yaml").resources
+    assert res["threads"] == 0 and res["cpu"] == 1  # 0: the trial's whole CPUs
+    spec = parse_space(_base(), "x.yaml", {"threads": 2})
+    assert spec.resources["threads"] == 2 and spec.resources["cpu"] == 2
+    d = _base()
+    d["resources"] = {"cpu": 1}
+    assert parse_space(d, "x.yaml", {"threads": 3}).resources["cpu"] == 3  # the file's cpu yields to --threads
+    with pytest.raises(SpaceError, match=r"2 threads per trial on 1 reserved CPU\(s\) would oversubscribe"):
+        parse_space(_base(), "x.yaml", {"threads": 2, "cpu": 1})
+    d["resources"] = {"cpu": 1, "threads": 4}
+    with pytest.raises(SpaceError, match=r"resources.threads: 4 threads per trial"):
+        parse_space(d, "x.yaml")
