@@ -8,6 +8,8 @@
 #   quality     OTS on convex-mixture:0 and icnn-mixture:1 at D=16, 64, 25 %     ~2.5 min
 #   bundles     K = 1, 4, 16, 64 on the D=16 MLP GAN and the GPU space's D=64    ~1 min
 #   sr          OTS and the GAN on the AIM19 shape (EDSR 64x128), 150 steps each ~1.5 min
+#   potential   the SR demo pair's potential and critic alone against bicubic, 1500 updates each   ~1 min
+#   images      OTS on convex-images (16x16) with the default recipe, bf16 on the conv nets      ~1.5 min
 #   speed       the GPU suite (lean vs reference habits), 20 steps each           ~1 min
 #   packing     1, 2, 4, 8 processes of the D=16 MLP GAN                          ~0.5 min
 #
@@ -25,6 +27,8 @@ if [[ -n "${GPU_CHECK_DRY:-}" ]]; then
   quality=(--dims 4 --budget 0.004 --quality-pairs convex-mixture:0,icnn-mixture:1 --methods ots)
   bundles=(--bundle 1,2 --bundle-config mlp-gan-d16 --steps 2 --warmup 1 --no-pack)
   sr=(--steps 3 --sr-width 8 --sr-depth 2 --pair-param hr_crop=32)
+  potential=(hr_crop=32 workers=0 steps=4 critic_width=8 --eval-samples 64)
+  images=(--pair-param size=8 --pair-param pool=256 --steps 4 --eval-every 2 --final-eval-samples 64)
   speed=(--config cpu-mlp-gan-d16 --steps 2 --warmup 1 --no-peak --no-reference)
   pack=(--config cpu-mlp-gan-d16 --pack 1,2 --pack-threads 1 --steps 2 --warmup 1)
 else
@@ -33,6 +37,8 @@ else
   bundles=(--bundle 1,4,16,64 --bundle-config mlp-gan-d16 --bundle-config gpu-space-gan-d64 --steps 40 --warmup 5
            --readme docs/benchmarks.md)
   sr=(--steps 150)
+  potential=(hr_crop=32 workers=0 steps=1500 --eval-samples 1024)
+  images=()
   speed=(--suite gpu --steps 20 --warmup 5 --readme docs/benchmarks.md)
   pack=(--config cpu-mlp-gan-d16 --device cuda --pack 1,2,4,8 --pack-threads 1 --steps 200 --warmup 20)
 fi
@@ -54,6 +60,10 @@ step precision precision_run
 step quality $py -m otsr.cli bench --quality --device $dev "${quality[@]}" --out "$out/quality.json"
 step bundles $py -m otsr.cli bench --device $dev "${bundles[@]}" --out "$out/bundles.json"
 step sr $py -m otsr.cli bench --sr demo --device $dev "${sr[@]}" --report-only --out "$out/sr_check.json"
+step potential $py -m otsr.cli bench --potential-check sr-folders --device $dev "${potential[@]}" --report-only \
+  --out "$out/potential.json"
+step images $py -m otsr.cli train --pair convex-images --method ots --device $dev "${images[@]}" \
+  --out "$out/convex-images" --overwrite
 step speed $py -m otsr.cli bench "${speed[@]}" --out "$out/speed.json"
 step packing $py -m otsr.cli bench "${pack[@]}" --out "$out/packing.json"
 cp README.md docs/benchmarks.md "$out/" 2>/dev/null

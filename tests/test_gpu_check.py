@@ -31,8 +31,9 @@ def test_gpu_check_dry_run_passes_with_only_the_gpu_machines_packages(tmp_path):
     assert "gpu_check (dry run on CPU): all checks passed" in proc.stdout
     assert MISSING not in log  # nothing reached for a blocked package
     steps = dict(line.split() for line in (out / "steps.txt").read_text().splitlines())
-    assert steps == {name: "0" for name in ("precision", "quality", "bundles", "sr", "speed", "packing")}
-    for f in ("quality.json", "bundles.json", "sr_check.json", "speed.json", "packing.json"):
+    assert steps == {name: "0" for name in ("precision", "quality", "bundles", "sr", "potential", "images", "speed",
+                                            "packing")}
+    for f in ("quality.json", "bundles.json", "sr_check.json", "potential.json", "speed.json", "packing.json"):
         json.loads((out / f).read_text())  # complete and well formed
     verdicts = (out / "verdicts.txt").read_text()
     assert "not judged" in verdicts  # the dry run says what it could not judge

@@ -19,6 +19,7 @@ from typing import Any
 
 BUNDLE_TARGET = 1000.0  # summed member steps/s of the MLP GAN at D = 16 on one H100/H200 (8 processes: 153)
 PRECISION_SLACK = 1.5  # bf16 L2-UVP at most this times fp32's
+IMAGE_TARGET = 5.0  # OTS L2-UVP (%) on convex-images with the default recipe
 AFFINE_FACTOR = 4.0  # at a quarter of the recipe, OTS at least this much better than the best affine map
 
 
@@ -92,6 +93,30 @@ def check_sr(out: Path, dry: bool) -> tuple[bool | None, str]:
     return ok, "; ".join(parts)
 
 
+def check_potential(out: Path, dry: bool) -> tuple[bool | None, str]:
+    """The SR demo pair's OTS potential, alone against bicubic, separates HR from bicubic (held-out AUC)."""
+    res = _load(out / "potential.json")
+    aucs = {m: res[m]["auc"] for m in ("ots", "gan") if m in res}
+    if not aucs or not _finite(aucs.values()):
+        return False, f"no finite AUC: {aucs}"
+    text = ", ".join(f"{m} AUC {v:.3f}" for m, v in aucs.items())
+    if dry:
+        return None, text + f" (AUC >= {res['target_auc']} not judged: 4 updates)"
+    return aucs.get("ots", 0.0) >= res["target_auc"], text + f" (OTS potential >= {res['target_auc']})"
+
+
+def check_images(out: Path, dry: bool) -> tuple[bool | None, str]:
+    """OTS on the known-map image pair: far past the identity under the GPU path's precision."""
+    r = _load(out / "convex-images" / "result.json")
+    uvp = r["metrics"].get("l2_uvp")
+    if r["status"] != "completed" or not _finite([uvp]):
+        return False, f"run {r['status']}: L2-UVP {uvp}"
+    text = f"L2-UVP {uvp:.2f}% (precision {r.get('precision')})"
+    if dry:
+        return None, text + " (quality not judged: 4 steps)"
+    return uvp <= IMAGE_TARGET, text + f" (target <= {IMAGE_TARGET:g} %)"
+
+
 def check_speed(out: Path, dry: bool) -> tuple[bool | None, str]:
     """The speed suite's figures are complete and finite (figures, not a criterion)."""
     rep = _load(out / "speed.json")
@@ -111,7 +136,7 @@ def check_packing(out: Path, dry: bool) -> tuple[bool | None, str]:
 
 CHECKS: dict[str, Callable[[Path, bool], tuple[bool | None, str]]] = {
     "precision": check_precision, "quality": check_quality, "bundles": check_bundles, "sr": check_sr,
-    "speed": check_speed, "packing": check_packing}
+    "potential": check_potential, "images": check_images, "speed": check_speed, "packing": check_packing}
 
 
 def judge(out: Path, dry: bool, steps: dict[str, int]) -> tuple[bool, list[str]]:

@@ -20,6 +20,7 @@ import torch
 
 from otsr.methods import get_method
 from otsr.methods.gan import gradient_penalty
+from otsr.models import from_channels, to_channels
 from otsr.pairs import Pair
 from otsr.recipes import resolve_config
 from otsr.state import TrainState, build_state
@@ -42,12 +43,20 @@ def separation_auc(f_q: torch.Tensor, f_t: torch.Tensor) -> float:
     return float((ranks[:n].sum() - n * (n + 1) / 2) / (n * m))
 
 
-def _update(s: TrainState) -> torch.Tensor:
-    """One update of the second network against the frozen map: the OTS potential's loss, or the critic's with its
-    gradient penalty; returns the loss (K,)."""
+def start_map(s: TrainState):
+    """The map where training starts it, (K, B, ...) -> (K, B, ...): an image map's base (bicubic, the identity:
+    its learned residual starts at zero, so this is exact and skips the network) or the vector map itself."""
+    if len(s.pair.shape) == 1:
+        return s.map
+    return lambda x: from_channels(s.map.net.base(to_channels(x)).float(), s.k)
+
+
+def _update(s: TrainState, t) -> torch.Tensor:
+    """One update of the second network against the frozen map ``t``: the OTS potential's loss, or the critic's with
+    its gradient penalty; returns the loss (K,)."""
     x, y = s.sample_p(), s.sample_q()
     with torch.no_grad():
-        tx = s.map(x)
+        tx = t(x)
     loss = s.critic(tx).mean(1) - s.critic(y).mean(1)
     if not s.method.critic_is_potential and s.any_positive("gp"):
         loss = loss + s.member_values("gp") * gradient_penalty(s.critic, y, tx, s.uniform(y.shape[1], y.ndim - 2))
@@ -61,10 +70,11 @@ def check_method(pair: Pair, method: str, settings: dict[str, Any], n_eval: int,
     cfg = resolve_config(pair, {"method": method, **settings})
     s = build_state(cfg, pair)
     s.map.requires_grad_(False)
+    t = start_map(s)
     g = torch.Generator(device=s.device).manual_seed(HELD_OUT_SEED)
     with pair.evaluation_samples(HELD_OUT_SEED), torch.no_grad():
         x_held, y_held = pair.sample_p(n_eval, g), pair.sample_q(n_eval, g)
-        t_held = s.map(x_held[None])
+        t_held = torch.cat([t(c[None]) for c in x_held.split(256)], 1)
 
     def measure(step: int, loss: float) -> dict[str, float]:
         with torch.no_grad():
@@ -83,7 +93,7 @@ def check_method(pair: Pair, method: str, settings: dict[str, Any], n_eval: int,
     curve = [measure(0, math.nan)]
     for step in range(1, cfg.steps + 1):
         s.set_lr(cfg.lr_factor(step - 1))
-        loss = _update(s)
+        loss = _update(s, t)
         if step % every == 0 or step == cfg.steps:
             curve.append(measure(step, float(loss[0])))
     return {"method": method, "role": "potential" if get_method(method).critic_is_potential else "critic",
