@@ -16,9 +16,7 @@ from otsr.pairs import Pair
 
 def vector_steps(dim: int, method: str = "gan") -> int:
     """Outer steps a vector pair of dimension ``dim`` needs with the vector recipe of ``method``."""
-    if method == "ots":  # up to D = 16 small batches and few map steps per potential step: many cheap updates
-        return 15000 if dim <= 16 else 6000 if dim <= 64 else 10000
-    return 2000 if dim <= 16 else 6000 if dim <= 64 else 10000
+    return get_method(method).vector_steps(dim)
 
 
 def recipe(pair: Pair, method: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from otsr.methods import METHODS
 from sweep.mlflow_sink import (
     CreateRun,
     LogArtifacts,
@@ -114,25 +115,34 @@ def _short(v: Any) -> str:
     return str(v)
 
 
+def _knob(settings: dict[str, Any]) -> tuple[str | None, str]:
+    """The swept knob of the settings' method and how it is written (``('lam', 'λ')``; None for a reference)."""
+    method = METHODS.get(str(settings.get("method")))
+    return (method.swept, method.symbol) if method is not None and method.swept else (None, "")
+
+
 def member_run_name(settings: dict[str, Any], searched: list[str]) -> str:
     """``gan λ=0.154 lr_map=0.0023 s1``: method, the searched values, the seed."""
     parts = [str(settings.get("method"))]
+    knob, symbol = _knob(settings)
     for k in searched:
         if k in settings:
-            parts.append(f"{'λ' if k == 'lam' else k}={_short(settings[k])}")
+            parts.append(f"{symbol if k == knob else k}={_short(settings[k])}")
     parts.append(f"s{settings.get('seed', 0)}")
     return " ".join(parts)
 
 
 def run_params(settings: dict[str, Any], pair: dict[str, Any]) -> dict[str, str]:
     """A member's MLflow params: its trainer settings, the pair spec flattened to pair.name / pair.<param>, and
-    log10_lam (so MLflow's scatter and parallel-coordinate plots read lambda on a log axis)."""
+    log10_<knob> of its method's swept knob (log10_lam: MLflow's scatter and parallel-coordinate plots then read
+    lambda on a log axis)."""
     out = {k: str(v) for k, v in settings.items()}
     out["pair.name"] = str(pair["name"])
     out.update({f"pair.{k}": str(v) for k, v in pair.get("params", {}).items()})
-    lam = settings.get("lam")
-    if settings.get("method") == "gan" and isinstance(lam, (int, float)) and lam > 0:
-        out["log10_lam"] = f"{math.log10(lam):.4f}"
+    knob, _ = _knob(settings)
+    value = settings.get(knob) if knob else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        out[f"log10_{knob}"] = f"{math.log10(value):.4f}"
     return out
 
 

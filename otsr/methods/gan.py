@@ -34,6 +34,8 @@ class GAN(Method):
     critic_is_potential = False
     bundle_fields = MEMBER_FIELDS | {"lam", "gp"}
     settings = ("lam", "gp", "critic_steps")
+    swept, swept_symbol = "lam", "λ"  # the knob whose bias otsr sweeps
+    tiny = {"lam": 1.0, "critic_steps": 2}
     warm_start = "identity"  # started at the Bures map it overshoots its equilibrium (otsr.state)
 
     def validate(self, cfg) -> None:

@@ -22,6 +22,8 @@ class OTS(Method):
     critic_is_potential = True
     settings = ("map_steps", "potential_gain")
     warm_start = "bures"
+    reference = True  # no knob: the unbiased map the swept methods are compared against
+    tiny = {"map_steps": 2}
 
     def validate(self, cfg) -> None:
         """OTS has no lambda."""
@@ -31,6 +33,10 @@ class OTS(Method):
     def inner_updates(self, cfg) -> int:
         """``map_steps`` map updates and one potential update."""
         return cfg.map_steps + 1
+
+    def vector_steps(self, dim: int) -> int:
+        """Up to D = 16 small batches and few map steps per potential step: many cheap updates."""
+        return 15000 if dim <= 16 else 6000 if dim <= 64 else 10000
 
     def recipe(self, dim: int | None) -> dict:
         """Up to D = 16: batch 256, 3 map updates per potential update and the potential at 0.6x the map's rate,
