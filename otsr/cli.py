@@ -23,7 +23,6 @@ EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
 RESUME_FIXED = ("method", "cost", "lam", "gp", "map_model", "critic_model", "width", "depth", "warm_start", "seed",
                 "batch_size")
 BUNDLE_FILE = "bundle.json"
-HEADLINE = ("l2_uvp", "psnr", "bias_sliced_w2")  # shown on the progress bar and in the summary, when present
 
 
 def _version() -> str:
@@ -106,8 +105,8 @@ class _Progress:
     """A progress bar on stderr (tqdm when installed) with the rate, the ETA and the latest evaluation's headline
     metrics; in a bundle, one line per member at each evaluation."""
 
-    def __init__(self, total: int, start: int, names: list[str]):
-        self.names, self.total = names, total
+    def __init__(self, total: int, start: int, names: list[str], headline: tuple[str, ...] = ()):
+        self.names, self.total, self.headline = names, total, headline
         self.evals: dict[str, str] = {}
         try:
             from tqdm import tqdm
@@ -138,7 +137,7 @@ class _Progress:
     def report(self, progress) -> None:
         """An evaluation: remember its headline metrics; bundles print one line per member."""
         for p in progress:
-            text = _headline(p.metrics)
+            text = _headline(p.metrics, self.headline)
             self.evals[self.names[p.member]] = text
             if len(self.names) > 1:
                 self.write(f"step {p.step:>6}  {self.names[p.member]:<24} {text}")
@@ -158,8 +157,9 @@ class _Progress:
             print(file=sys.stderr)
 
 
-def _headline(metrics: dict[str, float]) -> str:
-    return "  ".join(f"{k} {metrics[k]:.4g}" for k in HEADLINE if k in metrics and math.isfinite(metrics[k]))
+def _headline(metrics: dict[str, float], names: tuple[str, ...]) -> str:
+    """The pair's headline metrics (``Pair.headline``), shown on the progress bar and in the summary."""
+    return "  ".join(f"{k} {metrics[k]:.4g}" for k in names if k in metrics and math.isfinite(metrics[k]))
 
 
 def _load_resume(args: argparse.Namespace):
@@ -252,12 +252,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             (out / BUNDLE_FILE).write_text(json.dumps({"members": names}, indent=2))
             folders = [out / n for n in names]
     names = [f.name if len(folders) > 1 else "" for f in folders]
-    bar = _Progress(members[0].steps, int(resume[0]["step"]) if resume else 0, names)
+    headline = pair.headline().names()
+    bar = _Progress(members[0].steps, int(resume[0]["step"]) if resume else 0, names, headline)
     results = train_bundle(members, pair, resume=resume, out_dirs=folders, on_log=bar.log,
                            report=lambda ps: bar.report(ps))
     bar.close()
     for res, folder, name in zip(results, folders, names):
-        head = _headline(res.metrics) or res.message
+        head = _headline(res.metrics, headline) or res.message
         label = f"{name}: " if name else ""
         print(f"{label}{res.status} at step {res.step} ({res.seconds:.0f} s)  {head}")
         print(f"  {folder}/  (metrics.json, result.json, curves.png, map.png)")

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from otsr.metric_registry import Headline
 from sweep import interrupts, ray_session
 from sweep.folder import ENDED, RESOLVED, SPEC, SweepState
 from sweep.lock import SweepBusy, driver_lock
@@ -48,7 +49,8 @@ class SweepInterrupted(Exception):
 
 def resolved_spec(spec: SweepSpec) -> dict[str, Any]:
     """The sweep as the report reads it: pair spec, objectives, budget, each method's resolved trainer settings
-    (the recipe plus the space's fixed values; searched names listed) and the reference lines."""
+    (the recipe plus the space's fixed values; searched names listed), the pair's headline metrics and the
+    reference lines."""
     from otsr.baselines import baselines
     from otsr.pairs import PairSpec
     from otsr.recipes import resolve_config
@@ -59,6 +61,7 @@ def resolved_spec(spec: SweepSpec) -> dict[str, Any]:
     first = next(iter(methods.values()))["config"]
     return {"name": spec.name, "pair": spec.pair, "objectives": [dataclasses.asdict(o) for o in spec.objectives],
             "steps": spec.steps, "seeds": spec.seeds, "scheduler": spec.scheduler, "methods": methods,
+            "headline": pair.headline().to_dict(),
             "baselines": baselines(pair, first["cost"], n=min(first["final_eval_samples"], 1 << 14))}
 
 
@@ -80,7 +83,8 @@ def create_sweep(space_file: str | Path, opts: Options) -> Path:
     resolved = resolved_spec(spec)  # builds the pair: a broken user pair fails here, before anything exists
     artifact_root = None if uri.startswith("http") else default_artifact_root(Path(opts.workdir))
     exp_id = get_or_create_experiment(uri, f"otsr/{spec.name}", artifact_root)
-    save_views(open_client(uri), exp_id, spec.objectives[0].metric, spec.pair["name"])
+    save_views(open_client(uri), exp_id, spec.objectives[0].metric, Headline.from_dict(resolved["headline"]),
+               [m.method for m in spec.methods])
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     folder = (storage / f"{spec.name}-{stamp}").resolve()
     folder.mkdir(parents=True)
