@@ -7,14 +7,19 @@ from otsr.methods._base import (
     MEMBER_FIELDS,
     METHODS,
     Method,
+    check_count,
+    check_number,
+    comment_help,
     comparison_methods,
     get_method,
+    owner,
     reference_methods,
     register_method,
     swept_methods,
 )
-from otsr.methods.gan import GAN, gradient_penalty
-from otsr.methods.ots import OTS
+from otsr.methods.gan import GAN, GANSettings, gradient_penalty
+from otsr.methods.ots import OTS, OTSSettings
 
-__all__ = ["GAN", "MEMBER_FIELDS", "METHODS", "OTS", "Method", "comparison_methods", "get_method", "gradient_penalty",
+__all__ = ["GAN", "GANSettings", "MEMBER_FIELDS", "METHODS", "OTS", "OTSSettings", "Method", "check_count",
+           "check_number", "comment_help", "comparison_methods", "get_method", "gradient_penalty", "owner",
            "reference_methods", "register_method", "swept_methods"]
