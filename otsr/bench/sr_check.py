@@ -72,14 +72,14 @@ def run_sr_check(pair_params: dict[str, Any], steps: int, device: str = "auto", 
 def summary_lines(results: dict[str, Any]) -> list[str]:
     """One line per method for the console."""
     lines = [f"SR check on {results['device']}, {results['steps']} steps per method"]
-    bias = results.get("bias_metric", "bias_frechet_hf")  # results written before the headline was stored
+    metric = results.get("bias_metric", "bias_frechet_hf")  # results written before the headline was stored
     for method in (m.name for m in comparison_methods()):
         r = results.get(method, {})
         if r.get("status") != "completed":
             lines.append(f"  {method}: {r.get('status')} {r.get('message', '')}")
             continue
         verdict = "PASS" if r.get("psnr_ok") and r.get("bias_ok", True) else "FAIL"
-        bias = f"bias {r['bias_start']:.2f} -> {r['bias_end']:.2f}" if "bias_end" in r else f"bias {r[bias]:.2f}"
+        bias = f"bias {r['bias_start']:.2f} -> {r['bias_end']:.2f}" if "bias_end" in r else f"bias {r[metric]:.2f}"
         lines.append(f"  {method}: PSNR {r['psnr']:.2f} (bicubic {r['psnr_bicubic']:.2f}, worst "
                      f"{r['psnr_worst_vs_bicubic_db']:+.2f} dB) SSIM {r['ssim']:.3f} {bias}; "
                      f"{r['steps_per_s']:.2f} steps/s, peak {r['peak_mem_gib']:.2f} GiB [{verdict}]")
