@@ -23,6 +23,7 @@ from otsr.checkpoint import atomic_write_json
 from otsr.costs import kappa
 from otsr.methods import METHODS, Method
 from otsr.metric_registry import METRICS, Headline, metric_direction, table_metrics
+from sweep.records import MemberRecord, MemberStatus
 from sweep.tracking import member_run_name, ui_base
 
 PANEL_TITLES = {"bias_mean_shift": "bias of T#P vs Q (mean shift = W1)",
@@ -42,17 +43,17 @@ def collect_trials(folder: Path) -> list[dict[str, Any]]:
     state = json.loads((Path(folder) / "state.json").read_text())
     spec = json.loads((Path(folder) / "resolved.json").read_text())
     out = []
-    for key, m in sorted(state.get("members", {}).items()):
-        method = spec["methods"].get(m["phase"].split("-")[0], {})
-        config = {**method.get("config", {}), **m["settings"]}
+    for key, raw in sorted(state.get("members", {}).items()):
+        m = MemberRecord.from_json(raw)
+        method = spec["methods"].get(m.phase.split("-")[0], {})
+        config = {**method.get("config", {}), **m.settings}
         swept = getattr(_method(config.get("method")), "swept", None)
-        out.append({"phase": m["phase"], "trial_id": key, "config": config, "method": config.get("method"),
+        out.append({"phase": m.phase, "trial_id": key, "config": config, "method": config.get("method"),
                     "knob": config.get(swept) if swept else None,
-                    "seed": config.get("seed"), "metrics": {**m["metrics"], "step": m["step"],
-                                                            "reason": m.get("reason"), "node_id": m.get("node_id"),
-                                                            "resumed_from": m.get("resumed_from", 0)},
-                    "final": m["status"] == "completed", "diverged": m["status"] in ("diverged", "error"),
-                    "status": m["status"], "role": m.get("role")})
+                    "seed": config.get("seed"), "metrics": {**m.metrics, "step": m.step, "reason": m.reason,
+                                                            "node_id": m.node_id, "resumed_from": m.resumed_from},
+                    "final": m.status is MemberStatus.COMPLETED, "diverged": m.status.failed,
+                    "status": m.status.value, "role": m.role})
     return out
 
 
@@ -144,11 +145,10 @@ def summarise(folder: Path) -> dict[str, Any]:
             "scheduler": (spec.get("scheduler") or {}).get("type"),
             "tracking": {"uri": state.get("tracking_uri"), "experiment_id": state.get("experiment_id"),
                          "parent": runs.get("parent")},
-            "counts": {"trials": len(trials), "completed": sum(t["status"] == "completed" for t in trials),
+            "counts": {"trials": len(trials), "completed": sum(t["final"] for t in trials),
                        "diverged": sum(t["diverged"] for t in trials),
-                       "stopped_early": sum(t["status"] == "stopped" for t in trials),
-                       "unfinished": sum(t["status"] not in ("completed", "stopped", "diverged", "error")
-                                         for t in trials)},
+                       "stopped_early": sum(t["status"] == MemberStatus.STOPPED for t in trials),
+                       "unfinished": sum(not MemberStatus(t["status"]).ended for t in trials)},
             "chosen_by": obj, "less_biased_not_ot": _biased_less_but_not_ot(trials, methods, refs, head),
             # the swept method's content cost and penalty: the gaussian-shift closed forms are drawn with them
             "gan_cost": swept_cfg.get("cost"),
@@ -173,7 +173,7 @@ def _biased_less_but_not_ot(trials: list[dict], methods: list[dict], refs: list[
     out = []
     for t in trials:
         m = t["metrics"]
-        if t["method"] not in swept or t["status"] != "completed" or not m.get(head.bias, math.inf) < bias_ref:
+        if t["method"] not in swept or not t["final"] or not m.get(head.bias, math.inf) < bias_ref:
             continue
         acc = m.get(head.accuracy)
         if isinstance(acc, (int, float)) and sign * acc > sign * acc_ref:
@@ -382,7 +382,8 @@ def _html(summary: dict[str, Any], text: str, png: str, rows: str) -> str:
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
     trial_rows = []
     for t in sorted(summary["trials"], key=lambda t: (t["phase"], t["method"], t.get("knob") or 0, t["seed"] or 0)):
-        status = {"completed": "done", "stopped": f"stopped early at step {t.get('step')}"}.get(
+        status = {MemberStatus.COMPLETED.value: "done", MemberStatus.STOPPED.value: f"stopped early at step "
+                  f"{t.get('step')}"}.get(
             t.get("status"), t.get("status") or "?")
         cells = "".join(f"<td>{_num(t['metrics'].get(k))}</td>" for k in keys)
         trial_rows.append(f"<tr><td>{html.escape(t['phase'])}</td><td>{html.escape(t['name'])}</td>"

@@ -18,11 +18,12 @@ from typing import Any
 
 from otsr.metric_registry import Headline
 from sweep import interrupts, ray_session
-from sweep.folder import ENDED, RESOLVED, SPEC, SweepState
+from sweep.folder import RESOLVED, SPEC, SweepState
 from sweep.lock import SweepBusy, driver_lock
 from sweep.mlflow_sink import open_client
 from sweep.mlflow_views import save_views, view_urls
 from sweep.phases import Options, describe, run_phases
+from sweep.records import MemberStatus
 from sweep.searcher import Phase, plan_groups, plan_phases
 from sweep.space import SpaceError, SweepSpec, check_resources_on_cluster, load_space
 from sweep.tracking import (
@@ -186,12 +187,12 @@ def _mark_interrupted(state: SweepState, tracker: Tracker) -> None:
     for rec in state["phases"].values():
         if rec["status"] == "running":
             rec["status"] = "interrupted"
-    for key, m in state["members"].items():
-        if m["status"] not in ENDED and m["status"] != "pending":
-            m["status"] = "interrupted"
+    for key, m in state.members().items():
+        if not m.ended and m.status is not MemberStatus.PENDING:
+            m.status = MemberStatus.INTERRUPTED
             if tracker.has_run(key):
-                tracker.set_tags(key, {"otsr.outcome": "interrupted"})
-                tracker.set_status(key, "KILLED")
+                tracker.set_tags(key, {"otsr.outcome": m.status.outcome})
+                tracker.set_status(key, m.status.mlflow_status)
     state.save()
     tracker.set_tags("parent", {"otsr.status": "interrupted"})
     tracker.set_status("parent", "KILLED")
@@ -202,17 +203,17 @@ def _choose_best(spec: SweepSpec, phase: Phase, state: SweepState, tracker: Trac
     """The searched values of the best member that ran to the end (stopped early ones do not qualify)."""
     obj = spec.objectives[0]
     done = {k: m for k, m in state.members(phase.name).items()
-            if m["status"] == "completed" and math.isfinite(m["metrics"].get(obj.metric, math.nan))}
+            if m.status is MemberStatus.COMPLETED and math.isfinite(m.metrics.get(obj.metric, math.nan))}
     if not done:
         state["best"][phase.method.method] = None
         return
     sign = 1 if obj.mode == "min" else -1
     key = min(done, key=lambda k: sign * done[k]["metrics"][obj.metric])
-    best = {k: done[key]["settings"][k] for k in phase.method.search}
+    best = {k: done[key].settings[k] for k in phase.method.search}
     state["best"][phase.method.method] = best
     state["best_member"] = {**state.get("best_member", {}), phase.method.method: key}
     tracker.log_params("parent", {f"best.{phase.method.method}.{k}": v for k, v in best.items()})
-    state.member(key)["role"] = "best"  # with the best phase's reruns: "group by role" gives best-lambda over seeds
+    state.member(key).role = "best"  # with the best phase's reruns: "group by role" gives best-lambda over seeds
     tracker.set_tags(key, {ROLE_TAG: "best", "otsr.chosen": f"best {obj.metric} of the search"})
 
 
