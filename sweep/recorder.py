@@ -2,6 +2,11 @@
 console line, kept up to date from the trials' reports (a Tune callback on the driver; it never raises into
 Tune: a tracking or study write that fails is queued or reported, and the trials keep training).
 
+It runs on Tune's event loop, so it only does quick things there: MLflow writes are appended to the tracking
+queue, whose drainer thread sends them; the state file and the Optuna study are local files. A member's Optuna
+trial is told once its MLflow run exists (its run id is one of the trial's attributes), at the latest when the
+phases end.
+
 Each metric point is logged once: a resumed member re-runs the steps after its last checkpoint, and points at
 steps already logged are skipped, so a resumed sweep holds no duplicates.
 """
@@ -30,6 +35,7 @@ class MemberRecorder(Callback):
         self.runs = {r.phase.name: r for r in runs}
         self.state, self.tracker, self.tags, self.verbose = state, tracker, tags, verbose
         self.ended = {name: sum(m.ended for m in state.members(name).values()) for name in self.runs}
+        self.untold: list[str] = []  # ended members whose MLflow run is still being created
 
     def _run(self, key: str) -> PhaseRun:
         return self.runs[self.state.member(key).phase]
@@ -44,8 +50,18 @@ class MemberRecorder(Callback):
     # --- Tune hooks ---
 
     def on_step_begin(self, iteration, trials, **info):
-        """Retry queued writes (rate-limited by the tracker's backoff)."""
+        """Wake the tracking drainer; tell Optuna about members whose runs now exist."""
         self.tracker.flush()
+        if self.untold:
+            self._tell_waiting()
+            self.state.save()
+
+    def finish(self) -> None:
+        """The phases ended: give the queue a moment to create the last runs, then tell every member left."""
+        if self.untold:
+            self.tracker.wait_idle(10.0)
+            self._tell_waiting(final=True)
+            self.state.save()
 
     def on_trial_start(self, iteration, trials, trial, **info):
         """Open (or find again, and mark RUNNING) each member's run."""
@@ -141,7 +157,6 @@ class MemberRecorder(Callback):
     def _end(self, key: str, status: MemberStatus, reason: str = "", node: str = "") -> None:
         rec = self.state.member(key)
         rec.status, rec.reason = status, reason or ""
-        rec.run_id = self.tracker.run_ids().get(key, "")
         tags = {OUTCOME_TAG: status.outcome, "otsr.node_id": node}
         if status is MemberStatus.STOPPED:
             tags["otsr.stopped_early"] = f"at step {rec.step}"
@@ -152,13 +167,24 @@ class MemberRecorder(Callback):
             tags["otsr.reason"] = reason[:5000]
         self.tracker.set_tags(key, tags)
         self.tracker.set_status(key, status.mlflow_status)
-        try:
-            self._run(key).tell(key)
-        except Exception as e:  # the study is a record; a failure to write it never stops the sweep
-            print(f"otsr-sweep: could not record {key} in the Optuna study: {e}", file=sys.stderr)
+        self.untold.append(key)
+        self._tell_waiting()
         self.ended[rec.phase] += 1
         if self.verbose == 1:
             self._line(key, status, reason)
+
+    def _tell_waiting(self, final: bool = False) -> None:
+        """Tell the study about ended members whose MLflow run id is known (all of them when ``final``)."""
+        ids = self.tracker.run_ids()
+        for key in list(self.untold):
+            if key not in ids and not final:
+                continue
+            self.untold.remove(key)
+            self.state.member(key).run_id = ids.get(key, "")
+            try:
+                self._run(key).tell(key)
+            except Exception as e:  # the study is a record; a failure to write it never stops the sweep
+                print(f"otsr-sweep: could not record {key} in the Optuna study: {e}", file=sys.stderr)
 
     def _line(self, key: str, status: MemberStatus, reason: str) -> None:
         rec, run = self.state.member(key), self._run(key)

@@ -20,8 +20,7 @@ from otsr.metric_registry import Headline
 from sweep import interrupts, ray_session
 from sweep.folder import RESOLVED, SPEC, SweepState
 from sweep.lock import SweepBusy, driver_lock
-from sweep.mlflow_sink import open_client
-from sweep.mlflow_views import save_views, view_urls
+from sweep.mlflow_views import view_tags, view_urls
 from sweep.phases import Options, describe, run_phases
 from sweep.records import MemberStatus
 from sweep.searcher import Phase, plan_groups, plan_phases
@@ -84,8 +83,6 @@ def create_sweep(space_file: str | Path, opts: Options) -> Path:
     resolved = resolved_spec(spec)  # builds the pair: a broken user pair fails here, before anything exists
     artifact_root = None if uri.startswith("http") else default_artifact_root(Path(opts.workdir))
     exp_id = get_or_create_experiment(uri, f"otsr/{spec.name}", artifact_root)
-    save_views(open_client(uri), exp_id, spec.objectives[0].metric, Headline.from_dict(resolved["headline"]),
-               [m.method for m in spec.methods])
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     folder = (storage / f"{spec.name}-{stamp}").resolve()
     folder.mkdir(parents=True)
@@ -94,6 +91,8 @@ def create_sweep(space_file: str | Path, opts: Options) -> Path:
         (folder / RESOLVED).write_text(json.dumps(resolved, indent=2, sort_keys=True))
         tags = {**version_tags(), "pair": spec.pair["name"], "otsr.space": spec.name}
         tracker = Tracker(uri, folder, exp_id)
+        tracker.set_experiment_tags(view_tags(spec.objectives[0].metric, Headline.from_dict(resolved["headline"]),
+                                              [m.method for m in spec.methods]))
         tracker.create_run("parent", folder.name, {**tags, "otsr.kind": "sweep", "otsr.sweep": folder.name,
                                                     ROLE_TAG: "sweep"}, {
             "space_file": str(space_file), "pair": json.dumps(spec.pair), "steps": spec.steps, "seeds": spec.seeds,
@@ -128,6 +127,7 @@ def _run_locked(folder: Path, opts: Options) -> dict[str, Any]:
     spec = load_space(folder / SPEC, state["overrides"])
     tracker = Tracker(state["tracking_uri"], folder, state["experiment_id"])
     tracker.flush(force=True)  # what an outage left queued goes first
+    tracker.start()  # from here one thread sends every MLflow write; Tune's callbacks only append
     tracker.set_status("parent", "RUNNING")
     state["status"] = "running"
     state.save()

@@ -7,7 +7,6 @@ option is passed to the sampler's constructor and checked against its signature 
 from __future__ import annotations
 
 import inspect
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +69,5 @@ def open_study(folder: Path, name: str, objectives: list[dict[str, str]], sample
                                 sampler=sampler)
     names = [o["metric"] for o in objectives]
     if study.metric_names != names:
-        with warnings.catch_warnings():  # experimental since Optuna 3.2, stable in use here
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names(names)
+        study.set_metric_names(names)  # experimental since Optuna 3.2, stable in use here (sweep.console)
     return study

@@ -4,7 +4,10 @@ Layout: one experiment per search space (``otsr/<space name>``), one parent run 
 chosen configuration, the comparison figure and table), one nested run per member configuration named after
 what it is (``gan λ=0.154 lr_map=0.0023 s1``), tagged with its role (``search``, ``best``, ``ots``, ...) and
 outcome, with ``eval/*`` metrics at each evaluation, ``train/*`` losses at each readout and the member's run
-folder as artifacts. Every write goes through ``DurableQueue`` (``tracking_queue.jsonl``) to ``MlflowSink``.
+folder as artifacts. Every write to a sweep's experiment goes through ``DurableQueue``
+(``tracking_queue.jsonl``) to ``MlflowSink``; while a sweep runs, one drainer thread sends them (``Tracker.start``),
+so Tune's callbacks only append. Only the experiment's lookup or creation (``get_or_create_experiment``) is a
+direct call: it is the check, before anything exists, that the tracking URI works.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from sweep.mlflow_sink import (
     LogParams,
     LogTable,
     MlflowSink,
+    SetExperimentTags,
     SetStatus,
     SetTags,
     client_env,
@@ -166,17 +170,26 @@ class Tracker:
         return self.queue.last_error
 
     def flush(self, force: bool = False) -> bool:
-        """Send what is queued (rate-limited by the backoff unless ``force``)."""
+        """Send what is queued (rate-limited by the backoff unless ``force``; while the drainer runs, an unforced
+        flush only wakes it)."""
         return self.queue.flush(force)
 
+    def start(self) -> None:
+        """From now on one background thread sends every write; callers only append."""
+        self.queue.start()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for everything queued to be sent."""
+        return self.queue.wait_idle(timeout)
+
     def drain(self, attempts: int = 3, wait: float = 2.0) -> bool:
-        """At the end of a sweep: a few more tries, then leave the rest on disk for ``resume``."""
+        """At the end of a sweep: stop the drainer, a few more tries, then leave the rest on disk for ``resume``."""
         return self.queue.drain(attempts, wait)
 
     def has_run(self, key: str) -> bool:
         """Whether a run for ``key`` exists or is queued."""
         return key in self.sink.runs or any(op["op"] == "create_run" and op.get("key") == key
-                                            for op in self.queue.items)
+                                            for op in self.queue.snapshot())
 
     def run_ids(self) -> dict[str, str]:
         """Local key -> MLflow run id of the runs created so far."""
@@ -222,6 +235,10 @@ class Tracker:
     def log_table(self, key: str, data: dict[str, list], artifact_file: str) -> None:
         """A table artifact (MLflow's table format)."""
         self.queue.submit(LogTable(key, data, artifact_file).to_json())
+
+    def set_experiment_tags(self, tags: dict[str, str]) -> None:
+        """Tags on the sweep's experiment (the saved views)."""
+        self.queue.submit(SetExperimentTags({k: str(v) for k, v in tags.items()}).to_json())
 
     def set_status(self, key: str, status: str) -> None:
         """RUNNING, FINISHED, FAILED or KILLED (interrupted, or stopped early by the scheduler)."""

@@ -128,3 +128,44 @@ def test_member_records_and_reports_round_trip_and_old_state_files_load(tmp_path
     state.save()
     again = json.loads((tmp_path / "state.json").read_text())["members"]["gan-000"]
     assert {k: again[k] for k in old} == old
+
+
+def test_the_drainer_thread_owns_every_send_and_submit_never_waits(tmp_path):
+    import threading
+    import time
+
+    senders, gate = [], threading.Event()
+
+    def apply(op):
+        gate.wait(5)  # a slow tracking server
+        senders.append((op["op"], threading.current_thread().name))
+
+    q = DurableQueue(tmp_path / "q.jsonl", apply)
+    q.start()
+    t0 = time.perf_counter()
+    for i in range(3):
+        q.submit({"op": f"w{i}"})
+    assert time.perf_counter() - t0 < 0.5  # the caller (Tune's event loop) only appends
+    assert len(DurableQueue(tmp_path / "q.jsonl", apply)) == 3  # on disk before anything was sent
+    gate.set()
+    assert q.wait_idle(5) and [op for op, _ in senders] == ["w0", "w1", "w2"]
+    assert {name for _, name in senders} == {"otsr-tracking-drainer"}
+    assert q.drain(attempts=1) and not q.running and not (tmp_path / "q.jsonl").exists()
+    q.submit({"op": "after"})  # without the drainer: sent at once, as before
+    assert senders[-1] == ("after", threading.current_thread().name)
+
+
+def test_console_filters_only_the_named_warnings():
+    import warnings
+
+    import optuna
+
+    from sweep.console import quiet_warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_warnings()
+        optuna.samplers.QMCSampler(seed=0)
+        warnings.warn("an unrelated warning", optuna.exceptions.ExperimentalWarning)
+        warnings.warn("another one", UserWarning)
+    assert [str(w.message) for w in seen] == ["an unrelated warning", "another one"]
