@@ -70,12 +70,6 @@ def view_tags(objective: str, headline: Headline, methods) -> dict[str, str]:
     return out
 
 
-def save_views(client, experiment_id: str, objective: str, headline: Headline, methods) -> None:
-    """Write (or refresh) the experiment's two saved views."""
-    for k, v in view_tags(objective, headline, methods).items():
-        client.set_experiment_tag(experiment_id, k, v)
-
-
 def view_urls(base: str, experiment_id: str) -> dict[str, str]:
     """The runs table opened on each saved view (MLflow's machine-learning page, not its GenAI one)."""
     root = f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs"
