@@ -83,6 +83,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     missing = [k for k in REQUIRED_KEYS if k not in ckpt]
     if missing:
         raise CheckpointError(f"checkpoint {path} is not an otsr checkpoint (missing {', '.join(missing)})")
+    if isinstance(ckpt["config"], dict):  # as this release reads it (checkpoints of earlier releases too)
+        from otsr.config import stored_config
+
+        ckpt["config"] = stored_config(ckpt["config"])
     return ckpt
 
 

@@ -23,7 +23,6 @@ EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
 RESUME_FIXED = ("method", "cost", "lam", "gp", "map_model", "critic_model", "width", "depth", "warm_start", "seed",
                 "batch_size")
 BUNDLE_FILE = "bundle.json"
-HEADLINE = ("l2_uvp", "psnr", "bias_sliced_w2")  # shown on the progress bar and in the summary, when present
 
 
 def _version() -> str:
@@ -110,8 +109,8 @@ class _Progress:
     the ETA come from the first measured steps, not from the first loss readout.
     """
 
-    def __init__(self, total: int, start: int, names: list[str]):
-        self.names, self.total, self.last = names, total, start
+    def __init__(self, total: int, start: int, names: list[str], headline: tuple[str, ...] = ()):
+        self.names, self.total, self.last, self.headline = names, total, start, headline
         self.evals: dict[str, str] = {}
         self.bar = None
         self._t0: float | None = None  # without tqdm: when the first step ended
@@ -160,7 +159,7 @@ class _Progress:
         for p in progress:
             if p.final:  # the final evaluation is in the summary printed at the end
                 continue
-            text = _headline(p.metrics)
+            text = _headline(p.metrics, self.headline)
             self.evals[self.names[p.member]] = text
             if len(self.names) > 1:
                 self.write(f"step {p.step:>6}  {self.names[p.member]:<24} {text}")
@@ -182,8 +181,9 @@ class _Progress:
             print(file=sys.stderr)
 
 
-def _headline(metrics: dict[str, float]) -> str:
-    return "  ".join(f"{k} {metrics[k]:.4g}" for k in HEADLINE if k in metrics and math.isfinite(metrics[k]))
+def _headline(metrics: dict[str, float], names: tuple[str, ...]) -> str:
+    """The pair's headline metrics (``Pair.headline``), shown on the progress bar and in the summary."""
+    return "  ".join(f"{k} {metrics[k]:.4g}" for k in names if k in metrics and math.isfinite(metrics[k]))
 
 
 def _load_resume(args: argparse.Namespace):
@@ -329,7 +329,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         _make_folder(out, "--resume")
     names = [f.name if len(folders) > 1 else "" for f in folders]
     start = int(resume[0]["step"]) if resume else 0
-    bar = _Progress(members[0].steps, start, names)
+    headline = pair.headline().names()
+    bar = _Progress(members[0].steps, start, names, headline)
     try:
         results = train_bundle(members, pair, resume=resume, out_dirs=folders, on_log=bar.log, on_step=bar.step,
                                report=lambda ps: bar.report(ps))
@@ -341,10 +342,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     bar.close()
     if len(results) == 1:
         res = results[0]
-        print(f"{_status(res, start)}  {_headline(res.metrics) or ''}".rstrip())
+        print(f"{_status(res, start)}  {_headline(res.metrics, headline) or ''}".rstrip())
         print(f"  {folders[0]}/  (metrics.json, result.json, curves.png, map.png)")
     else:
-        print(_bundle_table(results, names, start))
+        print(_bundle_table(results, names, start, headline))
         print(f"  {out}/<member>/  (metrics.json, result.json, curves.png, map.png)")
     return EXIT_DIVERGED if all(r.diverged for r in results) else 0
 
@@ -357,25 +358,26 @@ def _status(res, start: int) -> str:
     return f"{res.status} at step {res.step} ({took})"
 
 
-def _bundle_table(results, names: list[str], start: int) -> str:
-    """One row per member: its name, λ (methods that have one), the headline metrics, its status; '*' marks the
-    best member by the first headline metric that any member reached."""
-    from otsr.methods import METHODS
+def _bundle_table(results, names: list[str], start: int, headline: tuple[str, ...]) -> str:
+    """One row per member: its name, the swept knob (methods that have one, e.g. λ), the pair's headline metrics,
+    its status; '*' marks the best member by the first headline metric that any member reached."""
+    from otsr.methods import get_method
     from otsr.metric_registry import metric_direction
 
-    shown = [k for k in HEADLINE if any(math.isfinite(r.metrics.get(k, math.nan)) for r in results)]
-    has_lam = "lam" in METHODS[results[0].config.method].bundle_fields
+    shown = [k for k in headline if any(math.isfinite(r.metrics.get(k, math.nan)) for r in results)]
+    method = get_method(results[0].config.method)
+    knob = method.swept
     best = None
     if shown:
         key, sign = shown[0], (1 if metric_direction(shown[0]) == "min" else -1)
         scored = [(sign * r.metrics[key], i) for i, r in enumerate(results)
                   if math.isfinite(r.metrics.get(key, math.nan))]
         best = min(scored)[1] if scored else None
-    header = ["", "member", *(["λ"] if has_lam else []), *shown, "status"]
+    header = ["", "member", *([method.symbol] if knob else []), *shown, "status"]
     rows = [header]
     for i, (r, name) in enumerate(zip(results, names)):
         metrics = [f"{r.metrics[k]:.4g}" if math.isfinite(r.metrics.get(k, math.nan)) else "–" for k in shown]
-        rows.append(["*" if i == best else "", name, *([f"{r.config.lam:g}"] if has_lam else []), *metrics,
+        rows.append(["*" if i == best else "", name, *([f"{getattr(r.config, knob):g}"] if knob else []), *metrics,
                      _status(r, start)])
     widths = [max(len(row[c]) for row in rows) for c in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]

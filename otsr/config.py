@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from otsr.costs import COSTS
-from otsr.methods import METHODS, get_method
+from otsr.methods import METHODS, check_count, check_number, comment_help, get_method, owner
 
 LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -23,6 +23,10 @@ CHOICES = {"method": tuple(METHODS), "cost": COSTS, "lr_schedule": LR_SCHEDULES,
 class TrainConfig:
     """How to solve: method, budget, optimiser and evaluation settings (the pair says *what* to solve).
 
+    Each method's own settings (``lam``, ``gp``, ``critic_steps`` for the GAN; ``map_steps``, ``potential_gain``
+    for OTS) are owned by its settings dataclass (``Method.Settings``: defaults, help, validation, what may vary in
+    a bundle); they stay flat keys here so configs, checkpoints and MLflow params keep one shape.
+
     Defaults follow the reference setups of the paper's published code (Gazdieva et al., arXiv 2202.01116):
     Adam(0, 0.9), lr 1e-4, 10 map steps per potential step (OTS) or 10 critic steps with gradient penalty 10
     (GAN), MSE cost. Vector and SR pairs get their own recipe on top (``otsr.recipes``).
@@ -32,14 +36,13 @@ class TrainConfig:
     steps: int = 2000  # outer steps: one potential (OTS) or one map (GAN) update each
     batch_size: int = 64  # samples of P and of Q per update
     cost: str = "mean"  # 'mean' = per-coordinate MSE (reference), 'sum' = ||x - y||^2
-    lam: float = 0.0  # GAN content-loss weight lambda >= 0; 0 is a plain WGAN-GP
+    lam: float = 0.0  # the GAN's (otsr.methods.gan.GANSettings)
     perceptual_weight: float = 0.0  # weight of the VGG feature part of the content cost (images only)
     perceptual_weights: str = ""  # local torchvision vgg19 weights file for that part (never downloaded)
-    gp: float = 10.0  # GAN gradient-penalty weight gamma
-    map_steps: int = 10  # OTS: map updates per potential update
-    potential_gain: float = 1.0  # OTS: multiplies the potential's learned part (its parametrisation, not the
-    # objective): larger pulls the map sooner, too large makes map and potential oscillate
-    critic_steps: int = 10  # GAN: critic updates per map update
+    gp: float = 10.0  # the GAN's
+    map_steps: int = 10  # OTS's (otsr.methods.ots.OTSSettings)
+    potential_gain: float = 1.0  # OTS's
+    critic_steps: int = 10  # the GAN's
     lr_map: float = 1e-4  # Adam learning rate of the map T
     lr_critic: float = 1e-4  # Adam learning rate of the potential / critic
     beta1: float = 0.0  # Adam beta1 (0 as in WGAN-GP practice)
@@ -92,34 +95,24 @@ class TrainConfig:
         if self.perceptual_weight and not self.perceptual_weights:
             raise ValueError("config key 'perceptual_weights': a VGG weights file is needed when "
                              f"perceptual_weight={self.perceptual_weight}")
-        for key in ("lam", "perceptual_weight", "gp", "lr_map", "lr_critic", "beta1", "beta2", "potential_gain"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"config key {key!r}: {v!r} is not a finite number")
-        if self.lam < 0:
-            raise ValueError(f"config key 'lam': lambda={self.lam} must be >= 0")
+        for key in ("perceptual_weight", "lr_map", "lr_critic", "beta1", "beta2"):
+            check_number(key, getattr(self, key))
         if self.perceptual_weight < 0:
             raise ValueError(f"config key 'perceptual_weight': {self.perceptual_weight} must be >= 0")
-        if self.gp < 0:
-            raise ValueError(f"config key 'gp': {self.gp} must be >= 0")
-        if self.potential_gain <= 0:
-            raise ValueError(f"config key 'potential_gain': {self.potential_gain} must be > 0")
         for key in ("lr_map", "lr_critic"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"config key {key!r}: {getattr(self, key)} must be > 0")
         for key in ("beta1", "beta2"):
             if not 0 <= getattr(self, key) < 1:
                 raise ValueError(f"config key {key!r}: {getattr(self, key)} must be in [0, 1)")
-        for key in ("steps", "batch_size", "map_steps", "critic_steps", "depth", "log_every", "eval_every",
-                    "eval_samples", "final_eval_samples", "checkpoint_every"):
-            v = getattr(self, key)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"config key {key!r}: {v!r} must be a positive integer")
+        for key in ("steps", "batch_size", "depth", "log_every", "eval_every", "eval_samples", "final_eval_samples",
+                    "checkpoint_every"):
+            check_count(key, getattr(self, key))
         for key in ("width", "critic_width"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"config key {key!r}: {v!r} must be an integer >= 0")
-        method.validate(self)
+        method.validate(self)  # its own settings by its settings dataclass; other methods' keys at their defaults
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
@@ -129,6 +122,14 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config key(s) {unknown}; valid keys: {sorted(valid)}")
         return cls(**d)
+
+    @classmethod
+    def from_stored(cls, d: dict[str, Any]) -> TrainConfig:
+        """Build from a stored config (config.json, a checkpoint), of this release or an earlier one: every method's
+        knobs were stored flat, and releases before the methods owned their settings also kept another method's
+        recipe values (the SR recipe's ``map_steps`` for a GAN run); a method never read them, so they load as
+        their defaults."""
+        return cls.from_dict(stored_config(d))
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of the base learning rates for the update at outer step ``step`` (0-based)."""
@@ -142,26 +143,30 @@ class TrainConfig:
 
     @classmethod
     def field_help(cls) -> dict[str, str]:
-        """Each field's meaning, read from the comments beside the defaults above (the CLI's help text)."""
-        import inspect
-
-        out: dict[str, str] = {}
-        last = None
-        for line in inspect.getsource(cls).splitlines():
-            code, _, comment = line.partition("#")
-            name = code.split(":", 1)[0].strip()
-            if name in cls.__dataclass_fields__ and ":" in code and "=" in code:
-                last = name
-                out[name] = comment.strip()
-            elif last and not code.strip() and comment:  # a comment line continues the field above
-                out[last] += " " + comment.strip()
-            else:
-                last = None if code.strip() else last
+        """Each field's meaning (the CLI's help text): read from the comments beside the defaults above, and for a
+        method's own settings from its settings dataclass."""
+        out = comment_help(cls)
+        for m in METHODS.values():
+            if m.Settings is not None:
+                out.update(comment_help(m.Settings))
         return out
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def stored_config(d: dict[str, Any]) -> dict[str, Any]:
+    """A stored config dict as this release reads it: keys owned by a method other than its own at their defaults
+    (see ``TrainConfig.from_stored``)."""
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    method = d.get("method", defaults["method"])
+    out = dict(d)
+    for k in d:
+        m = owner(k)
+        if m is not None and m.name != method and getattr(METHODS.get(method), "Settings", None) is not None:
+            out[k] = defaults[k]
+    return out
 
 
 def check_bundle(members: list[TrainConfig]) -> None:

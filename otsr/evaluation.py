@@ -17,13 +17,12 @@ import torch.nn.functional as F
 
 from otsr import metrics
 from otsr.costs import cost as cost_fn
+from otsr.features import feature_spaces as shape_feature_spaces
 from otsr.pairs import FeatureMetric, Pair, SampleMetric, ValidationMetrics
 from otsr.sampling import draw, draw_q, var_q
 
 EVAL_SEED = 2**31 - 1  # evaluation samples are the same at every evaluation and independent of training
 OT_CONSISTENCY_SAMPLES = 512
-FRECHET_MAX_DIM = 1024  # the raw-sample Fréchet distance needs a d x d covariance: images use pooled features
-POOL = 16  # image samples larger than FRECHET_MAX_DIM are compared as POOL x POOL average-pooled images
 CHUNK_ELEMENTS = 1 << 21  # elements of one chunk of the larger sample shape (8 MiB in fp32)
 N_PROJECTIONS = 128
 CHANGE_ELEMENTS = 1 << 22  # outputs kept between evaluations for ``map_change`` (16 MiB per member)
@@ -63,35 +62,9 @@ def chunk_size(pair: Pair, n: int) -> int:
 
 
 def feature_spaces(pair: Pair) -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
-    """The generic Fréchet bias views of a pair: raw samples when small; for images larger than that, 16x16-pooled
-    images (coarse content) and full-resolution high-pass patches (the fine detail that separates a blurry map's
-    outputs from real images: bicubic upsampling cannot match them)."""
-    if math.prod(pair.shape_q) <= FRECHET_MAX_DIM:
-        return {"bias_frechet": lambda z: z}
-    if len(pair.shape_q) == 3 and min(pair.shape_q[1:]) >= POOL:
-        return {"bias_frechet_pool16": lambda z: F.adaptive_avg_pool2d(z.float(), POOL),
-                "bias_frechet_hf": highpass_patches}
-    return {}
-
-
-HF_PATCH, HF_SIGMA, HF_PATCHES_PER_IMAGE = 8, 1.0, 16
-
-
-def highpass_patches(z: torch.Tensor) -> torch.Tensor:
-    """Images (n, C, H, W) -> (n * 16, C * 64): 8x8 patches, at 16 fixed positions spread over each image, of the
-    high-pass band z - blur(z) (Gaussian, sigma 1 pixel, reflected edges) at full resolution."""
-    z = z.float()
-    c = z.shape[1]
-    r = math.ceil(3 * HF_SIGMA)
-    t = torch.arange(-r, r + 1, dtype=torch.float32, device=z.device)
-    k = torch.exp(-(t**2) / (2 * HF_SIGMA**2))
-    k = k / k.sum()
-    low = F.conv2d(F.pad(z, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    low = F.conv2d(F.pad(low, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
-    patches = F.unfold(z - low, HF_PATCH, stride=HF_PATCH)  # (n, C * 64, L)
-    idx = torch.linspace(0, patches.shape[-1] - 1, min(HF_PATCHES_PER_IMAGE, patches.shape[-1]),
-                         device=z.device).round().long()
-    return patches[..., idx].transpose(1, 2).reshape(-1, patches.shape[1])
+    """The generic Fréchet bias views of a pair (``otsr.features``): raw samples when small; for larger images,
+    16x16-pooled images and full-resolution high-pass patches."""
+    return shape_feature_spaces(tuple(pair.shape_q))
 
 
 BUILT_IN = ("transport_cost", "bias_mean_shift", "bias_sliced_w2")  # every pair

@@ -9,6 +9,7 @@ import torch
 from torchvision.io import write_png
 from torchvision.utils import make_grid
 
+from otsr.metric_registry import METRICS
 from otsr.sampling import draw, draw_q
 
 PANEL = 256
@@ -132,17 +133,21 @@ def map_figure(t, pair, device, n: int = 2000, seed: int = 0, title: str = "") -
     return image_rows([x, t(x), y], nrow=k)  # rows: inputs, T(inputs), targets
 
 
+# drawn after the pair's headline metrics, when present
 CURVE_KEYS = ("l2_uvp", "psnr", "bias_sliced_w2", "bias_frechet", "bias_frechet_hf", "bias_frechet_pool16", "ssim",
               "map_change", "transport_cost")
 
 
-def curves_figure(evals: list[dict[str, float]], path: Path, title: str = "") -> Path | None:
-    """Metrics of the periodic and final evaluations against steps (one panel each); bicubic baselines of SR
-    pairs as dashed lines. Needs matplotlib (the sweep extra); without it nothing is drawn and None returned."""
+def curves_figure(evals: list[dict[str, float]], path: Path, title: str = "",
+                  headline: tuple[str, ...] = ()) -> Path | None:
+    """Metrics of the periodic and final evaluations against steps (one panel each): the pair's ``headline``
+    metrics first, then CURVE_KEYS; bicubic baselines of SR pairs as dashed lines. Needs matplotlib (the sweep
+    extra); without it nothing is drawn and None returned."""
     plt = _pyplot()
     if plt is None:
         return None
-    keys = [k for k in CURVE_KEYS if any(k in e for e in evals)]
+    keys = [k for k in dict.fromkeys([*headline, *CURVE_KEYS])
+            if (k not in METRICS or METRICS[k].periodic) and any(k in e for e in evals)]
     if not keys:
         return None
     fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.2), squeeze=False)

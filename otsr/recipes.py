@@ -10,23 +10,27 @@ from __future__ import annotations
 from typing import Any
 
 from otsr.config import TrainConfig, check_bundle
-from otsr.methods import get_method
+from otsr.methods import get_method, owner
 from otsr.pairs import Pair
 
 
 def vector_steps(dim: int, method: str = "gan") -> int:
     """Outer steps a vector pair of dimension ``dim`` needs with the vector recipe of ``method``."""
-    if method == "ots":  # up to D = 16 small batches and few map steps per potential step: many cheap updates
-        return 15000 if dim <= 16 else 6000 if dim <= 64 else 10000
-    return 2000 if dim <= 16 else 6000 if dim <= 64 else 10000
+    return get_method(method).vector_steps(dim)
 
 
 def recipe(pair: Pair, method: str) -> dict[str, Any]:
-    """TrainConfig fields that differ from the defaults for ``pair`` and ``method``."""
+    """TrainConfig fields that differ from the defaults for ``pair`` and ``method`` (another method's own settings
+    are left out: they are that method's)."""
     return _recipe_for(tuple(pair.shape), tuple(pair.shape_q), method)
 
 
 def _recipe_for(shape: tuple[int, ...], shape_q: tuple[int, ...], method: str) -> dict[str, Any]:
+    out = _shared_recipe(shape, shape_q, method)
+    return {k: v for k, v in out.items() if owner(k) in (None, get_method(method))}
+
+
+def _shared_recipe(shape: tuple[int, ...], shape_q: tuple[int, ...], method: str) -> dict[str, Any]:
     if len(shape) == 1:
         steps = vector_steps(shape[0], method)
         return {"batch_size": 1024, "lr_map": 1e-3, "lr_schedule": "cosine", "map_steps": 10,

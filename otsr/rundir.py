@@ -14,6 +14,7 @@ import torch
 
 from otsr.checkpoint import atomic_write_json, save_checkpoint
 from otsr.config import TrainConfig
+from otsr.methods import get_method
 from otsr.pairs import Pair
 from otsr.plots import curves_figure, map_figure, save_png
 from otsr.result import Result
@@ -36,10 +37,13 @@ def run_config(cfg: TrainConfig, pair: Pair) -> dict[str, Any]:
 
 
 def run_title(result: Result) -> str:
-    """``gan λ=0.1 on convex-mixture(dim=4): l2_uvp 12.3, bias_sliced_w2 0.41`` (figure titles)."""
+    """``gan λ=0.1 seed 0 on convex-mixture(dim=4): l2_uvp 12.3, bias_sliced_w2 0.41`` (figure titles): the
+    method with its swept knob, and the pair's headline metrics."""
     cfg = result.config
-    head = f"{cfg.method}" + (f" λ={cfg.lam:g}" if cfg.method == "gan" else "") + f" seed {cfg.seed}"
-    shown = [f"{k} {result.metrics[k]:.3g}" for k in ("l2_uvp", "psnr", "bias_sliced_w2") if k in result.metrics]
+    method = get_method(cfg.method)
+    knob = f" {method.symbol}={getattr(cfg, method.swept):g}" if method.swept else ""
+    head = f"{cfg.method}{knob} seed {cfg.seed}"
+    shown = [f"{k} {result.metrics[k]:.3g}" for k in result.pair.headline().names() if k in result.metrics]
     return f"{head} on {result.pair.spec().describe()}" + (f": {', '.join(shown)}" if shown else "")
 
 
@@ -78,7 +82,8 @@ class RunFolder:
         """result.json and the metric curves; for a completed run also the figure and metrics.json."""
         atomic_write_json(self.path / "result.json", result.summary())
         if result.evals:
-            curves_figure(result.evals, self.path / "curves.png", title=run_title(result))
+            curves_figure(result.evals, self.path / "curves.png", title=run_title(result),
+                          headline=result.pair.headline().names())
         if result.status == "completed":
             self.write_final(result.metrics, result.map, result.pair, device, title=run_title(result))
 

@@ -1,10 +1,10 @@
 """Which state a run returns, chosen without T*: the latest evaluated state whose bias is within the noise of the
 best bias seen, so a map that falls apart late (max-min solvers oscillate) is not what the user gets.
 
-The signal is the bias of T#P to Q on the periodic evaluation's fixed held-out samples (computable on real data,
-SR included); the tolerance is the larger of ``REL_TOL`` times the best value and the bias's sampling-noise floor
-at that sample size (two independent samples of Q), so a converging run keeps its last state and only a clear
-regression reverts. Each member of a bundle is judged on its own.
+The signal is the pair's headline bias (``Pair.headline``) of T#P to Q on the periodic evaluation's fixed
+held-out samples (computable on real data, SR included); the tolerance is the larger of ``REL_TOL`` times the
+best value and the bias's sampling-noise floor at that sample size (two independent samples of Q), so a
+converging run keeps its last state and only a clear regression reverts. Each member of a bundle is judged on its own.
 """
 
 from __future__ import annotations
@@ -16,12 +16,6 @@ import torch
 from torch import nn
 
 REL_TOL = 0.1  # a later state is kept when its bias is within 10 % (or the noise floor) of the best
-SIGNALS = ("bias_frechet_hf", "bias_sliced_w2", "bias_frechet", "bias_mean_shift")  # first present wins
-
-
-def selection_signal(metrics: dict[str, float]) -> str | None:
-    """The bias metric the rule follows for these periodic metrics (None when there is none)."""
-    return next((k for k in SIGNALS if k in metrics and math.isfinite(metrics[k])), None)
 
 
 def member_snapshot(net: nn.Module, k: int, index: int) -> dict[str, torch.Tensor]:

@@ -23,9 +23,8 @@ TINY = dict(steps=20, batch_size=32, log_every=5, eval_every=10, eval_samples=25
 
 
 def tiny_config(method: str, **overrides) -> TrainConfig:
-    """A seconds-sized config of ``method`` (a lambda of 1 for the GAN)."""
-    extra = {"lam": 1.0, "critic_steps": 2} if method == "gan" else {"map_steps": 2}  # seconds, not minutes
-    return TrainConfig(method=method, **{**TINY, **extra, **overrides})
+    """A seconds-sized config of ``method`` (its ``Method.tiny`` settings: a lambda of 1 for the GAN)."""
+    return TrainConfig(method=method, **{**TINY, **get_method(method).tiny, **overrides})
 
 
 @dataclasses.dataclass(repr=False)

@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from otsr.checkpoint import atomic_write_json
+from sweep.records import ENDED, MemberRecord
 
 STATE = "state.json"
 SPEC = "spec.yaml"
 RESOLVED = "resolved.json"
 MEMBERS = "members"
-ENDED = ("completed", "stopped", "diverged", "error")  # a member in one of these needs nothing more
+__all__ = ["ENDED", "MEMBERS", "RESOLVED", "SPEC", "STATE", "SweepState", "SweepStateError"]
 
 
 class SweepStateError(ValueError):
@@ -31,6 +32,8 @@ class SweepState:
 
     def __init__(self, folder: Path, data: dict[str, Any]):
         self.folder, self.data = Path(folder), data
+        data["members"] = {k: m if isinstance(m, MemberRecord) else MemberRecord.from_json(m)
+                           for k, m in data.get("members", {}).items()}
 
     @classmethod
     def create(cls, folder: Path, **fields: Any) -> SweepState:
@@ -52,11 +55,15 @@ class SweepState:
         for key in ("tracking_uri", "experiment_id", "phases", "best", "overrides", "members"):
             if key not in data:
                 raise SweepStateError(f"{path}: damaged state file (no {key!r})")
-        return cls(folder, data)
+        try:
+            return cls(folder, data)
+        except (TypeError, ValueError) as e:
+            raise SweepStateError(f"{path}: damaged member record ({e}); the sweep cannot be resumed from it") from None
 
     def save(self) -> None:
         """Write ``state.json`` atomically."""
-        atomic_write_json(self.folder / STATE, self.data)
+        atomic_write_json(self.folder / STATE, {**self.data, "members": {k: m.to_json() for k, m in
+                                                                         self.data["members"].items()}})
 
     def __getitem__(self, key: str) -> Any:
         return self.data[key]
@@ -74,11 +81,11 @@ class SweepState:
         """The record of phase ``name`` (created pending)."""
         return self.data["phases"].setdefault(name, {"status": "pending", "bundles": {}})
 
-    def members(self, phase: str | None = None) -> dict[str, dict[str, Any]]:
+    def members(self, phase: str | None = None) -> dict[str, MemberRecord]:
         """Member records (of one phase, or all), by key."""
         return {k: m for k, m in self.data["members"].items() if phase is None or m["phase"] == phase}
 
-    def member(self, key: str) -> dict[str, Any]:
+    def member(self, key: str) -> MemberRecord:
         """One member's record."""
         return self.data["members"][key]
 
@@ -86,9 +93,7 @@ class SweepState:
         """Register a member configuration of ``phase``; returns its key (``<phase>-<nnn>``)."""
         n = len(self.members(phase))
         key = f"{phase}-{n:03d}"
-        self.data["members"][key] = {"phase": phase, "settings": settings, "role": role, "optuna": optuna,
-                                     "status": "pending", "step": 0, "metrics": {}, "objective": {},
-                                     "logged_eval": -1, "logged_train": -1, "reason": ""}
+        self.data["members"][key] = MemberRecord(phase, settings, role, optuna)
         return key
 
     def member_dir(self, key: str) -> Path:
@@ -97,4 +102,4 @@ class SweepState:
 
     def unfinished(self, phase: str) -> list[str]:
         """Keys of the phase's members that have not ended."""
-        return [k for k, m in self.members(phase).items() if m["status"] not in ENDED]
+        return [k for k, m in self.members(phase).items() if not m.ended]

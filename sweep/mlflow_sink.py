@@ -196,8 +196,21 @@ class SetStatus(Op):
             sink.client.set_terminated(run_id, status=self.status, end_time=self.time)
 
 
+@dataclasses.dataclass
+class SetExperimentTags(Op):
+    """Tags on the sweep's experiment (its saved views)."""
+
+    kind: ClassVar[str] = "experiment_tags"
+    tags: dict[str, str]
+
+    def apply(self, sink: MlflowSink) -> None:
+        """One call per tag (MLflow has no batch for experiment tags)."""
+        for k, v in self.tags.items():
+            sink.client.set_experiment_tag(sink.experiment_id, k, v)
+
+
 OPS: dict[str, type[Op]] = {cls.kind: cls for cls in (CreateRun, LogMetrics, SetTags, LogParams, LogArtifacts,
-                                                      LogTable, SetStatus)}
+                                                      LogTable, SetStatus, SetExperimentTags)}
 
 
 def op_from_json(d: dict[str, Any]) -> Op:

@@ -76,6 +76,7 @@ def run_phases(spec: SweepSpec, phases: list[Phase], state: SweepState, opts: Op
     from ray.tune.schedulers import FIFOScheduler
 
     runs = [PhaseRun(spec, phase, state) for phase in phases]
+    recorder = None
     for run in runs:
         run.asha_name = _asha(spec, run.phase, run, state)
     try:
@@ -98,6 +99,8 @@ def run_phases(spec: SweepSpec, phases: list[Phase], state: SweepState, opts: Op
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
         tuner.fit()
     finally:
+        if recorder is not None:
+            recorder.finish()
         interrupts.take_back()
         for run in runs:
             if run.asha_actor is not None:

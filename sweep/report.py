@@ -1,7 +1,11 @@
-"""The bias report: GAN bias / L2-UVP / OT-consistency against lambda, with the closed form where the pair
-has one and the OTS result as a band, and a table of the best-lambda GAN vs OTS with the spread over seeds.
+"""The bias report: each swept method (the GAN) against its knob (lambda), bias / accuracy / OT-consistency
+per panel, with the closed form where the pair has one and the reference methods (OTS) as bands, and a table of
+the best swept configurations against the references with the spread over seeds.
 
-Reads only files (Tune's per-trial ``result.json`` and ``params.json``), so it works without Ray.
+Which methods are swept or references, and along which knob, is what each method declares (``otsr.methods``);
+which metrics head the comparison is what the pair declares (``Pair.headline``, kept in ``resolved.json``).
+Reads only otsr's own files (``state.json`` and ``resolved.json``), so it works without Ray and without the
+pair's data.
 """
 
 from __future__ import annotations
@@ -17,26 +21,61 @@ from typing import Any
 from otsr import theory
 from otsr.checkpoint import atomic_write_json
 from otsr.costs import kappa
-from otsr.metric_registry import METRICS, table_metrics
+from otsr.methods import METHODS, Method
+from otsr.metric_registry import METRICS, Headline, metric_direction, table_metrics
+from sweep.records import MemberRecord, MemberStatus
 from sweep.tracking import member_run_name, ui_base
+
+PANEL_TITLES = {"bias_mean_shift": "bias of T#P vs Q (mean shift = W1)",
+                "bias_frechet_hf": "bias of T#P vs Q (Fréchet of high-pass patches)",
+                "bias_sliced_w2": "bias of T#P vs Q (sliced W2)", "l2_uvp": "L2-UVP (%) to the true OT map",
+                "psnr": "PSNR (dB) on validation",
+                "ot_consistency": "OT-consistency: share of the optimal\nassignment x_i -> T(x_i) that is the identity"}
+
+
+def _method(name: str | None) -> Method | None:
+    return METHODS.get(name) if name else None
 
 
 def collect_trials(folder: Path) -> list[dict[str, Any]]:
-    """One record per member configuration: phase, settings, last metrics, how it ended (otsr's state file)."""
+    """One record per member configuration: phase, settings, the value of its method's swept knob, last metrics,
+    how it ended (otsr's state file)."""
     state = json.loads((Path(folder) / "state.json").read_text())
     spec = json.loads((Path(folder) / "resolved.json").read_text())
     out = []
-    for key, m in sorted(state.get("members", {}).items()):
-        method = spec["methods"].get(m["phase"].split("-")[0], {})
-        config = {**method.get("config", {}), **m["settings"]}
-        out.append({"phase": m["phase"], "trial_id": key, "config": config, "method": config.get("method"),
-                    "lam": config.get("lam") if config.get("method") == "gan" else None,
-                    "seed": config.get("seed"), "metrics": {**m["metrics"], "step": m["step"],
-                                                            "reason": m.get("reason"), "node_id": m.get("node_id"),
-                                                            "resumed_from": m.get("resumed_from", 0)},
-                    "final": m["status"] == "completed", "diverged": m["status"] in ("diverged", "error"),
-                    "status": m["status"], "role": m.get("role")})
+    for key, raw in sorted(state.get("members", {}).items()):
+        m = MemberRecord.from_json(raw)
+        method = spec["methods"].get(m.phase.split("-")[0], {})
+        config = {**method.get("config", {}), **m.settings}
+        swept = getattr(_method(config.get("method")), "swept", None)
+        out.append({"phase": m.phase, "trial_id": key, "config": config, "method": config.get("method"),
+                    "knob": config.get(swept) if swept else None,
+                    "seed": config.get("seed"), "metrics": {**m.metrics, "step": m.step, "reason": m.reason,
+                                                            "node_id": m.node_id, "resumed_from": m.resumed_from},
+                    "final": m.status is MemberStatus.COMPLETED, "diverged": m.status.failed,
+                    "status": m.status.value, "role": m.role})
     return out
+
+
+def compared(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sweep's methods in comparison order (swept, then references, then any other), each as
+    {name, label, swept, symbol, reference}: what every part of the report reads instead of a method's name."""
+    names = list(spec.get("methods", {}))
+    objs = {n: _method(n) for n in names}
+    order = sorted(names, key=lambda n: (0 if getattr(objs[n], "swept", None) else
+                                         1 if getattr(objs[n], "reference", False) else 2, names.index(n)))
+    return [{"name": n, "label": objs[n].label() if objs[n] else n.upper(),
+             "swept": getattr(objs[n], "swept", None), "symbol": objs[n].symbol if objs[n] and objs[n].swept else "",
+             "reference": bool(getattr(objs[n], "reference", False))} for n in order]
+
+
+def sweep_headline(spec: dict[str, Any]) -> Headline:
+    """The pair's headline as the sweep stored it; a folder written before it was stored builds the pair."""
+    if spec.get("headline"):
+        return Headline.from_dict(spec["headline"])
+    from otsr.pairs import PairSpec
+
+    return PairSpec.from_dict(spec["pair"]).build().headline()
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -46,15 +85,21 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def _reference_trials(trials: list[dict], method: str, best: dict[str, Any]) -> list[dict]:
+def _table_trials(trials: list[dict], method: str, best: dict[str, Any]) -> list[dict]:
     """Finished trials of ``method`` that share its best searched configuration (all of them if not searched)."""
     cfg = best.get(method) or {}
     return [t for t in trials if t["method"] == method and t["final"] and not t["diverged"]
             and all(t["config"].get(k) == v for k, v in cfg.items())]
 
 
+def _prefix(m: dict[str, Any]) -> str:
+    """How a method's table columns are named: ``gan_best`` for a swept method, ``ots`` for a reference."""
+    return f"{m['name']}_best" if m["swept"] else m["name"]
+
+
 def summarise(folder: Path) -> dict[str, Any]:
-    """The report's numbers: per-trial points, best GAN lambda and its seeds, OTS seeds, the table."""
+    """The report's numbers: per-trial points, each swept method's best configuration and its seeds, the
+    references' seeds, the table."""
     folder = Path(folder)
     state = json.loads((folder / "state.json").read_text())
     spec = json.loads((folder / "resolved.json").read_text())
@@ -62,28 +107,35 @@ def summarise(folder: Path) -> dict[str, Any]:
     runs = json.loads((folder / "tracking_runs.json").read_text()) if (folder / "tracking_runs.json").exists() else {}
     obj = spec["objectives"][0]
     best = state.get("best", {})
-    gan_best, ots = _reference_trials(trials, "gan", best), _reference_trials(trials, "ots", best)
-    best_cfg = best.get("gan")
-    refs = {t["trial_id"] for t in gan_best + ots}
+    methods = compared(spec)
+    head = sweep_headline(spec)
+    tabled = {m["name"]: _table_trials(trials, m["name"], best) for m in methods}
+    ids = {t["trial_id"] for group in tabled.values() for t in group}
     for t in trials:
-        t["reference"] = t["trial_id"] in refs
+        t["tabled"] = t["trial_id"] in ids
     rows = []
-    for m in table_metrics():
-        g, o = _mean_std([t["metrics"].get(m) for t in gan_best]), _mean_std([t["metrics"].get(m) for t in ots])
-        if not (math.isnan(g[0]) and math.isnan(o[0])):
-            rows.append({"metric": m, "gan_mean": g[0], "gan_std": g[1], "ots_mean": o[0], "ots_std": o[1]})
+    for metric in table_metrics():
+        row: dict[str, Any] = {"metric": metric}
+        for m in methods:
+            row[f"{m['name']}_mean"], row[f"{m['name']}_std"] = _mean_std(
+                [t["metrics"].get(metric) for t in tabled[m["name"]]])
+        if not all(math.isnan(row[f"{m['name']}_mean"]) for m in methods):
+            rows.append(row)
     headline = {}
     for r in rows:
-        if r["metric"] in ("l2_uvp", "bias_sliced_w2", "psnr", obj["metric"]):
-            headline[f"best_gan_{r['metric']}"] = r["gan_mean"]
-            headline[f"ots_{r['metric']}"] = r["ots_mean"]
+        if r["metric"] in (*head.names(), obj["metric"]):
+            for m in methods:
+                headline[f"{'best_' if m['swept'] else ''}{m['name']}_{r['metric']}"] = r[f"{m['name']}_mean"]
     headline = {k: v for k, v in headline.items() if math.isfinite(v)}
-    gan = spec["methods"].get("gan", {})
-    unbiased_not_ot = _biased_less_but_not_ot(trials, ots)
-    return {"sweep": folder.name, "pair": spec["pair"], "objective": spec["objectives"],
-            "best_gan": best_cfg, "gan_best_seeds": len(gan_best), "ots_seeds": len(ots), "table": rows,
-            "headline": headline, "trials": [{k: t[k] for k in ("phase", "trial_id", "method", "lam", "seed",
-                                                                "final", "diverged", "reference", "status", "role")}
+    swept = next((m for m in methods if m["swept"]), None)
+    swept_cfg = spec["methods"][swept["name"]].get("config", {}) if swept else {}
+    best_swept = best.get(swept["name"]) if swept else None
+    refs = [t for m in methods if m["reference"] for t in tabled[m["name"]]]
+    return {"sweep": folder.name, "pair": spec["pair"], "objective": spec["objectives"], "headline_metrics":
+            head.to_dict(), "methods": methods, "best": {m["name"]: best.get(m["name"]) for m in methods if m["swept"]},
+            **{f"{m['name']}_seeds": len(tabled[m["name"]]) for m in methods}, "table": rows,
+            "headline": headline, "trials": [{k: t[k] for k in ("phase", "trial_id", "method", "knob", "seed",
+                                                                "final", "diverged", "tabled", "status", "role")}
                                              | {"metrics": {k: t["metrics"].get(k) for k in table_metrics()},
                                                 "step": t["metrics"].get("step"), "name": _trial_name(t, spec),
                                                 "reason": t["metrics"].get("reason"),
@@ -93,77 +145,102 @@ def summarise(folder: Path) -> dict[str, Any]:
             "scheduler": (spec.get("scheduler") or {}).get("type"),
             "tracking": {"uri": state.get("tracking_uri"), "experiment_id": state.get("experiment_id"),
                          "parent": runs.get("parent")},
-            "counts": {"trials": len(trials), "completed": sum(t["status"] == "completed" for t in trials),
+            "counts": {"trials": len(trials), "completed": sum(t["final"] for t in trials),
                        "diverged": sum(t["diverged"] for t in trials),
-                       "stopped_early": sum(t["status"] == "stopped" for t in trials),
-                       "unfinished": sum(t["status"] not in ("completed", "stopped", "diverged", "error")
-                                         for t in trials)},
-            "chosen_by": obj, "less_biased_not_ot": unbiased_not_ot,
-            "gan_cost": gan.get("config", {}).get("cost"),
-            "gp": (best_cfg or {}).get("gp", gan.get("config", {}).get("gp")) if gan else None}
+                       "stopped_early": sum(t["status"] == MemberStatus.STOPPED for t in trials),
+                       "unfinished": sum(not MemberStatus(t["status"]).ended for t in trials)},
+            "chosen_by": obj, "less_biased_not_ot": _biased_less_but_not_ot(trials, methods, refs, head),
+            # the swept method's content cost and penalty: the gaussian-shift closed forms are drawn with them
+            "gan_cost": swept_cfg.get("cost"),
+            "gp": (best_swept or {}).get("gp", swept_cfg.get("gp")) if swept else None}
 
 
 def _trial_name(t: dict[str, Any], spec: dict[str, Any]) -> str:
     return member_run_name(t["config"], (spec["methods"].get(t["method"]) or {}).get("searched", []))
 
 
-def _biased_less_but_not_ot(trials: list[dict], ots: list[dict]) -> list[dict[str, Any]]:
-    """GAN members that ended less biased than OTS (sliced W2 of T#P to Q) yet farther from the OT map (L2-UVP)
-    or less OT-consistent: matching Q's samples is not being the OT map (the paper's point)."""
-    bias_ots, _ = _mean_std([t["metrics"].get("bias_sliced_w2") for t in ots])
-    uvp_ots, _ = _mean_std([t["metrics"].get("l2_uvp") for t in ots])
-    if not math.isfinite(bias_ots):
+def _biased_less_but_not_ot(trials: list[dict], methods: list[dict], refs: list[dict],
+                            head: Headline) -> list[dict[str, Any]]:
+    """Members of swept methods that ended less biased than the references (the headline bias of T#P to Q) yet
+    farther from the OT map (the headline accuracy): matching Q's samples is not being the OT map (the paper's
+    point)."""
+    bias_ref, _ = _mean_std([t["metrics"].get(head.bias) for t in refs])
+    acc_ref, _ = _mean_std([t["metrics"].get(head.accuracy) for t in refs]) if head.accuracy else (math.nan, 0)
+    if not math.isfinite(bias_ref) or not math.isfinite(acc_ref):
         return []
+    sign = 1 if metric_direction(head.accuracy) == "min" else -1
+    swept = {m["name"]: m for m in methods if m["swept"]}
     out = []
     for t in trials:
         m = t["metrics"]
-        if t["method"] != "gan" or t["status"] != "completed" or not m.get("bias_sliced_w2", math.inf) < bias_ots:
+        if t["method"] not in swept or not t["final"] or not m.get(head.bias, math.inf) < bias_ref:
             continue
-        if math.isfinite(uvp_ots) and m.get("l2_uvp", -math.inf) > uvp_ots:
-            out.append({"trial_id": t["trial_id"], "lam": t["lam"], "bias_sliced_w2": m["bias_sliced_w2"],
-                        "l2_uvp": m.get("l2_uvp"), "ot_consistency": m.get("ot_consistency")})
+        acc = m.get(head.accuracy)
+        if isinstance(acc, (int, float)) and sign * acc > sign * acc_ref:
+            out.append({"trial_id": t["trial_id"], "method": t["method"], "knob": t["knob"],
+                        "label": f"{swept[t['method']]['label']} {swept[t['method']]['symbol']}={t['knob']:.3g}",
+                        "bias": head.bias, head.bias: m[head.bias], head.accuracy: acc,
+                        "ot_consistency": m.get("ot_consistency")})
+    return out
+
+
+def _columns(summary: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """(method, column head) per compared method: ``GAN (best: λ=0.1, lr_map=0.001), n=2`` or ``OTS, n=2``."""
+    out = []
+    for m in summary["methods"]:
+        best = (summary.get("best") or {}).get(m["name"])
+        head = m["label"]
+        if m["swept"]:
+            shown = ", ".join(f"{m['symbol'] if k == m['swept'] else k}={v:.4g}" if isinstance(v, float) else
+                              f"{k}={v}" for k, v in best.items()) if best else ""
+            head += f" (best: {shown})" if shown else " (best)"
+        out.append((m, f"{head}, n={summary.get(m['name'] + '_seeds', 0)}"))
     return out
 
 
 def format_table(summary: dict[str, Any]) -> str:
-    """Markdown table: best-lambda GAN vs OTS, mean ± std over seeds, which way each metric is better, and the
-    sampling-noise floor of the bias metrics (what a map with T#P = Q scores on the evaluation's samples)."""
-    best = summary["best_gan"]
-    head = f"GAN (best: {', '.join(f'{k}={v:.4g}' if isinstance(v, float) else f'{k}={v}' for k, v in best.items())})" \
-        if best else "GAN (best)"
+    """Markdown table: the best configuration of each swept method against the references, mean ± std over
+    seeds, which way each metric is better, and the sampling-noise floor of the bias metrics (what a map with
+    T#P = Q scores on the evaluation's samples)."""
     floor = (summary.get("baselines") or {}).get("noise_floor") or {}
-    lines = [f"| metric | better | {head}, n={summary['gan_best_seeds']} | OTS, n={summary['ots_seeds']} | "
-             "noise floor |", "|---|---|---|---|---|"]
+    cols = _columns(summary)
+    lines = ["| metric | better | " + " | ".join(h for _, h in cols) + " | noise floor |",
+             "|---|---|" + "---|" * len(cols) + "---|"]
     for r in summary["table"]:
         better = {"min": "lower", "max": "higher"}.get(getattr(METRICS.get(r["metric"]), "better", ""), "")
-        lines.append(f"| {r['metric']} | {better} | {r['gan_mean']:.4g} ± {r['gan_std']:.2g} | "
-                     f"{r['ots_mean']:.4g} ± {r['ots_std']:.2g} | {_num(floor.get(r['metric']))} |")
+        cells = " | ".join(f"{r[m['name'] + '_mean']:.4g} ± {r[m['name'] + '_std']:.2g}" for m, _ in cols)
+        lines.append(f"| {r['metric']} | {better} | {cells} | {_num(floor.get(r['metric']))} |")
     return "\n".join(lines)
 
 
 def explain(summary: dict[str, Any]) -> list[str]:
-    """The sentences under the table: how the lambda was chosen, and the GAN trials that match Q better than OTS
-    while not being the OT map."""
+    """The sentences under the table: how each swept method's configuration was chosen, and its trials that match
+    Q better than the references while not being the OT map."""
     obj = summary.get("chosen_by") or {}
     out = []
-    if summary.get("best_gan"):
-        out.append(f"The GAN's best configuration was chosen by {obj.get('metric')} ({obj.get('mode')}) among the "
-                   f"search's completed trials, then run again with the other seeds.")
+    refs = " and ".join(m["label"] for m in summary["methods"] if m["reference"]) or "the references"
+    for m in summary["methods"]:
+        if (summary.get("best") or {}).get(m["name"]):
+            out.append(f"The {m['label']}'s best configuration was chosen by {obj.get('metric')} ({obj.get('mode')}) "
+                       f"among the search's completed trials, then run again with the other seeds.")
+    acc = (summary.get("headline_metrics") or {}).get("accuracy")
     for t in summary.get("less_biased_not_ot", []):
-        out.append(f"GAN λ={t['lam']:.3g} ended less biased than OTS (sliced W2 {t['bias_sliced_w2']:.3g}) but is "
-                   f"not the OT map: L2-UVP {_num(t.get('l2_uvp'))} %, OT-consistency {_num(t.get('ot_consistency'))}.")
+        out.append(f"{t['label']} ended less biased than {refs} ({t['bias']} {_num(t.get(t['bias']))}) but is "
+                   f"not the OT map: {acc} {_num(t.get(acc))}, OT-consistency {_num(t.get('ot_consistency'))}.")
     return out
 
 
 def comparison_table(summary: dict[str, Any]) -> dict[str, list]:
-    """The best-lambda GAN vs OTS table as MLflow table columns (one row per metric)."""
+    """The best swept configurations against the references as MLflow table columns (one row per metric)."""
     floor = (summary.get("baselines") or {}).get("noise_floor") or {}
     rows = summary["table"]
-    return {"metric": [r["metric"] for r in rows],
-            "better": [getattr(METRICS.get(r["metric"]), "better", "") for r in rows],
-            "gan_best_mean": [r["gan_mean"] for r in rows], "gan_best_std": [r["gan_std"] for r in rows],
-            "ots_mean": [r["ots_mean"] for r in rows], "ots_std": [r["ots_std"] for r in rows],
-            "noise_floor": [floor.get(r["metric"]) for r in rows]}
+    out: dict[str, list] = {"metric": [r["metric"] for r in rows],
+                            "better": [getattr(METRICS.get(r["metric"]), "better", "") for r in rows]}
+    for m in summary["methods"]:
+        out[f"{_prefix(m)}_mean"] = [r[f"{m['name']}_mean"] for r in rows]
+        out[f"{_prefix(m)}_std"] = [r[f"{m['name']}_std"] for r in rows]
+    out["noise_floor"] = [floor.get(r["metric"]) for r in rows]
+    return out
 
 
 def parent_note(summary: dict[str, Any]) -> str:
@@ -172,18 +249,9 @@ def parent_note(summary: dict[str, Any]) -> str:
 
 
 def _panels(summary: dict[str, Any]) -> list[tuple[str, str]]:
-    """(metric, title) per panel: bias first, then accuracy (L2-UVP, or PSNR for SR), then OT-consistency."""
-    shift_pair = summary["pair"]["name"] == "gaussian-shift"
-    trials = summary["trials"]
-    has = lambda k: any(t["metrics"].get(k) is not None for t in trials)  # noqa: E731
-    bias = "bias_mean_shift" if shift_pair else "bias_frechet_hf" if has("bias_frechet_hf") \
-        else "bias_sliced_w2"
-    bias_title = {"bias_mean_shift": "bias of T#P vs Q (mean shift = W1)",
-                  "bias_frechet_hf": "bias of T#P vs Q (Fréchet of high-pass patches)",
-                  "bias_sliced_w2": "bias of T#P vs Q (sliced W2)"}[bias]
-    accuracy = ("l2_uvp", "L2-UVP (%) to the true OT map") if has("l2_uvp") else ("psnr", "PSNR (dB) on validation")
-    return [(bias, bias_title), accuracy,
-            ("ot_consistency", "OT-consistency: share of the optimal\nassignment x_i -> T(x_i) that is the identity")]
+    """(metric, title) per panel: the pair's headline, bias first, then accuracy, then OT-consistency."""
+    head = Headline.from_dict(summary["headline_metrics"])
+    return [(k, PANEL_TITLES.get(k, k)) for k in (head.bias, head.accuracy, head.consistency) if k]
 
 
 def theory_curves(summary: dict[str, Any], key: str, lams) -> tuple[list[float], list[float]]:
@@ -205,36 +273,49 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     import numpy as np
 
     trials = summary["trials"]
-    gan = [t for t in trials if t["method"] == "gan" and not t["diverged"] and t["lam"] is not None]
-    ots = [t for t in trials if t["method"] == "ots" and t["reference"]]
+    swept = [m for m in summary["methods"] if m["swept"]]
+    refs = [m for m in summary["methods"] if m["reference"]]
+    points = [t for t in trials if any(t["method"] == m["name"] for m in swept) and not t["diverged"]
+              and t["knob"] is not None]
     pair = summary["pair"]
     shift_pair = pair["name"] == "gaussian-shift"
     objs = summary["objective"]
     panels = _panels(summary)
-    fig, axes = plt.subplots(1, 3 + (len(objs) == 2), figsize=(16 + 5 * (len(objs) == 2), 4.6))
-    lams = [max(t["lam"], 1e-6) for t in gan]
-    lo, hi = (min(lams) / 2, max(lams) * 2) if lams else (1e-3, 1e3)
+    fig, axes = plt.subplots(1, len(panels) + (len(objs) == 2), figsize=(5.3 * len(panels) + 5 * (len(objs) == 2),
+                                                                         4.6), squeeze=False)
+    axes = axes[0]
+    knobs = [max(t["knob"], 1e-6) for t in points]
+    lo, hi = (min(knobs) / 2, max(knobs) * 2) if knobs else (1e-3, 1e3)
     if len(objs) == 2:
-        _pareto_panel(axes[3], gan, ots, objs)
-    best_lam = (summary.get("best_gan") or {}).get("lam")
+        _pareto_panel(axes[len(panels)], summary, objs)
     baselines = summary.get("baselines", {})
+    colours = ["tab:red", "tab:orange", "tab:brown", "tab:pink"]
+    bands = ["tab:blue", "tab:cyan", "tab:olive", "tab:gray"]
     for ax, (key, title) in zip(axes, panels):
-        done = [(max(t["lam"], 1e-6), t["metrics"].get(key)) for t in gan if t["final"]]
-        done = [(x, y) for x, y in done if y is not None and math.isfinite(y)]
-        if done:
-            ax.scatter(*zip(*done), marker="o", color="tab:red", alpha=0.8, label="GAN trial (full budget)")
-        early = [(max(t["lam"], 1e-6), t["metrics"].get(key), t.get("step")) for t in gan if not t["final"]]
-        early = [(x, y, st) for x, y, st in early if y is not None and math.isfinite(y)]
-        if early:
-            steps = sorted({st for _, _, st in early})
-            ax.scatter([x for x, _, _ in early], [y for _, y, _ in early], marker="x", color="tab:red", alpha=0.45,
-                       label=f"GAN, stopped early by {summary.get('scheduler', 'ASHA').upper()} (scored at step "
-                             f"{', '.join(str(st) for st in steps[:3])}{'…' if len(steps) > 3 else ''})")
-        m, s = _mean_std([t["metrics"].get(key) for t in ots])
-        if math.isfinite(m):
-            ax.axhspan(m - max(s, 1e-3 * abs(m)), m + max(s, 1e-3 * abs(m)), color="tab:blue", alpha=0.25,
-                       label=f"OTS (no λ), n={len(ots)}")
-            ax.axhline(m, color="tab:blue", lw=1)
+        for m, colour in zip(swept, colours):
+            mine = [t for t in points if t["method"] == m["name"]]
+            done = [(max(t["knob"], 1e-6), t["metrics"].get(key)) for t in mine if t["final"]]
+            done = [(x, y) for x, y in done if y is not None and math.isfinite(y)]
+            if done:
+                ax.scatter(*zip(*done), marker="o", color=colour, alpha=0.8, label=f"{m['label']} trial (full budget)")
+            early = [(max(t["knob"], 1e-6), t["metrics"].get(key), t.get("step")) for t in mine if not t["final"]]
+            early = [(x, y, st) for x, y, st in early if y is not None and math.isfinite(y)]
+            if early:
+                steps = sorted({st for _, _, st in early})
+                ax.scatter([x for x, _, _ in early], [y for _, y, _ in early], marker="x", color=colour, alpha=0.45,
+                           label=f"{m['label']}, stopped early by {summary.get('scheduler', 'ASHA').upper()} (scored "
+                                 f"at step {', '.join(str(st) for st in steps[:3])}{'…' if len(steps) > 3 else ''})")
+            best = (summary.get("best") or {}).get(m["name"]) or {}
+            if best.get(m["swept"]) is not None:
+                ax.axvline(max(best[m["swept"]], 1e-6), color=colour, ls="--", lw=1,
+                           label=f"chosen {m['symbol']} = {best[m['swept']]:.3g}")
+        for m, colour in zip(refs, bands):
+            ref = [t for t in trials if t["method"] == m["name"] and t["tabled"]]
+            mean, sd = _mean_std([t["metrics"].get(key) for t in ref])
+            if math.isfinite(mean):
+                ax.axhspan(mean - max(sd, 1e-3 * abs(mean)), mean + max(sd, 1e-3 * abs(mean)), color=colour,
+                           alpha=0.25, label=f"{m['label']} (reference), n={len(ref)}")
+                ax.axhline(mean, color=colour, lw=1)
         ident = (baselines.get("identity") or {}).get(key)
         if ident is not None and math.isfinite(ident):
             ax.axhline(ident, color="0.4", ls=":", lw=1.2,
@@ -246,8 +327,6 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
         if floor is not None and math.isfinite(floor):
             ax.axhline(floor, color="tab:purple", ls=(0, (1, 1)), lw=1.2,
                        label="sampling-noise floor (Q vs Q: a map with T#P = Q)")
-        if best_lam is not None:
-            ax.axvline(max(best_lam, 1e-6), color="tab:red", ls="--", lw=1, label=f"chosen λ = {best_lam:.3g}")
         if shift_pair and key in ("bias_mean_shift", "l2_uvp") and summary.get("gp"):
             xs = np.logspace(math.log10(lo), math.log10(hi), 200)
             gp_curve, lip_curve = theory_curves(summary, key, xs)
@@ -255,22 +334,28 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
             ax.plot(xs, lip_curve, "k--", lw=1, label="closed form, 1-Lipschitz")
         ax.set_xscale("log")
         ax.set_xlim(lo, hi)
-        ax.set_xlabel("λ (content-loss weight)")
+        ax.set_xlabel(" / ".join(dict.fromkeys(f"{m['symbol']}" for m in swept)) or "knob")
         ax.set_ylabel(key)
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    fig.suptitle(f"{summary['sweep']}: GAN bias vs λ against OTS on {pair['name']}")
+    against = " and ".join(m["label"] for m in refs) or "no reference"
+    fig.suptitle(f"{summary['sweep']}: " + "; ".join(f"{m['label']} bias vs {m['symbol']}" for m in swept)
+                 + f" against {against} on {pair['name']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def _pareto_panel(ax, gan: list[dict], ots: list[dict], objs: list[dict]) -> None:
-    """Multi-objective sweeps: the GAN trials in the plane of the two objectives, OTS as reference points."""
+def _pareto_panel(ax, summary: dict[str, Any], objs: list[dict]) -> None:
+    """Multi-objective sweeps: the swept methods' trials in the plane of the two objectives, the references as
+    reference points."""
     a, b = objs[0]["metric"], objs[1]["metric"]
-    for group, colour, label in ((gan, "tab:red", "GAN trials"), (ots, "tab:blue", "OTS")):
+    trials = summary["trials"]
+    groups = [([t for t in trials if t["method"] == m["name"] and (m["swept"] or t["tabled"]) and not t["diverged"]],
+               m["label"] + (" trials" if m["swept"] else "")) for m in summary["methods"]]
+    for (group, label), colour in zip(groups, ["tab:blue", "tab:red", "tab:orange", "tab:brown", "tab:pink"]):
         pts = [(t["metrics"].get(a), t["metrics"].get(b)) for t in group if t["final"]]
         pts = [(x, y) for x, y in pts if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
         if pts:
@@ -296,8 +381,9 @@ def _html(summary: dict[str, Any], text: str, png: str, rows: str) -> str:
     keys = [k for k in table_metrics() if any(t["metrics"].get(k) is not None for t in summary["trials"])]
     head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
     trial_rows = []
-    for t in sorted(summary["trials"], key=lambda t: (t["phase"], t["method"], t.get("lam") or 0, t["seed"] or 0)):
-        status = {"completed": "done", "stopped": f"stopped early at step {t.get('step')}"}.get(
+    for t in sorted(summary["trials"], key=lambda t: (t["phase"], t["method"], t.get("knob") or 0, t["seed"] or 0)):
+        status = {MemberStatus.COMPLETED.value: "done", MemberStatus.STOPPED.value: f"stopped early at step "
+                  f"{t.get('step')}"}.get(
             t.get("status"), t.get("status") or "?")
         cells = "".join(f"<td>{_num(t['metrics'].get(k))}</td>" for k in keys)
         trial_rows.append(f"<tr><td>{html.escape(t['phase'])}</td><td>{html.escape(t['name'])}</td>"
@@ -306,12 +392,19 @@ def _html(summary: dict[str, Any], text: str, png: str, rows: str) -> str:
             f"<h1>Bias report: {html.escape(summary['sweep'])}</h1><p>{html.escape(text.splitlines()[2])}</p>"
             f"<p>{html.escape(text.splitlines()[4])} {link(tr.get('parent')).replace('MLflow run', 'sweep run')}</p>"
             f"<img src='data:image/png;base64,{png}' style='max-width:100%'/>"
-            f"<h2>Best-λ GAN against OTS</h2>"
-            f"<table border='1' cellpadding='4'><tr><th>metric</th><th>better</th><th>GAN, best λ</th><th>OTS</th>"
-            f"<th>noise floor</th></tr>{rows}</table>"
+            f"<h2>{html.escape(_comparison_title(summary))}</h2>"
+            f"<table border='1' cellpadding='4'><tr><th>metric</th><th>better</th>"
+            + "".join(f"<th>{html.escape(h)}</th>" for _, h in _columns(summary))
+            + f"<th>noise floor</th></tr>{rows}</table>"
             + "".join(f"<p>{html.escape(line)}</p>" for line in explain(summary))
             + "<h2>Every configuration</h2><table border='1' cellpadding='3'><tr><th>phase</th><th>trial</th>"
             f"<th>status</th>{head}<th></th></tr>{''.join(trial_rows)}</table></body></html>")
+
+
+def _comparison_title(summary: dict[str, Any]) -> str:
+    swept = " and ".join(f"best-{m['symbol']} {m['label']}" for m in summary["methods"] if m["swept"])
+    refs = " and ".join(m["label"] for m in summary["methods"] if m["reference"])
+    return f"{swept or 'every method'} against {refs or 'no reference'}"
 
 
 def _num(v) -> str:
@@ -334,9 +427,9 @@ def write_report(folder: Path) -> dict[str, Any]:
     floor = (summary.get("baselines") or {}).get("noise_floor") or {}
     rows = "".join(f"<tr><td>{html.escape(r['metric'])}</td>"
                    f"<td>{getattr(METRICS.get(r['metric']), 'better', '')}</td>"
-                   f"<td>{r['gan_mean']:.4g} ± {r['gan_std']:.2g}</td>"
-                   f"<td>{r['ots_mean']:.4g} ± {r['ots_std']:.2g}</td><td>{_num(floor.get(r['metric']))}</td></tr>"
-                   for r in summary["table"])
+                   + "".join(f"<td>{r[m['name'] + '_mean']:.4g} ± {r[m['name'] + '_std']:.2g}</td>"
+                             for m in summary["methods"])
+                   + f"<td>{_num(floor.get(r['metric']))}</td></tr>" for r in summary["table"])
     (folder / "report.html").write_text(_html(summary, text, png, rows))
     atomic_write_json(folder / "report.json", summary)
     print(text)

@@ -16,12 +16,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from otsr.metric_registry import Headline
 from sweep import interrupts, ray_session
-from sweep.folder import ENDED, RESOLVED, SPEC, SweepState
+from sweep.folder import RESOLVED, SPEC, SweepState
 from sweep.lock import SweepBusy, driver_lock
-from sweep.mlflow_sink import open_client
-from sweep.mlflow_views import save_views, view_urls
+from sweep.mlflow_views import view_tags, view_urls
 from sweep.phases import Options, describe, run_phases
+from sweep.records import MemberStatus
 from sweep.searcher import Phase, plan_groups, plan_phases
 from sweep.space import SpaceError, SweepSpec, check_resources_on_cluster, load_space
 from sweep.tracking import (
@@ -48,7 +49,8 @@ class SweepInterrupted(Exception):
 
 def resolved_spec(spec: SweepSpec) -> dict[str, Any]:
     """The sweep as the report reads it: pair spec, objectives, budget, each method's resolved trainer settings
-    (the recipe plus the space's fixed values; searched names listed) and the reference lines."""
+    (the recipe plus the space's fixed values; searched names listed), the pair's headline metrics and the
+    reference lines."""
     from otsr.baselines import baselines
     from otsr.pairs import PairSpec
     from otsr.recipes import resolve_config
@@ -59,6 +61,7 @@ def resolved_spec(spec: SweepSpec) -> dict[str, Any]:
     first = next(iter(methods.values()))["config"]
     return {"name": spec.name, "pair": spec.pair, "objectives": [dataclasses.asdict(o) for o in spec.objectives],
             "steps": spec.steps, "seeds": spec.seeds, "scheduler": spec.scheduler, "methods": methods,
+            "headline": pair.headline().to_dict(),
             "baselines": baselines(pair, first["cost"], n=min(first["final_eval_samples"], 1 << 14))}
 
 
@@ -80,7 +83,6 @@ def create_sweep(space_file: str | Path, opts: Options) -> Path:
     resolved = resolved_spec(spec)  # builds the pair: a broken user pair fails here, before anything exists
     artifact_root = None if uri.startswith("http") else default_artifact_root(Path(opts.workdir))
     exp_id = get_or_create_experiment(uri, f"otsr/{spec.name}", artifact_root)
-    save_views(open_client(uri), exp_id, spec.objectives[0].metric, spec.pair["name"])
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     folder = (storage / f"{spec.name}-{stamp}").resolve()
     folder.mkdir(parents=True)
@@ -89,6 +91,8 @@ def create_sweep(space_file: str | Path, opts: Options) -> Path:
         (folder / RESOLVED).write_text(json.dumps(resolved, indent=2, sort_keys=True))
         tags = {**version_tags(), "pair": spec.pair["name"], "otsr.space": spec.name}
         tracker = Tracker(uri, folder, exp_id)
+        tracker.set_experiment_tags(view_tags(spec.objectives[0].metric, Headline.from_dict(resolved["headline"]),
+                                              [m.method for m in spec.methods]))
         tracker.create_run("parent", folder.name, {**tags, "otsr.kind": "sweep", "otsr.sweep": folder.name,
                                                     ROLE_TAG: "sweep"}, {
             "space_file": str(space_file), "pair": json.dumps(spec.pair), "steps": spec.steps, "seeds": spec.seeds,
@@ -123,6 +127,7 @@ def _run_locked(folder: Path, opts: Options) -> dict[str, Any]:
     spec = load_space(folder / SPEC, state["overrides"])
     tracker = Tracker(state["tracking_uri"], folder, state["experiment_id"])
     tracker.flush(force=True)  # what an outage left queued goes first
+    tracker.start()  # from here one thread sends every MLflow write; Tune's callbacks only append
     tracker.set_status("parent", "RUNNING")
     state["status"] = "running"
     state.save()
@@ -182,12 +187,12 @@ def _mark_interrupted(state: SweepState, tracker: Tracker) -> None:
     for rec in state["phases"].values():
         if rec["status"] == "running":
             rec["status"] = "interrupted"
-    for key, m in state["members"].items():
-        if m["status"] not in ENDED and m["status"] != "pending":
-            m["status"] = "interrupted"
+    for key, m in state.members().items():
+        if not m.ended and m.status is not MemberStatus.PENDING:
+            m.status = MemberStatus.INTERRUPTED
             if tracker.has_run(key):
-                tracker.set_tags(key, {"otsr.outcome": "interrupted"})
-                tracker.set_status(key, "KILLED")
+                tracker.set_tags(key, {"otsr.outcome": m.status.outcome})
+                tracker.set_status(key, m.status.mlflow_status)
     state.save()
     tracker.set_tags("parent", {"otsr.status": "interrupted"})
     tracker.set_status("parent", "KILLED")
@@ -198,17 +203,17 @@ def _choose_best(spec: SweepSpec, phase: Phase, state: SweepState, tracker: Trac
     """The searched values of the best member that ran to the end (stopped early ones do not qualify)."""
     obj = spec.objectives[0]
     done = {k: m for k, m in state.members(phase.name).items()
-            if m["status"] == "completed" and math.isfinite(m["metrics"].get(obj.metric, math.nan))}
+            if m.status is MemberStatus.COMPLETED and math.isfinite(m.metrics.get(obj.metric, math.nan))}
     if not done:
         state["best"][phase.method.method] = None
         return
     sign = 1 if obj.mode == "min" else -1
     key = min(done, key=lambda k: sign * done[k]["metrics"][obj.metric])
-    best = {k: done[key]["settings"][k] for k in phase.method.search}
+    best = {k: done[key].settings[k] for k in phase.method.search}
     state["best"][phase.method.method] = best
     state["best_member"] = {**state.get("best_member", {}), phase.method.method: key}
     tracker.log_params("parent", {f"best.{phase.method.method}.{k}": v for k, v in best.items()})
-    state.member(key)["role"] = "best"  # with the best phase's reruns: "group by role" gives best-lambda over seeds
+    state.member(key).role = "best"  # with the best phase's reruns: "group by role" gives best-lambda over seeds
     tracker.set_tags(key, {ROLE_TAG: "best", "otsr.chosen": f"best {obj.metric} of the search"})
 
 

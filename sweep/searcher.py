@@ -16,7 +16,8 @@ from typing import Any
 import optuna
 from ray.tune.search import Searcher
 
-from sweep.folder import ENDED, SweepState
+from sweep.folder import SweepState
+from sweep.records import MemberStatus
 from sweep.space import MethodSpec, SweepSpec
 from sweep.studies import make_sampler, open_study
 
@@ -74,7 +75,7 @@ class PhaseRun:
         if phase.kind != "search" and not self.record["bundles"]:
             self._plan_fixed()
         self.queue = [b for b, keys in self.record["bundles"].items()
-                      if any(state.member(k)["status"] not in ENDED for k in keys)]  # resume these first
+                      if any(not state.member(k).ended for k in keys)]  # resume these first
         self.trials: dict[str, str] = {}  # Tune trial id -> bundle key
         self.asha_actor = None  # the phase's rung actor, when it has one
 
@@ -113,7 +114,7 @@ class PhaseRun:
         for _ in range(want):
             trial = self.study.ask(self.phase.method.search)
             key = self.state.add_member(self.phase.name, {**trial.params, "seed": 0}, self.phase.role, trial.number)
-            self.state.member(key)["optuna_id"] = trial._trial_id  # to set user attributes after a restart
+            self.state.member(key).optuna_id = trial._trial_id  # to set user attributes after a restart
             keys.append(key)
         bundle = f"b{len(self.record['bundles']):03d}"
         self.record["bundles"][bundle] = keys
@@ -131,15 +132,15 @@ class PhaseRun:
         return {PAIR_KEY: self.spec.pair, "base": self.base_settings(), "sweep": str(self.state.folder),
                 "phase": self.phase.name, "bundle": bundle, "asha": self.asha_name,
                 "objective": self.spec.objectives[0].metric, "threads": self.spec.resources["threads"],
-                "members": [{"key": k, "settings": self.state.member(k)["settings"],
-                             "status": self.state.member(k)["status"]} for k in self.record["bundles"][bundle]]}
+                "members": [{"key": k, "settings": self.state.member(k).settings,
+                             "status": self.state.member(k).status.value} for k in self.record["bundles"][bundle]]}
 
     def done(self) -> bool:
         """Every member the phase needs exists and has ended (otsr's own records, not Tune's return)."""
         members = self.state.members(self.phase.name)
         if self.phase.kind == "search" and len(members) < self.phase.method.samples:
             return False
-        return all(m["status"] in ENDED for m in members.values())
+        return all(m.ended for m in members.values())
 
     def total(self) -> int:
         """Member configurations the phase trains."""
@@ -159,27 +160,27 @@ class PhaseRun:
     def tell(self, key: str) -> None:
         """Tell the study how member ``key`` ended (complete, pruned by ASHA, or failed), with its attributes."""
         m = self.state.member(key)
-        if self.study is None or m.get("optuna") is None or m.get("told"):
+        if self.study is None or m.optuna is None or m.told:
             return
-        trial = optuna.trial.Trial(self.study, m["optuna_id"])
-        attrs = {"member": key, "seed": m["settings"].get("seed"), "status": m["status"], "step": m["step"],
-                 "mlflow_run_id": m.get("run_id", ""), "reason": m.get("reason", "")}
-        attrs.update({k: v for k, v in m["metrics"].items() if isinstance(v, (int, float)) and math.isfinite(v)})
+        trial = optuna.trial.Trial(self.study, m.optuna_id)
+        attrs = {"member": key, "seed": m.settings.get("seed"), "status": m.status.value, "step": m.step,
+                 "mlflow_run_id": m.run_id, "reason": m.reason}
+        attrs.update({k: v for k, v in m.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)})
         for k, v in attrs.items():
             trial.set_user_attr(k, v)
         if not self.spec.multi_objective:
-            for step, value in sorted(m["objective"].items(), key=lambda kv: int(kv[0])):
+            for step, value in sorted(m.objective.items(), key=lambda kv: int(kv[0])):
                 if math.isfinite(value):
                     trial.report(value, int(step))
-        values = [m["metrics"].get(o.metric) for o in self.spec.objectives]
+        values = [m.metrics.get(o.metric) for o in self.spec.objectives]
         finite = all(isinstance(v, (int, float)) and math.isfinite(v) for v in values)
-        if m["status"] == "completed" and finite:
-            self.study.tell(m["optuna"], values)
-        elif m["status"] == "stopped":
-            self.study.tell(m["optuna"], state=optuna.trial.TrialState.PRUNED)
+        if m.status is MemberStatus.COMPLETED and finite:
+            self.study.tell(m.optuna, values)
+        elif m.status is MemberStatus.STOPPED:
+            self.study.tell(m.optuna, state=optuna.trial.TrialState.PRUNED)
         else:
-            self.study.tell(m["optuna"], state=optuna.trial.TrialState.FAIL)
-        m["told"] = True
+            self.study.tell(m.optuna, state=optuna.trial.TrialState.FAIL)
+        m.told = True
 
 
 class BundleSearcher(Searcher):

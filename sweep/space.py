@@ -21,7 +21,7 @@ import yaml
 
 from otsr.config import METHODS, TrainConfig
 from otsr.evaluation import check_pair, metric_names
-from otsr.methods import get_method
+from otsr.methods import get_method, owner
 from otsr.metric_registry import metric_direction
 from otsr.pairs import PairSpec
 from otsr.recipes import resolve_config
@@ -345,6 +345,10 @@ def _parse_method(src: str, method: str, block: Any, samples_override: int | Non
         for k in params:
             if k in SWEEP_OWNED:
                 raise _err(src, f"{where}.{part}.{k}", "is set by the sweep (budget block / seeds), not here")
+            holder = owner(k)  # a method's own setting (its settings dataclass) belongs in that method's block
+            if holder is not None and holder.name != method and get_method(method).Settings is not None:
+                raise _err(src, f"{where}.{part}.{k}", f"this key belongs to method {holder.name!r} (settings of "
+                           f"{method!r}: {', '.join(get_method(method).settings) or 'none'})")
     both = sorted(set(fixed) & set(search_raw))
     if both:
         raise _err(src, f"{where}.search.{both[0]}", "is both fixed and searched")

@@ -4,7 +4,10 @@ Layout: one experiment per search space (``otsr/<space name>``), one parent run 
 chosen configuration, the comparison figure and table), one nested run per member configuration named after
 what it is (``gan λ=0.154 lr_map=0.0023 s1``), tagged with its role (``search``, ``best``, ``ots``, ...) and
 outcome, with ``eval/*`` metrics at each evaluation, ``train/*`` losses at each readout and the member's run
-folder as artifacts. Every write goes through ``DurableQueue`` (``tracking_queue.jsonl``) to ``MlflowSink``.
+folder as artifacts. Every write to a sweep's experiment goes through ``DurableQueue``
+(``tracking_queue.jsonl``) to ``MlflowSink``; while a sweep runs, one drainer thread sends them (``Tracker.start``),
+so Tune's callbacks only append. Only the experiment's lookup or creation (``get_or_create_experiment``) is a
+direct call: it is the check, before anything exists, that the tracking URI works.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from otsr.methods import METHODS
 from sweep.mlflow_sink import (
     CreateRun,
     LogArtifacts,
@@ -25,6 +29,7 @@ from sweep.mlflow_sink import (
     LogParams,
     LogTable,
     MlflowSink,
+    SetExperimentTags,
     SetStatus,
     SetTags,
     client_env,
@@ -114,25 +119,34 @@ def _short(v: Any) -> str:
     return str(v)
 
 
+def _knob(settings: dict[str, Any]) -> tuple[str | None, str]:
+    """The swept knob of the settings' method and how it is written (``('lam', 'λ')``; None for a reference)."""
+    method = METHODS.get(str(settings.get("method")))
+    return (method.swept, method.symbol) if method is not None and method.swept else (None, "")
+
+
 def member_run_name(settings: dict[str, Any], searched: list[str]) -> str:
     """``gan λ=0.154 lr_map=0.0023 s1``: method, the searched values, the seed."""
     parts = [str(settings.get("method"))]
+    knob, symbol = _knob(settings)
     for k in searched:
         if k in settings:
-            parts.append(f"{'λ' if k == 'lam' else k}={_short(settings[k])}")
+            parts.append(f"{symbol if k == knob else k}={_short(settings[k])}")
     parts.append(f"s{settings.get('seed', 0)}")
     return " ".join(parts)
 
 
 def run_params(settings: dict[str, Any], pair: dict[str, Any]) -> dict[str, str]:
     """A member's MLflow params: its trainer settings, the pair spec flattened to pair.name / pair.<param>, and
-    log10_lam (so MLflow's scatter and parallel-coordinate plots read lambda on a log axis)."""
+    log10_<knob> of its method's swept knob (log10_lam: MLflow's scatter and parallel-coordinate plots then read
+    lambda on a log axis)."""
     out = {k: str(v) for k, v in settings.items()}
     out["pair.name"] = str(pair["name"])
     out.update({f"pair.{k}": str(v) for k, v in pair.get("params", {}).items()})
-    lam = settings.get("lam")
-    if settings.get("method") == "gan" and isinstance(lam, (int, float)) and lam > 0:
-        out["log10_lam"] = f"{math.log10(lam):.4f}"
+    knob, _ = _knob(settings)
+    value = settings.get(knob) if knob else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        out[f"log10_{knob}"] = f"{math.log10(value):.4f}"
     return out
 
 
@@ -156,17 +170,26 @@ class Tracker:
         return self.queue.last_error
 
     def flush(self, force: bool = False) -> bool:
-        """Send what is queued (rate-limited by the backoff unless ``force``)."""
+        """Send what is queued (rate-limited by the backoff unless ``force``; while the drainer runs, an unforced
+        flush only wakes it)."""
         return self.queue.flush(force)
 
+    def start(self) -> None:
+        """From now on one background thread sends every write; callers only append."""
+        self.queue.start()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for everything queued to be sent."""
+        return self.queue.wait_idle(timeout)
+
     def drain(self, attempts: int = 3, wait: float = 2.0) -> bool:
-        """At the end of a sweep: a few more tries, then leave the rest on disk for ``resume``."""
+        """At the end of a sweep: stop the drainer, a few more tries, then leave the rest on disk for ``resume``."""
         return self.queue.drain(attempts, wait)
 
     def has_run(self, key: str) -> bool:
         """Whether a run for ``key`` exists or is queued."""
         return key in self.sink.runs or any(op["op"] == "create_run" and op.get("key") == key
-                                            for op in self.queue.items)
+                                            for op in self.queue.snapshot())
 
     def run_ids(self) -> dict[str, str]:
         """Local key -> MLflow run id of the runs created so far."""
@@ -212,6 +235,10 @@ class Tracker:
     def log_table(self, key: str, data: dict[str, list], artifact_file: str) -> None:
         """A table artifact (MLflow's table format)."""
         self.queue.submit(LogTable(key, data, artifact_file).to_json())
+
+    def set_experiment_tags(self, tags: dict[str, str]) -> None:
+        """Tags on the sweep's experiment (the saved views)."""
+        self.queue.submit(SetExperimentTags({k: str(v) for k, v in tags.items()}).to_json())
 
     def set_status(self, key: str, status: str) -> None:
         """RUNNING, FINISHED, FAILED or KILLED (interrupted, or stopped early by the scheduler)."""

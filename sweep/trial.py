@@ -26,6 +26,7 @@ from otsr.pairs import PairSpec
 from otsr.recipes import resolve_config
 from otsr.result import Progress
 from otsr.trainers import train_bundle
+from sweep.records import MemberReport, MemberStatus
 
 PAIR_KEY = "pair"
 
@@ -57,8 +58,9 @@ def _resume_points(folders: list[Path], members: list[dict[str, Any]]) -> list[d
         return None
     ckpts = [load_checkpoint(f) for f in folders]
     for c, m in zip(ckpts, members):
-        if m["status"] in ("stopped", "diverged", "completed") and c.get("status", "running") == "running":
-            c["status"] = m["status"]
+        status = MemberStatus(m["status"])
+        if status.ended and status is not MemberStatus.ERROR and c.get("status", "running") == "running":
+            c["status"] = status.value
     return ckpts
 
 
@@ -85,10 +87,10 @@ def run_trial(config: dict[str, Any]) -> None:
                 losses[i].append({**row, "time": now})
 
     def entry(i: int, status: str, step: int, metrics: dict[str, float], message: str = "") -> dict[str, Any]:
-        out = {"status": status, "step": step, "metrics": metrics, "train": list(losses[i]), "message": message,
-               "evals": [{"step": step, **metrics}] if metrics else []}
+        out = MemberReport(MemberStatus(status), step, metrics, list(losses[i]),
+                           [{"step": step, **metrics}] if metrics else [], message)
         losses[i].clear()
-        return out
+        return out.to_json()
 
     def report(progress: list[Progress]):
         stop = []
@@ -98,8 +100,9 @@ def run_trial(config: dict[str, Any]) -> None:
             stop = [p.member for p in progress if keys[p.member] in losers]
         out = {}
         for p in progress:
-            status = "completed" if p.final else "stopped" if p.member in stop else "running"
-            message = f"stopped early at step {p.step}" if status == "stopped" else ""
+            status = MemberStatus.COMPLETED if p.final else MemberStatus.STOPPED if p.member in stop \
+                else MemberStatus.RUNNING
+            message = f"stopped early at step {p.step}" if status is MemberStatus.STOPPED else ""
             out[keys[p.member]] = entry(p.member, status, p.step, _numeric(p.metrics), message)
         tune.report({"members": out, "step": progress[0].step, **where})
         return stop
@@ -115,7 +118,7 @@ def run_trial(config: dict[str, Any]) -> None:
     names = metric_names(pair)
     final = {}
     for i, res in enumerate(results):  # every member's ending, diverged ones included
-        metrics = _numeric(res.metrics) if res.status != "diverged" else dict.fromkeys(names, math.nan)
+        metrics = _numeric(res.metrics) if res.status != MemberStatus.DIVERGED else dict.fromkeys(names, math.nan)
         final[keys[i]] = entry(i, res.status, res.step, metrics, res.message)
     tune.report({"members": final, "step": max(r.step for r in results), "final": 1, **where})
 
@@ -124,10 +127,12 @@ def _catch_up(ckpt: dict[str, Any]) -> dict[str, Any]:
     """A member's evaluations and loss readouts up to its checkpoint, as a report entry."""
     evals = [{k: v for k, v in e.items() if isinstance(v, (int, float))} for e in json.loads(ckpt.get("evals", "[]"))]
     evals = [e for e in evals if e.get("step", 0) > 0]
-    status = ckpt.get("status", "running")
-    return {"status": status if status in ("stopped", "diverged") else "running", "step": int(ckpt["step"]),
-            "metrics": {k: v for k, v in (evals[-1] if evals else {}).items() if k != "step"},
-            "train": json.loads(ckpt.get("history", "[]")), "evals": evals, "message": ckpt.get("message", "")}
+    status = MemberStatus(ckpt.get("status", "running"))
+    if status not in (MemberStatus.STOPPED, MemberStatus.DIVERGED):
+        status = MemberStatus.RUNNING
+    latest = {k: v for k, v in (evals[-1] if evals else {}).items() if k != "step"}
+    return MemberReport(status, int(ckpt["step"]), latest, json.loads(ckpt.get("history", "[]")), evals,
+                        ckpt.get("message", "")).to_json()
 
 
 def _numeric(metrics: dict[str, Any]) -> dict[str, float]:

@@ -79,9 +79,11 @@ def check_bundles(out: Path, dry: bool) -> tuple[bool | None, str]:
 
 def check_sr(out: Path, dry: bool) -> tuple[bool | None, str]:
     """The AIM19-shaped SR recipe: PSNR within 1 dB of bicubic throughout, OTS less biased than its start."""
+    from otsr.methods import comparison_methods  # torch: only when judging
+
     res = _load(out / "sr_check.json")
     parts, ok = [], True
-    for method in ("ots", "gan"):
+    for method in (m.name for m in comparison_methods()):
         r = res.get(method) or {}
         if r.get("status") != "completed" or not _finite([r.get("psnr"), r.get("psnr_bicubic")]):
             return False, f"{method}: {r.get('status')} {r.get('message', '')}"

@@ -22,6 +22,7 @@ import torch
 
 from otsr.bench.speed import machine_name, write_readme
 from otsr.evaluation import evaluate, probe_map
+from otsr.methods import comparison_methods
 from otsr.pairs import best_affine_l2_uvp, make_pair
 from otsr.recipes import resolve_config, resolve_members
 from otsr.trainers import train, train_bundle
@@ -36,8 +37,7 @@ SWEEP_SHARE = 0.2  # the sweep's members train this share of the full budget
 # Published L2-UVP (%) on the Wasserstein-2 benchmark's own high-dimensional pairs (50k iterations, batch 1024,
 # GPU): the reversed max-min solver (the OTS form), the best of all solvers, GAN-style solvers, the linear baseline.
 PUBLISHED = {16: (1.9, 1.4, 6.4, 41.6), 64: (4.5, 3.2, 13.9, 63.9), 128: (None, 2.0, 19.0, 63.6)}
-METRICS = ("l2_uvp", "cos", "bias_sliced_w2", "bias_mean_shift", "bias_frechet", "ot_consistency")
-CURVE = ("step", "l2_uvp", "bias_sliced_w2", "map_change")
+METRICS = ("l2_uvp", "cos", "bias_sliced_w2", "bias_mean_shift", "bias_frechet", "ot_consistency")  # after the headline
 
 
 @dataclasses.dataclass
@@ -62,10 +62,22 @@ def parse_pairs(text: str) -> tuple[tuple[str, int], ...]:
     return tuple(out)
 
 
-def _row(res, cfg, wall: float) -> dict[str, Any]:
+def bench_metrics(pair) -> tuple[str, ...]:
+    """What a row keeps: the pair's headline metrics (``Pair.headline``), then the other views in METRICS."""
+    return tuple(dict.fromkeys([*pair.headline().names(), *METRICS]))
+
+
+def curve_keys(pair) -> tuple[str, ...]:
+    """What a row's curve keeps at each evaluation: the headline's accuracy and bias, and ``map_change``."""
+    head = pair.headline()
+    return tuple(k for k in ("step", head.accuracy, head.bias, "map_change") if k)
+
+
+def _row(res, cfg, wall: float, pair) -> dict[str, Any]:
     out = {"status": res.status, "steps": res.step, "seconds": round(wall, 1), "config": cfg.to_dict(),
-           "precision": res.precision, "curve": [{k: e.get(k) for k in CURVE} for e in res.evals]}
-    out.update({k: res.metrics.get(k, math.nan) for k in METRICS})
+           "precision": res.precision, "curve": [{k: e.get(k) for k in curve_keys(pair)} for e in res.evals],
+           "bias_metric": pair.headline().bias}
+    out.update({k: res.metrics.get(k, math.nan) for k in bench_metrics(pair)})
     return out
 
 
@@ -74,7 +86,7 @@ def _train(pair, method: str, steps: int, device: str, **extra) -> dict[str, Any
     cfg = cfg.replace(steps=steps, eval_every=max(1, steps // 8))
     t0 = time.process_time()
     res = train(cfg, pair)
-    return _row(res, cfg, time.process_time() - t0)
+    return _row(res, cfg, time.process_time() - t0, pair)
 
 
 def _gan_sweep(pair, lambdas, steps: int, device: str) -> dict[str, dict[str, Any]]:
@@ -84,7 +96,7 @@ def _gan_sweep(pair, lambdas, steps: int, device: str) -> dict[str, dict[str, An
     t0 = time.process_time()
     results = train_bundle(members, pair)
     wall = (time.process_time() - t0) / len(members)
-    return {str(lam): _row(r, m, wall) for lam, r, m in zip(lambdas, results, members)}
+    return {str(lam): _row(r, m, wall, pair) for lam, r, m in zip(lambdas, results, members)}
 
 
 def run_pair(family: str, seed: int, dim: int, opts: QualityOptions, row: dict[str, Any], save) -> None:
@@ -93,7 +105,7 @@ def run_pair(family: str, seed: int, dim: int, opts: QualityOptions, row: dict[s
     if "affine_l2_uvp" not in row:
         row["affine_l2_uvp"] = best_affine_l2_uvp(pair)
         row["identity"] = {k: v for k, v in evaluate(probe_map(pair), pair, n=1 << 14, cost="mean").items()
-                           if k in METRICS}
+                           if k in bench_metrics(pair)}
         save()
     steps = max(1, round(resolve_config(pair, {"method": "ots"}).steps * opts.budget))
     if "ots" in opts.methods and "ots" not in row:
@@ -158,13 +170,13 @@ def markdown(results: dict[str, Any], only: tuple[str, str] | None = None, heade
         if only and (name, d) != only:
             continue
         family, _, seed = name.partition(":")
-        for method in ("ots", "gan"):
-            r = row.get(method)
+        for m in comparison_methods():
+            r = row.get(m.name)
             if not r:
                 continue
-            label = "OTS" if method == "ots" else f"GAN λ={r['lam']:g}"
-            lines.append(f"| {family} ({seed}) | {d} | {label} | {r['steps']} | {r['seconds']:.0f} | "
-                         f"{_fmt(r['l2_uvp'])} | {_fmt(r['cos'], '.3f')} | {_fmt(r['bias_sliced_w2'], '.3f')} | "
+            lines.append(f"| {family} ({seed}) | {d} | {m.label(r)} | {r['steps']} | {r['seconds']:.0f} | "
+                         f"{_fmt(r['l2_uvp'])} | {_fmt(r['cos'], '.3f')} | "
+                         f"{_fmt(r[r.get('bias_metric', 'bias_sliced_w2')], '.3f')} | "
                          f"{_fmt(r['ot_consistency'], '.3f')} | {_fmt(row.get('affine_l2_uvp'), '.1f')} | "
                          f"{_fmt((row.get('identity') or {}).get('l2_uvp'), '.0f')} |")
     return "\n".join(lines)
@@ -177,7 +189,7 @@ def sweep_markdown(results: dict[str, Any]) -> str:
         for lam, r in sorted(row.get("gan_sweep", {}).items(), key=lambda kv: float(kv[0])):
             family, _, seed = name.partition(":")
             lines.append(f"| {family} ({seed}) | {d} | {float(lam):g} | {r['steps']} | {_fmt(r['l2_uvp'])} | "
-                         f"{_fmt(r['bias_sliced_w2'], '.3f')} |")
+                         f"{_fmt(r[r.get('bias_metric', 'bias_sliced_w2')], '.3f')} |")
     return "\n".join(lines)
 
 

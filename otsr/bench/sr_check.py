@@ -17,37 +17,41 @@ from typing import Any
 import torch
 
 from otsr.bench.speed import peak_memory_gib
+from otsr.methods import comparison_methods, get_method
 from otsr.pairs import make_pair
 from otsr.recipes import resolve_config
 from otsr.runtime import resolve_device
 from otsr.trainers import train
 
 PSNR_SLACK_DB = 1.0  # T(LR) must stay within this of bicubic at every evaluation
-BIAS = "bias_frechet_hf"  # the full-resolution high-pass view: what separates bicubic from HR
 
 
-def check_run(evals: list[dict[str, float]], method: str) -> dict[str, Any]:
-    """The pass/fail verdicts of one run's evaluation curve."""
+def check_run(evals: list[dict[str, float]], method: str, bias: str) -> dict[str, Any]:
+    """The pass/fail verdicts of one run's evaluation curve; ``bias`` is the pair's headline bias (the
+    full-resolution high-pass view: what separates bicubic from HR)."""
     worst = min(e["psnr"] - e["psnr_bicubic"] for e in evals)
     out = {"psnr_worst_vs_bicubic_db": round(worst, 3), "psnr_ok": worst >= -PSNR_SLACK_DB}
-    if method == "ots":
-        out["bias_start"], out["bias_end"] = evals[0][BIAS], evals[-1][BIAS]
-        out["bias_ok"] = evals[-1][BIAS] < evals[0][BIAS]
+    if get_method(method).reference:
+        out["bias_start"], out["bias_end"] = evals[0][bias], evals[-1][bias]
+        out["bias_ok"] = evals[-1][bias] < evals[0][bias]
     return out
 
 
 def run_sr_check(pair_params: dict[str, Any], steps: int, device: str = "auto", lam: float = 1.0,
                  out_dir: Path | None = None, **overrides: Any) -> dict[str, Any]:
-    """Train OTS and the GAN (weight ``lam``) for ``steps`` outer steps each; return metrics and verdicts."""
+    """Train the reference methods (OTS) and the swept ones (the GAN, its knob at ``lam``) for ``steps`` outer
+    steps each; return metrics and verdicts."""
     pair = make_pair("sr-folders", **pair_params)
     dev = resolve_device(device)
+    bias = pair.headline().bias
     results: dict[str, Any] = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
-                               "pair": pair.spec().to_dict(), "steps": steps}
-    for method in ("ots", "gan"):
+                               "pair": pair.spec().to_dict(), "steps": steps, "bias_metric": bias}
+    for m in comparison_methods():
+        method = m.name
         settings = {"method": method, "device": str(dev), "steps": steps, "eval_every": max(1, steps // 3),
                     **overrides}
-        if method == "gan":
-            settings["lam"] = lam
+        if m.swept:
+            settings[m.swept] = lam
         cfg = resolve_config(pair, settings)
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
@@ -58,9 +62,9 @@ def run_sr_check(pair_params: dict[str, Any], steps: int, device: str = "auto", 
                "seconds": round(wall, 1), "peak_mem_gib": round(peak_memory_gib(dev), 2),
                "eval_samples": cfg.eval_samples, "final_eval_samples": cfg.final_eval_samples,
                "precision": res.precision, "evals": res.evals,
-               **{k: res.metrics.get(k, math.nan) for k in ("psnr", "ssim", "psnr_bicubic", "ssim_bicubic", BIAS)}}
+               **{k: res.metrics.get(k, math.nan) for k in ("psnr", "ssim", "psnr_bicubic", "ssim_bicubic", bias)}}
         if res.status == "completed" and res.evals:
-            row.update(check_run(res.evals, method))
+            row.update(check_run(res.evals, method, bias))
         results[method] = row
     return results
 
@@ -68,13 +72,14 @@ def run_sr_check(pair_params: dict[str, Any], steps: int, device: str = "auto", 
 def summary_lines(results: dict[str, Any]) -> list[str]:
     """One line per method for the console."""
     lines = [f"SR check on {results['device']}, {results['steps']} steps per method"]
-    for method in ("ots", "gan"):
+    metric = results.get("bias_metric", "bias_frechet_hf")  # results written before the headline was stored
+    for method in (m.name for m in comparison_methods()):
         r = results.get(method, {})
         if r.get("status") != "completed":
             lines.append(f"  {method}: {r.get('status')} {r.get('message', '')}")
             continue
         verdict = "PASS" if r.get("psnr_ok") and r.get("bias_ok", True) else "FAIL"
-        bias = f"bias {r['bias_start']:.2f} -> {r['bias_end']:.2f}" if "bias_end" in r else f"bias {r[BIAS]:.2f}"
+        bias = f"bias {r['bias_start']:.2f} -> {r['bias_end']:.2f}" if "bias_end" in r else f"bias {r[metric]:.2f}"
         lines.append(f"  {method}: PSNR {r['psnr']:.2f} (bicubic {r['psnr_bicubic']:.2f}, worst "
                      f"{r['psnr_worst_vs_bicubic_db']:+.2f} dB) SSIM {r['ssim']:.3f} {bias}; "
                      f"{r['steps_per_s']:.2f} steps/s, peak {r['peak_mem_gib']:.2f} GiB [{verdict}]")

@@ -9,9 +9,31 @@ Its minimiser is an OT map onto T#P, but T#P != Q in general: the bias otsr meas
 
 from __future__ import annotations
 
+import dataclasses
+from typing import ClassVar
+
 import torch
 
-from otsr.methods._base import MEMBER_FIELDS, Method, register_method
+from otsr.methods._base import Method, check_count, check_number, register_method
+
+
+@dataclasses.dataclass(frozen=True)
+class GANSettings:
+    """The GAN's own settings (flat keys of a config)."""
+
+    BUNDLE: ClassVar[frozenset[str]] = frozenset({"lam", "gp"})  # may differ inside one bundle
+    WHAT: ClassVar[dict[str, str]] = {"lam": "lambda"}
+
+    lam: float = 0.0  # GAN content-loss weight lambda >= 0; 0 is a plain WGAN-GP
+    gp: float = 10.0  # GAN gradient-penalty weight gamma
+    critic_steps: int = 10  # GAN: critic updates per map update
+
+    def __post_init__(self):
+        check_number("lam", self.lam)
+        if self.lam < 0:
+            raise ValueError(f"config key 'lam': lambda={self.lam} must be >= 0")
+        check_number("gp", self.gp, 0.0)
+        check_count("critic_steps", self.critic_steps)
 
 
 def gradient_penalty(critic, real: torch.Tensor, fake: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
@@ -32,12 +54,10 @@ class GAN(Method):
     summary = "WGAN-GP + lambda * content cost: the regularized GAN whose bias otsr measures"
     losses = ("critic", "map")
     critic_is_potential = False
-    bundle_fields = MEMBER_FIELDS | {"lam", "gp"}
-    settings = ("lam", "gp", "critic_steps")
+    Settings = GANSettings
+    swept, swept_symbol = "lam", "λ"  # the knob whose bias otsr sweeps
+    tiny = {"lam": 1.0, "critic_steps": 2}
     warm_start = "identity"  # started at the Bures map it overshoots its equilibrium (otsr.state)
-
-    def validate(self, cfg) -> None:
-        """Nothing beyond TrainConfig's own checks."""
 
     def inner_updates(self, cfg) -> int:
         """``critic_steps`` critic updates and one map update."""

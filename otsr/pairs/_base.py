@@ -11,6 +11,9 @@ from typing import Any, ClassVar
 
 import torch
 
+from otsr.features import DETAIL, feature_spaces
+from otsr.metric_registry import Headline, metric_role
+
 VAR_SAMPLES = 1 << 14  # samples of Q behind the default Var(Q) estimate
 VAR_SEED = 2**31 - 5
 
@@ -129,6 +132,17 @@ class Pair(abc.ABC):
         """``n`` samples shaped like Q that carry P's content (e.g. the HR originals of an SR dataset's LR pool), when
         the data has them: their bias to Q is the content floor, below which no map can go. None by default."""
         return None
+
+    def headline(self) -> Headline:
+        """The metrics a comparison on this pair is read by (the report's panels, the MLflow views, ``otsr
+        train``'s summary, the benchmarks). By default, from the pair's feature spaces: the bias is the view that
+        sees fine detail when the samples have one (high-pass patches of images), else sliced W2 (every pair has
+        it, at every evaluation); the accuracy is L2-UVP when T* is known, else the pair's first own metric with
+        the accuracy role (PSNR on paired SR images)."""
+        bias = DETAIL if DETAIL in feature_spaces(tuple(self.shape_q)) else "bias_sliced_w2"
+        own = [n for m in self.metrics() for n in (m.names if isinstance(m, ValidationMetrics) else (m.name,))]
+        accuracy = "l2_uvp" if self.has_true_map else next((n for n in own if metric_role(n) == "accuracy"), None)
+        return Headline(bias=bias, accuracy=accuracy)
 
     def metric_notes(self) -> dict[str, str]:
         """Metrics this pair cannot compute, each with the reason (reported, never faked)."""

@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from otsr.metric_registry import Headline
 from otsr.metrics import sqrtm_psd
 from otsr.pairs._base import Pair, SampleMetric, cached_to
 
@@ -55,6 +56,10 @@ class GaussianShift(Pair):
     def var_q(self) -> float:
         """Trace of I_d."""
         return float(self.dim)
+
+    def headline(self) -> Headline:
+        """The mean shift is this pair's bias: ``otsr.theory`` gives the GAN's in closed form."""
+        return dataclasses.replace(super().headline(), bias="bias_mean_shift")
 
     def metrics(self) -> list[SampleMetric]:
         """``shift``: the learned translation s = E<T(x) - x, delta/||delta||>, comparable with ``otsr.theory``."""

@@ -24,7 +24,7 @@ from otsr.pairs import Pair
 from otsr.result import Progress, Result
 from otsr.rundir import RunFolder
 from otsr.runtime import resolve_device
-from otsr.selection import MemberSelection, member_snapshot, restore_member, selection_signal
+from otsr.selection import MemberSelection, member_snapshot, restore_member
 from otsr.state import TrainState, build_networks, build_state
 
 Report = Callable[[list[Progress]], "Sequence[int] | None"]  # returns the member indices to stop early
@@ -202,7 +202,8 @@ class _Loop:
         if self.selection is None:
             return
         if self.signal is None:
-            self.signal = selection_signal(out[0])
+            bias = s.pair.headline().bias
+            self.signal = bias if math.isfinite(out[0].get(bias, math.nan)) else None
             if self.signal is None:
                 self.selection = None
                 return

@@ -103,3 +103,69 @@ def test_fixed_phases_are_bundled_and_searches_come_first(tmp_path):
     assert [m["settings"]["seed"] for m in config["members"]] == [0, 1]
     assert config["base"]["checkpoint_every"] == config["base"]["eval_every"]
     json.dumps(config)  # what Tune carries must be plain data
+
+
+def test_member_records_and_reports_round_trip_and_old_state_files_load(tmp_path):
+    import json
+
+    from sweep.records import MemberRecord, MemberReport, MemberStatus
+
+    report = MemberReport(MemberStatus.STOPPED, 40, {"l2_uvp": 3.0}, [{"step": 40, "loss_map": 1.0}],
+                          [{"step": 40, "l2_uvp": 3.0}], "stopped early at step 40")
+    assert MemberReport.from_json(json.loads(json.dumps(report.to_json()))) == report
+    rec = MemberRecord("gan", {"lam": 1.0, "seed": 0}, "search", 0, MemberStatus.COMPLETED, 40, {"l2_uvp": 3.0})
+    assert MemberRecord.from_json(json.loads(json.dumps(rec.to_json()))) == rec
+    assert rec.ended and rec["status"] == "completed" and MemberStatus.STOPPED.outcome == "stopped_early"
+    # a state file written before the typed records: plain dicts, without the later optional fields
+    old = {"phase": "gan", "settings": {"lam": 1.0, "seed": 0}, "role": "search", "optuna": 0, "status": "stopped",
+           "step": 20, "metrics": {"l2_uvp": 5.0}, "objective": {"20": 5.0}, "logged_eval": 20, "logged_train": 20,
+           "reason": "stopped early at step 20", "optuna_id": 1}
+    (tmp_path / "state.json").write_text(json.dumps({"tracking_uri": "x", "experiment_id": "1", "phases": {},
+                                                     "best": {}, "overrides": {}, "members": {"gan-000": old}}))
+    state = SweepState.load(tmp_path)
+    m = state.member("gan-000")
+    assert m.status is MemberStatus.STOPPED and m.ended and m.run_id == "" and not m.uploaded
+    state.save()
+    again = json.loads((tmp_path / "state.json").read_text())["members"]["gan-000"]
+    assert {k: again[k] for k in old} == old
+
+
+def test_the_drainer_thread_owns_every_send_and_submit_never_waits(tmp_path):
+    import threading
+    import time
+
+    senders, gate = [], threading.Event()
+
+    def apply(op):
+        gate.wait(5)  # a slow tracking server
+        senders.append((op["op"], threading.current_thread().name))
+
+    q = DurableQueue(tmp_path / "q.jsonl", apply)
+    q.start()
+    t0 = time.perf_counter()
+    for i in range(3):
+        q.submit({"op": f"w{i}"})
+    assert time.perf_counter() - t0 < 0.5  # the caller (Tune's event loop) only appends
+    assert len(DurableQueue(tmp_path / "q.jsonl", apply)) == 3  # on disk before anything was sent
+    gate.set()
+    assert q.wait_idle(5) and [op for op, _ in senders] == ["w0", "w1", "w2"]
+    assert {name for _, name in senders} == {"otsr-tracking-drainer"}
+    assert q.drain(attempts=1) and not q.running and not (tmp_path / "q.jsonl").exists()
+    q.submit({"op": "after"})  # without the drainer: sent at once, as before
+    assert senders[-1] == ("after", threading.current_thread().name)
+
+
+def test_console_filters_only_the_named_warnings():
+    import warnings
+
+    import optuna
+
+    from sweep.console import quiet_warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_warnings()
+        optuna.samplers.QMCSampler(seed=0)
+        warnings.warn("an unrelated warning", optuna.exceptions.ExperimentalWarning)
+        warnings.warn("another one", UserWarning)
+    assert [str(w.message) for w in seen] == ["an unrelated warning", "another one"]

@@ -59,6 +59,10 @@ def test_short_form_becomes_optuna_distributions():
     (lambda d: d.update(sampler={"type": "annealing"}), r"sampler: unknown sampler 'annealing'"),
     (lambda d: d.update(sampler={"type": "tpe", "n_startup": 3}), r"sampler: sampler 'tpe' has no option 'n_startup'"),
     (lambda d: d["methods"]["gan"].update(fixed={"device": "cuda"}), r"fixed.device: 'cuda' but resources.gpu is 0"),
+    (lambda d: d["methods"]["ots"].update(fixed={"critic_steps": 5}),
+     r"methods.ots.fixed.critic_steps: this key belongs to method 'gan' \(settings of 'ots': map_steps"),
+    (lambda d: d["methods"]["gan"]["search"].update(map_steps={"type": "int", "low": 1, "high": 5}),
+     r"methods.gan.search.map_steps: this key belongs to method 'ots'"),
 ])
 def test_bad_spaces_name_file_key_and_value(mutate, match):
     d = _base()
