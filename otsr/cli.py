@@ -504,7 +504,9 @@ def _bench_sr(args: argparse.Namespace) -> int:
     print("\n".join(summary_lines(results)))
     if args.out:
         write_json(results, Path(args.out))
-    ok = all(results[m].get("psnr_ok") and results[m].get("bias_ok", True) for m in ("ots", "gan"))
+    from otsr.methods import comparison_methods
+
+    ok = all(results[m.name].get("psnr_ok") and results[m.name].get("bias_ok", True) for m in comparison_methods())
     return 0 if ok or args.report_only else 1
 
 

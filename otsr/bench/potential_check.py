@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from otsr.methods import get_method
+from otsr.methods import comparison_methods, get_method
 from otsr.methods.gan import gradient_penalty
 from otsr.models import from_channels, to_channels
 from otsr.pairs import Pair
@@ -101,11 +101,12 @@ def check_method(pair: Pair, method: str, settings: dict[str, Any], n_eval: int,
             "best_auc": max(r["auc"] for r in curve), "cpu_s": curve[-1]["cpu_s"]}
 
 
-def run_potential_check(pair: Pair, settings: dict[str, Any], methods: tuple[str, ...] = ("ots", "gan"),
+def run_potential_check(pair: Pair, settings: dict[str, Any], methods: tuple[str, ...] | None = None,
                         n_eval: int = 512, evals: int = 10, quiet: bool = False) -> dict[str, Any]:
-    """Each method's second network trained alone against the frozen start map; see the module docstring."""
+    """Each method's second network trained alone against the frozen start map (default: every method of the
+    comparison, references first); see the module docstring."""
     out: dict[str, Any] = {"pair": pair.spec().to_dict(), "n_eval": n_eval, "target_auc": AUC_TARGET}
-    for method in methods:
+    for method in methods or [m.name for m in comparison_methods()]:
         if not quiet:
             print(f"{method}: {'potential' if get_method(method).critic_is_potential else 'critic'} against the "
                   f"frozen start map on {pair!r}", flush=True)

@@ -182,15 +182,22 @@ class _Loop:
         return list(self.results)
 
     def _select(self, running: list[int]) -> dict[int, str]:
-        """The T*-free selection (``otsr.selection``): evaluate the end state at the periodic size and put back each
-        member's kept state where the end state's bias regressed; returns {member: why} for those members."""
+        """The T*-free selection (``otsr.selection``): evaluate the end state at the periodic size (not recorded: the
+        final evaluation is the end's point) and put back each member's kept state where the end state's bias
+        regressed; returns {member: why} for those members."""
         s = self.s
         if self.selection is None or self.signal is None:
             return {}
-        end = self._evaluate(s.cfg.eval_samples, full=False, members=running)
+        s.map.eval()
+        try:
+            end = evaluate_members(self._maps, s.pair, n=s.cfg.eval_samples, cost=s.cfg.cost, members=running,
+                                   device=s.device, full=False, validate=False)
+        finally:
+            s.map.train()
+        self._observe(running, end)
         kept = {}
-        for i in running:
-            sel, value = self.selection[i], end[i].get(self.signal, math.nan)
+        for i, m in zip(running, end):
+            sel, value = self.selection[i], m.get(self.signal, math.nan)
             if sel.snapshot is not None and not sel.acceptable(value) and sel.step < s.step:
                 restore_member(s.map, s.k, i, sel.snapshot)
                 kept[i] = sel.reason(s.step, value, self.signal)

@@ -14,7 +14,8 @@ from otsr.pairs import (
 from otsr.testing import LinearPair
 
 SMALL = {"gaussian-shift": {"dim": 4}, "gaussian": {"dim": 4}, "convex-mixture": {"dim": 4}, "icnn-mixture": {"dim": 4},
-         "degraded-images": {"size": 16, "pool": 64}, "sr-folders": {"hr_crop": 32, "workers": 0}}
+         "degraded-images": {"size": 16, "pool": 64}, "sr-folders": {"hr_crop": 32, "workers": 0},
+         "convex-images": {"size": 8, "pool": 64}}
 
 
 @pytest.mark.parametrize("name", sorted(PAIRS))
