@@ -197,6 +197,21 @@ class SetStatus(Op):
 
 
 @dataclasses.dataclass
+class SetNote(Op):
+    """A run's description (Markdown, ``mlflow.note.content``); ``{run_id}`` in it becomes the run's id when sent,
+    so it can link the run's own artifacts even if the run was created after the note was queued."""
+
+    kind: ClassVar[str] = "note"
+    key: str
+    text: str
+
+    def apply(self, sink: MlflowSink) -> None:
+        """One tag."""
+        run_id = sink.run_id(self.key)
+        sink.client.set_tag(run_id, "mlflow.note.content", self.text.replace("{run_id}", run_id)[:8000])
+
+
+@dataclasses.dataclass
 class SetExperimentTags(Op):
     """Tags on the sweep's experiment (its saved views)."""
 
@@ -210,7 +225,7 @@ class SetExperimentTags(Op):
 
 
 OPS: dict[str, type[Op]] = {cls.kind: cls for cls in (CreateRun, LogMetrics, SetTags, LogParams, LogArtifacts,
-                                                      LogTable, SetStatus, SetExperimentTags)}
+                                                      LogTable, SetStatus, SetNote, SetExperimentTags)}
 
 
 def op_from_json(d: dict[str, Any]) -> Op:

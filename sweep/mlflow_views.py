@@ -3,9 +3,12 @@ collapsed parent row with no columns: MLflow 3 keeps a saved view as an experime
 ``mlflow.sharedViewState.<id>`` (what its own "Save view" button writes) and opens it from the URL parameter
 ``viewStateShareKey`` (no other URL parameter chooses columns or grouping; checked in headless Chromium).
 
-Two views: ``otsr-compare`` (the swept methods' knobs (λ), seed, role, outcome and the pair's headline metrics as
-columns, runs grouped by role: search / best / the references with their averages) and ``otsr-lambda`` (the
-same, in chart mode, with scatter plots of the headline metrics against log10 of each knob).
+Two views: ``otsr-compare`` (the pair's headline metrics first, then role and outcome, the swept methods' knobs
+(λ, logged as a metric so the runs sort by it numerically), seed, and the headline relative to each reference;
+the member runs grouped by role: search ordered by λ / best / the references with their averages; the sweep's
+own run is filtered out) and ``otsr-lambda`` (the same, in chart mode, with scatter plots against log10 of each
+knob: first of the headline metrics ÷ the reference's mean, where 1 is the reference (OTS), then of the metrics
+themselves). MLflow 3.17's scatter plots have no log axis, hence log10 of the knob on x.
 """
 
 from __future__ import annotations
@@ -24,34 +27,67 @@ def headline_metrics(objective: str, headline: Headline) -> list[str]:
     return list(dict.fromkeys([objective, *headline.names()]))
 
 
+def references(methods) -> list[str]:
+    """The sweep's reference methods (names; ``ots``), what the swept runs are divided by."""
+    return [m for m in methods if m in METHODS and METHODS[m].reference]
+
+
 def swept_knobs(methods) -> list[str]:
     """The knobs the sweep's methods (names) are swept along, in order (``lam`` for the GAN)."""
     return list(dict.fromkeys(METHODS[m].swept for m in methods if m in METHODS and METHODS[m].swept))
 
 
-def _state(metrics: list[str], charts: bool, knobs: list[str]) -> dict:
-    cols = [c for k in knobs for c in (f"params.`{k}`", f"params.`log10_{k}`")] + [
-        "params.`lr_map`", "params.`seed`", "tags.`role`", "tags.`otsr.outcome`"] + [
-        f"metrics.`eval/{m}`" for m in metrics]
-    state = {"searchFilter": "", "orderByKey": "attributes.start_time", "orderByAsc": False, "startTime": "ALL",
+SHOWN = "tags.`role` != 'sweep'"  # member runs only: the sweep's own run is not a group of the comparison
+
+
+def relative_key(reference: str, metric: str) -> str:
+    """The metric a swept run logs once the reference has finished: its value ÷ the reference's mean."""
+    return f"rel_{reference}/{metric}"
+
+
+def _width(label: str) -> int:
+    return max(100, 8 * len(label) + 36)  # MLflow's default width cuts 'eval/bias_sliced_w2' to 'eval/bias_slic'
+
+
+def _columns(metrics: list[str], knobs: list[str], refs: list[str]) -> list[str]:
+    """The comparison's columns in reading order: the headline, role and outcome, the knobs, seed, learning rate,
+    then the headline relative to each reference."""
+    return ([f"metrics.`eval/{m}`" for m in metrics] + ["tags.`role`", "tags.`otsr.outcome`"]
+            + [f"metrics.`{k}`" for k in knobs] + ["tags.`seed`", "params.`lr_map`"]
+            + [f"metrics.`{relative_key(r, m)}`" for r in refs for m in metrics])
+
+
+def _state(metrics: list[str], charts: bool, knobs: list[str], refs: list[str]) -> dict:
+    cols = _columns(metrics, knobs, refs)
+    state = {"searchFilter": SHOWN, "orderByKey": f"metrics.`{knobs[0]}`" if knobs else "attributes.start_time",
+             "orderByAsc": bool(knobs), "startTime": "ALL",
              "lifecycleFilter": "Active", "datasetsFilter": [], "modelVersionFilter": "All Runs",
-             "selectedColumns": cols, "columnOrder": [], "columnWidths": {}, "runsHiddenMode": "SHOWALL",
+             "selectedColumns": cols, "columnOrder": cols,
+             "columnWidths": {c: _width(c.split("`")[1]) for c in cols if c.startswith("metrics.")},
+             "runsHiddenMode": "SHOWALL",
              "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "role"}]},
              "groupsExpanded": {}, "useGroupedValuesInCharts": False, "hideEmptyCharts": True,
              "isAccordionReordered": charts}
     if charts:
         names = ", ".join(_symbol(k) for k in knobs) or "the knob"
-        section = {"uuid": "otsr-lambda", "name": f"metrics against log10 {names}", "display": True,
-                   "isReordered": False}
-        state["compareRunSections"] = [section]
+        sections = [{"uuid": f"otsr-rel-{r}", "name": f"metrics ÷ {r.upper()} mean (1 = {r.upper()}) against log10 "
+                     f"{names}", "display": True, "isReordered": False} for r in refs]
+        sections.append({"uuid": "otsr-lambda", "name": f"metrics against log10 {names}", "display": True,
+                         "isReordered": False})
+        state["compareRunSections"] = sections
         state["compareRunCharts"] = [
-            {"uuid": f"otsr-scatter-{m}" + (f"-{k}" if i else ""), "type": "SCATTER", "runsCountToCompare": 100,
-             "metricSectionId": "otsr-lambda", "deleted": False, "isGenerated": False,
-             "displayName": f"log10 {_symbol(k)} vs {m}",
-             "xaxis": {"key": f"log10_{k}", "type": "PARAM"}, "yaxis": {"key": f"eval/{m}", "type": "METRIC"}}
-            for i, k in enumerate(knobs) for m in metrics]
+            _scatter(f"otsr-rel-{r}-{m}-{k}", f"otsr-rel-{r}", k, relative_key(r, m),
+                     f"{m} ÷ {r.upper()} vs log10 {_symbol(k)}") for k in knobs for r in refs for m in metrics] + [
+            _scatter(f"otsr-scatter-{m}" + (f"-{k}" if i else ""), "otsr-lambda", k, f"eval/{m}",
+                     f"log10 {_symbol(k)} vs {m}") for i, k in enumerate(knobs) for m in metrics]
         state["chartsSearchFilter"] = ""
     return state
+
+
+def _scatter(uuid: str, section: str, knob: str, metric: str, name: str) -> dict:
+    return {"uuid": uuid, "type": "SCATTER", "runsCountToCompare": 100, "metricSectionId": section, "deleted": False,
+            "isGenerated": False, "displayName": name, "xaxis": {"key": f"log10_{knob}", "type": "PARAM"},
+            "yaxis": {"key": metric, "type": "METRIC"}}
 
 
 def _symbol(knob: str) -> str:
@@ -60,12 +96,12 @@ def _symbol(knob: str) -> str:
 
 def view_tags(objective: str, headline: Headline, methods) -> dict[str, str]:
     """The experiment tags that hold the two saved views of a sweep of ``methods`` (names)."""
-    metrics, knobs = headline_metrics(objective, headline), swept_knobs(methods)
+    metrics, knobs, refs = headline_metrics(objective, headline), swept_knobs(methods), references(methods)
     now = int(time.time() * 1000)
     out = {}
     for view, charts in ((COMPARE, False), (LAMBDA, True)):
         envelope = {"name": view, "createdAt": now, "updatedAt": now,
-                    "state": json.dumps(_state(metrics, charts, knobs))}
+                    "state": json.dumps(_state(metrics, charts, knobs, refs))}
         out[f"mlflow.sharedViewState.{view}"] = json.dumps(envelope)
     return out
 

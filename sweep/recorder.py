@@ -24,7 +24,16 @@ from ray.tune import Callback
 from sweep.folder import SweepState
 from sweep.records import MemberReport, MemberStatus
 from sweep.searcher import PhaseRun
-from sweep.tracking import MEMBER_TAG, OUTCOME_TAG, PHASE_TAG, ROLE_TAG, Tracker, member_run_name, run_params
+from sweep.tracking import (
+    MEMBER_TAG,
+    OUTCOME_TAG,
+    PHASE_TAG,
+    ROLE_TAG,
+    Tracker,
+    knob_metrics,
+    member_run_name,
+    run_params,
+)
 
 
 class MemberRecorder(Callback):
@@ -116,6 +125,7 @@ class MemberRecorder(Callback):
                 "otsr.bundle": self._bundle_of(key)}
         self.tracker.create_run(key, member_run_name(settings, run.phase.searched), tags,
                                 run_params(settings, run.spec.pair), parent="parent")
+        self.tracker.log_metrics(key, knob_metrics(settings), 0)
 
     def _bundle_of(self, key: str) -> str:
         return next((b for b, keys in self._run(key).record["bundles"].items() if key in keys), "")

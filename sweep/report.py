@@ -23,6 +23,7 @@ from otsr.checkpoint import atomic_write_json
 from otsr.costs import kappa
 from otsr.methods import METHODS, Method
 from otsr.metric_registry import METRICS, Headline, metric_direction, table_metrics
+from sweep.mlflow_views import headline_metrics, relative_key
 from sweep.records import MemberRecord, MemberStatus
 from sweep.tracking import member_run_name, ui_base
 
@@ -243,9 +244,90 @@ def comparison_table(summary: dict[str, Any]) -> dict[str, list]:
     return out
 
 
+def _compared_metrics(summary: dict[str, Any]) -> list[str]:
+    """The objective, then the pair's headline (what the MLflow views show)."""
+    return headline_metrics(summary["objective"][0]["metric"], Headline.from_dict(summary["headline_metrics"]))
+
+
+def _reference_means(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Each reference's mean of each compared metric over its tabled runs (the table's numbers)."""
+    out = {}
+    for m in summary["methods"]:
+        if m["reference"]:
+            runs = [t for t in summary["trials"] if t["method"] == m["name"] and t["tabled"]]
+            out[m["name"]] = {k: _mean_std([t["metrics"].get(k) for t in runs])[0] for k in _compared_metrics(summary)}
+    return out
+
+
+def relative_metrics(summary: dict[str, Any]) -> dict[str, tuple[int, dict[str, float]]]:
+    """Member key -> (its last step, ``rel_<reference>/<metric>``: its value ÷ the reference's mean) for every run
+    that did not diverge, the references' own included (their spread around 1). Known once the references
+    finished; MLflow plots them against log10 of the knob, where 1 is the reference."""
+    means = _reference_means(summary)
+    out = {}
+    for t in summary["trials"]:
+        if t["diverged"]:
+            continue
+        values = {}
+        for ref, mean in means.items():
+            for k, ref_value in mean.items():
+                v = t["metrics"].get(k)
+                if isinstance(v, (int, float)) and math.isfinite(v) and math.isfinite(ref_value) and ref_value != 0:
+                    values[relative_key(ref, k)] = v / ref_value
+        if values:
+            out[t["trial_id"]] = (int(t.get("step") or 0), values)
+    return out
+
+
+def parent_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """The report's numbers as the sweep run's metrics: ``gan_best/l2_uvp`` and ``ots/l2_uvp`` (mean over seeds),
+    ``…_std``, and each swept method's best ÷ each reference (``rel_ots/gan_best_l2_uvp``)."""
+    out = {}
+    for r in summary["table"]:
+        for m in summary["methods"]:
+            out[f"{_prefix(m)}/{r['metric']}"] = r[f"{m['name']}_mean"]
+            out[f"{_prefix(m)}/{r['metric']}_std"] = r[f"{m['name']}_std"]
+            for ref in (x for x in summary["methods"] if x["reference"] and m["swept"]):
+                out[relative_key(ref["name"], f"{_prefix(m)}_{r['metric']}")] = (
+                    r[f"{m['name']}_mean"] / r[f"{ref['name']}_mean"] if r[f"{ref['name']}_mean"] else math.nan)
+    return {k: v for k, v in out.items() if isinstance(v, float) and math.isfinite(v)}
+
+
+REPORT_PNG = "get-artifact?path=report%2Freport.png&run_uuid={run_id}"  # MLflow's artifact route, from its UI's root
+
+
+def runs_table(summary: dict[str, Any], limit: int = 40) -> str:
+    """Markdown: every run that did not diverge, the swept ones by their knob, then the references; the compared
+    metrics rounded, and ÷ the first reference's mean."""
+    metrics = _compared_metrics(summary)
+    swept = {m["name"]: m for m in summary["methods"] if m["swept"]}
+    ref = next((m["name"] for m in summary["methods"] if m["reference"]), None)
+    rel = relative_metrics(summary)
+    order = {m["name"]: i for i, m in enumerate(summary["methods"])}
+    trials = sorted((t for t in summary["trials"] if not t["diverged"]),
+                    key=lambda t: (order.get(t["method"], 99), t["knob"] or 0, t["seed"] or 0))
+    knob = " / ".join(dict.fromkeys(m["symbol"] for m in swept.values())) or "knob"
+    head = ["run", knob, "seed", "role", "outcome", *metrics] + ([f"{metrics[0]} ÷ {ref.upper()}"] if ref else [])
+    lines = [f"### Runs by {knob} (★ the chosen configuration)", "", "| " + " | ".join(head) + " |",
+             "|" + "---|" * len(head)]
+    for t in trials[:limit]:
+        cells = [t["name"] + (" ★" if t.get("role") == "best" else ""), _num(t["knob"]), str(t["seed"]),
+                 str(t.get("role") or ""), str(t.get("status") or ""), *(_num(t["metrics"].get(k)) for k in metrics)]
+        if ref:
+            cells.append(_num(rel.get(t["trial_id"], (0, {}))[1].get(relative_key(ref, metrics[0]))))
+        lines.append("| " + " | ".join(cells) + " |")
+    if len(trials) > limit:
+        lines.append(f"\n{len(trials) - limit} more in report.html")
+    return "\n".join(lines)
+
+
 def parent_note(summary: dict[str, Any]) -> str:
-    """The sweep run's description in the MLflow UI: the table and its explanation."""
-    return f"Bias report of {summary['sweep']}\n\n{format_table(summary)}\n\n" + "\n".join(explain(summary))
+    """The sweep run's description in the MLflow UI (Markdown): the report figure at full size (``{run_id}`` is
+    filled in when it is sent), the table and its explanation, and the runs by knob."""
+    return (f"## Bias report of {summary['sweep']}\n\n![report.png]({REPORT_PNG})\n\n"
+            f"[report.png]({REPORT_PNG}) · report.html, report.md and comparison.json are in the artifacts\n\n"
+            f"{format_table(summary)}\n\n" + "\n".join(explain(summary))
+            + f"\n\n{runs_table(summary)}\n")
 
 
 def _panels(summary: dict[str, Any]) -> list[tuple[str, str]]:

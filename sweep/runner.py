@@ -218,13 +218,18 @@ def _choose_best(spec: SweepSpec, phase: Phase, state: SweepState, tracker: Trac
 
 
 def _finish(folder: Path, state: SweepState, tracker: Tracker, report: dict[str, Any], opts: Options) -> None:
-    from sweep.report import comparison_table, parent_note
+    from sweep.report import comparison_table, parent_metrics, parent_note, relative_metrics
 
     for f in ("report.png", "report.html", "report.md", "report.json"):
         if (folder / f).exists():
             tracker.log_artifacts("parent", folder / f, "report")
     tracker.log_table("parent", comparison_table(report), "comparison.json")
-    tracker.set_tags("parent", {"otsr.status": "finished", "mlflow.note.content": parent_note(report)})
+    tracker.log_metrics("parent", parent_metrics(report), 0)
+    for key, (step, values) in relative_metrics(report).items():  # the references have finished: ÷ their mean
+        if tracker.has_run(key):
+            tracker.log_metrics(key, values, step)
+    tracker.set_note("parent", parent_note(report))
+    tracker.set_tags("parent", {"otsr.status": "finished"})
     tracker.set_status("parent", "FINISHED")
     state["status"] = "finished"
     state.save()

@@ -30,6 +30,7 @@ from sweep.mlflow_sink import (
     LogTable,
     MlflowSink,
     SetExperimentTags,
+    SetNote,
     SetStatus,
     SetTags,
     client_env,
@@ -150,6 +151,16 @@ def run_params(settings: dict[str, Any], pair: dict[str, Any]) -> dict[str, str]
     return out
 
 
+def knob_metrics(settings: dict[str, Any]) -> dict[str, float]:
+    """The swept knob's value as a metric (``{'lam': 0.154}``; empty for a reference): MLflow sorts params as text,
+    metrics as numbers, so the comparison view orders the runs by this."""
+    knob, _ = _knob(settings)
+    value = settings.get(knob) if knob else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return {knob: float(value)}
+    return {}
+
+
 class Tracker:
     """MLflow writes for one sweep folder, queued durably (see the module docstring); runs are addressed by
     local keys ('parent', a member key) and created once even across driver restarts and outages."""
@@ -235,6 +246,10 @@ class Tracker:
     def log_table(self, key: str, data: dict[str, list], artifact_file: str) -> None:
         """A table artifact (MLflow's table format)."""
         self.queue.submit(LogTable(key, data, artifact_file).to_json())
+
+    def set_note(self, key: str, text: str) -> None:
+        """A run's Markdown description; ``{run_id}`` in it is the run's id (to link its own artifacts)."""
+        self.queue.submit(SetNote(key, text).to_json())
 
     def set_experiment_tags(self, tags: dict[str, str]) -> None:
         """Tags on the sweep's experiment (the saved views)."""

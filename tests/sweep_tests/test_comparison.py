@@ -111,9 +111,10 @@ def test_a_third_method_appears_in_the_report_the_views_and_tracking(tmp_path, t
     tags = view_tags("l2_uvp", sweep_headline(json.loads((folder / "resolved.json").read_text())),
                      ["gan", "ots", "annealed"])
     columns = json.loads(json.loads(tags["mlflow.sharedViewState.otsr-compare"])["state"])["selectedColumns"]
-    assert {"params.`lam`", "params.`log10_lam`", "params.`lr_map`", "params.`log10_lr_map`"} <= set(columns)
+    assert {"metrics.`lam`", "metrics.`lr_map`", "metrics.`rel_ots/l2_uvp`"} <= set(columns)
     charts = json.loads(json.loads(tags["mlflow.sharedViewState.otsr-lambda"])["state"])["compareRunCharts"]
     assert {c["xaxis"]["key"] for c in charts} == {"log10_lam", "log10_lr_map"}
+    assert {c["yaxis"]["key"] for c in charts if c["xaxis"]["key"] == "log10_lr_map"} >= {"rel_ots/l2_uvp"}
     params = run_params({"method": "annealed", "lr_map": 1e-3, "seed": 0}, {"name": "gaussian-shift", "params": {}})
     assert params["log10_lr_map"] == "-3.0000" and "log10_lam" not in params
     assert member_run_name({"method": "annealed", "lr_map": 1e-3, "seed": 1}, ["lr_map"]) == "annealed η=0.001 s1"
