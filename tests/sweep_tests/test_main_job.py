@@ -43,3 +43,8 @@ def test_quick_bias_sweep_end_to_end(tmp_path):
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "report")} >= {"report/report.png",
                                                                                     "report/report.html"}
     assert state["tracking_uri"] == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
+    assert parent.data.metrics["ots/l2_uvp"] == pytest.approx(row["ots_mean"])  # the report's numbers
+    assert f"run_uuid={parent.info.run_id})" in parent.data.tags["mlflow.note.content"]  # shows report.png
+    members = client.search_runs([state["experiment_id"]], filter_string="tags.role != 'sweep'")
+    gan = [r for r in members if r.data.tags["method"] == "gan"]
+    assert all("lam" in r.data.metrics and "rel_ots/l2_uvp" in r.data.metrics for r in gan)  # sorted, vs OTS
