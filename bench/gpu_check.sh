@@ -7,10 +7,11 @@
 #   precision   OTS convex-mixture D=8, fp32 then bf16, 1500 steps each          ~1.5 min
 #   quality     OTS on convex-mixture:0 and icnn-mixture:1 at D=16, 64, 25 %     ~2.5 min
 #   bundles     K = 1, 4, 16, 64 on the D=16 MLP GAN and the GPU space's D=64    ~1 min
+#               (GFLOP/s against the bf16 and fp32 matmul peaks and baddbmm on the bundle's own shapes)
 #   sr          OTS and the GAN on the AIM19 shape (EDSR 64x128), 150 steps each ~1.5 min
 #   potential   the SR demo pair's potential and critic alone against bicubic, 1500 updates each   ~1 min
 #   images      OTS on convex-images (16x16) with the default recipe, bf16 on the conv nets      ~1.5 min
-#   speed       the GPU suite (lean vs reference habits), 20 steps each           ~1 min
+#   speed       the GPU suite (lean vs reference habits; bf16 and fp32 peaks), 20 steps each   ~1 min
 #   packing     1, 2, 4, 8 processes of the D=16 MLP GAN                          ~0.5 min
 #
 # On a GPU machine, from the repository root:  bash bench/gpu_check.sh [OUTDIR]

@@ -484,7 +484,8 @@ def _bench_bundle(args: argparse.Namespace) -> int:
     from otsr.bench.bundles import run_bundle_bench
 
     report = run_bundle_bench(args.bundle_config or None, sizes=args.bundle, steps=args.steps,
-                              warmup=args.warmup, device=args.device, pack=not args.no_pack)
+                              warmup=args.warmup, device=args.device, pack=not args.no_pack,
+                              limit_seconds=0 if args.no_peak else 1.0)
     print(bundle_markdown(report))
     if args.readme:
         bench.write_readme(Path(args.readme), "bundle", bundle_markdown(report))
@@ -667,8 +668,9 @@ def _bench_parser(sub) -> None:
     b.add_argument("--budget", type=float, default=1.0, help="quality: multiplies the recipe's steps")
     b.add_argument("--methods", type=lambda s: s.split(","), default=["ots", "gan"], help="quality: ots,gan")
     b.add_argument("--bundle", type=lambda s: [int(v) for v in s.split(",")],
-                   help="bundle sizes, e.g. 1,4,16,64: summed member steps/s and peak memory next to the best packing "
-                        "of solo trials, measured in the same run")
+                   help="bundle sizes, e.g. 1,4,16,64: summed member steps/s, GFLOP/s (share of the matmul peak and "
+                        "of baddbmm on the bundle's own layer shapes) and peak memory next to the best packing of solo "
+                        "trials, measured in the same run")
     b.add_argument("--bundle-config", action="append", help="bundle: configuration (repeatable; default: the quick "
                    "sweep's GAN and the D=64 GAN)")
     b.add_argument("--no-pack", action="store_true", help="bundle: skip the solo-packing comparison")
@@ -679,7 +681,8 @@ def _bench_parser(sub) -> None:
     b.add_argument("--device", help="override each configuration's device (e.g. cpu for a dry run)")
     b.add_argument("--threads", type=int, help="torch threads")
     b.add_argument("--no-reference", action="store_true", help="skip the reference-habits timing")
-    b.add_argument("--no-peak", action="store_true", help="skip the matmul peak measurement")
+    b.add_argument("--no-peak", action="store_true",
+                   help="skip the matmul peak measurement (bundle: and the batched-matmul limit)")
     b.add_argument("--pack", type=lambda s: [int(v) for v in s.split(",")],
                    help="e.g. 1,2,4: that many processes of the first config at once; prints aggregate steps/s")
     b.add_argument("--pack-threads", type=lambda s: [int(v) for v in s.split(",")], help="threads per process")

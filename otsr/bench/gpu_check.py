@@ -61,14 +61,16 @@ def check_quality(out: Path, dry: bool) -> tuple[bool | None, str]:
 
 
 def check_bundles(out: Path, dry: bool) -> tuple[bool | None, str]:
-    """Bundles: summed member steps/s per K, next to the best solo packing."""
+    """Bundles: summed member steps/s (and achieved GFLOP/s) per K, next to the best solo packing."""
     rep = _load(out / "bundles.json")
     lines = []
     for name, row in rep["rows"].items():
         rates = {b["k"]: b["steps_per_s"] for b in row["bundles"]}
         if not rates or not _finite(rates.values()):
             return False, f"{name}: no finite bundle figures"
-        lines.append(f"{name}: " + ", ".join(f"K={k} {v:.0f}/s" for k, v in rates.items())
+        gflops = {b["k"]: b.get("gflops") for b in row["bundles"]}
+        lines.append(f"{name}: " + ", ".join(f"K={k} {v:.0f}/s" + (f" {gflops[k]:.0f} GFLOP/s" if gflops[k] else "")
+                                             for k, v in rates.items())
                      + f" (best solo packing {row['best_packing']:.0f}/s)")
     gan = rep["rows"].get("mlp-gan-d16")
     if dry or gan is None:

@@ -111,22 +111,38 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak(device: torch.device, seconds: float = 2.0) -> float:
-    """Measured dense matmul peak in TFLOP/s: bf16 on CUDA, fp32 on CPU."""
-    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+def flop_rate(fn, flops: float, device: torch.device, seconds: float) -> float:
+    """FLOP/s of ``fn`` (``flops`` per call), called for about ``seconds`` after 3 warm-up calls."""
     for _ in range(3):
-        a @ b
+        fn()
     _sync(device)
     reps, t0 = 0, time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        a @ b
+    while time.perf_counter() - t0 < seconds or reps < 3:
+        fn()
         reps += 1
         if device.type == "cuda" and reps % 10 == 0:
-            _sync(device)
+            _sync(device)  # bounds the queue, so the clock sees the work
     _sync(device)
-    return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
+    return flops * reps / (time.perf_counter() - t0)
+
+
+def matmul_peak(device: torch.device, seconds: float = 2.0, dtype: torch.dtype | None = None) -> float:
+    """Measured dense matmul peak in TFLOP/s at the current thread count: bf16 on CUDA, fp32 on CPU by default."""
+    dtype = dtype or (torch.bfloat16 if device.type == "cuda" else torch.float32)
+    n = 8192 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    return flop_rate(lambda: a @ b, 2 * n**3, device, seconds) / 1e12
+
+
+def count_flops(fn) -> int:
+    """Floating-point operations of ``fn()`` as ``FlopCounterMode`` counts them (matmuls and convolutions,
+    forward and backward, double backward included)."""
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _GlobalOnly()  # per-module hooks break autograd.grad (the gradient penalty)
+    with counter:
+        fn()
+    return counter.get_total_flops()
 
 
 def time_loop(bench: BenchConfig, *, reference: bool, steps: int, warmup: int, compile: bool = False,
@@ -148,39 +164,39 @@ def time_loop(bench: BenchConfig, *, reference: bool, steps: int, warmup: int, c
     loss.sum().item()  # one sync at the end: all queued work is done
     _sync(dev)
     seconds = (time.perf_counter() - t0) / steps
-    counter = FlopCounterMode(display=False)
-    counter.mod_tracker = _GlobalOnly()  # per-module hooks break autograd.grad (the gradient penalty)
-    with counter:
-        step(state)
+    flops = count_flops(lambda: step(state))
     _sync(dev)
     inner = state.method.inner_updates(cfg)
     mem = peak_memory_gib(dev)
-    flops = counter.get_total_flops()
     return {"steps_per_s": 1 / seconds, "samples_per_s": inner * cfg.batch_size / seconds,
             "tflops": flops / seconds / 1e12, "flops_per_step": flops, "peak_mem_gib": mem}
 
 
 def run_suite(names: list[str], *, steps: int, warmup: int, compile: bool, device: str | None = None,
               reference: bool = True, quiet: bool = False, measure_peak: bool = True) -> dict:
-    """Lean vs reference habits for each named configuration on its device; plus the matmul peak."""
+    """Lean vs reference habits for each named configuration on its device; plus the matmul peaks (bf16 and fp32
+    on CUDA, fp32 on CPU)."""
     all_cfgs = configs()
     rows = []
     peaks: dict[str, float] = {}
+    fp32_peaks: dict[str, float] = {}
     for name in names:
         bench = all_cfgs[name]
         dev = torch.device(device or bench.device)
         key = str(dev)
         if key not in peaks:
             peaks[key] = matmul_peak(dev) if measure_peak else float("nan")
+            fp32_peaks[key] = (matmul_peak(dev, dtype=torch.float32) if measure_peak and dev.type == "cuda"
+                               else peaks[key])
         lean = time_loop(bench, reference=False, steps=steps, warmup=warmup, compile=compile, device=device)
         ref = time_loop(bench, reference=True, steps=steps, warmup=warmup, device=device) if reference else lean
         rows.append({"config": name, "device": key, "lean": lean, "reference": ref,
                      "speedup": lean["steps_per_s"] / ref["steps_per_s"],
-                     "peak_share": lean["tflops"] / peaks[key]})
+                     "peak_share": lean["tflops"] / peaks[key], "fp32_peak_share": lean["tflops"] / fp32_peaks[key]})
         if not quiet:
             print(format_row(rows[-1]), flush=True)
     return {"date": dt.date.today().isoformat(), "machine": machine_name(device), "torch": torch.__version__,
-            "peaks_tflops": peaks, "compile": compile, "steps": steps, "rows": rows}
+            "peaks_tflops": peaks, "peaks_fp32_tflops": fp32_peaks, "compile": compile, "steps": steps, "rows": rows}
 
 
 def peak_memory_gib(device: torch.device) -> float:
@@ -215,16 +231,24 @@ def format_row(r: dict) -> str:
 
 
 def markdown(report: dict) -> str:
-    """The results table for README."""
+    """The results table for README; on CUDA a second share column against the fp32 matmul peak."""
     peaks = ", ".join(f"{k}: {v:.2f}" for k, v in report["peaks_tflops"].items())
+    fp32 = report.get("peaks_fp32_tflops", {})
+    gpu = any(k.startswith("cuda") for k in fp32)
+    if gpu:
+        peaks += "; fp32: " + ", ".join(f"{k}: {v:.2f}" for k, v in fp32.items())
     lines = [f"Measured {report['date']} on {report['machine']}, torch {report['torch']}, {report['steps']} timed "
-             f"outer steps, torch.compile {'on' if report['compile'] else 'off'}; matmul peak (TFLOP/s) {peaks}.",
-             "", "| config | lean steps/s | samples/s | TFLOP/s | % of peak | peak mem (GiB) | reference steps/s "
-             "| speed-up |", "|---|---|---|---|---|---|---|---|"]
+             f"outer steps, torch.compile {'on' if report['compile'] else 'off'}; matmul peak (TFLOP/s; bf16 on "
+             f"CUDA, fp32 on CPU) {peaks}.", "",
+             "| config | lean steps/s | samples/s | TFLOP/s |" + (" % of bf16 peak | % of fp32 peak |" if gpu
+                                                                    else " % of peak |")
+             + " peak mem (GiB) | reference steps/s | speed-up |", "|---|---|---|---|---|" + ("---|" if gpu else "")
+             + "---|---|---|"]
     for r in report["rows"]:
         lean, ref = r["lean"], r["reference"]
+        fp32_share = f" {100 * r.get('fp32_peak_share', float('nan')):.1f} |" if gpu else ""
         lines.append(f"| {r['config']} | {lean['steps_per_s']:.2f} | {lean['samples_per_s']:.0f} | "
-                     f"{lean['tflops']:.3f} | {100 * r['peak_share']:.1f} | {lean['peak_mem_gib']:.2f} | "
+                     f"{lean['tflops']:.3f} | {100 * r['peak_share']:.1f} |{fp32_share} {lean['peak_mem_gib']:.2f} | "
                      f"{ref['steps_per_s']:.2f} | {r['speedup']:.2f}x |")
     return "\n".join(lines)
 

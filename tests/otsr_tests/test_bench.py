@@ -1,11 +1,21 @@
 """The benchmark command's machinery (figures come from `otsr bench`, not from timed tests)."""
 
 import json
+import math
+from pathlib import Path
 
 import pytest
+import torch
 
 from otsr import bench
+from otsr.bench import bundles
 from otsr.bench.quality import QualityOptions, markdown, run_quality
+from otsr.bench.speed import count_flops
+from otsr.models import Linear
+from otsr.pairs import ConvexMixture
+from otsr.recipes import resolve_members
+from otsr.state import build_state
+from otsr.testing import TINY
 
 QUALITY_D16_REDUCED = 10.0  # % L2-UVP after 300 of 2000 steps (measured 7.98; best affine map: 32.3 %)
 
@@ -20,6 +30,57 @@ def test_flop_count_scales_with_batch_and_includes_the_gradient_penalty():
                             steps=1, warmup=0)
     assert no_gp["flops_per_step"] < small["flops_per_step"]  # double backward of the penalty is counted
     assert small["steps_per_s"] > 0 and small["samples_per_s"] == pytest.approx(11 * 256 * small["steps_per_s"])
+
+
+def test_flop_count_of_one_linear_layer_matches_the_hand_count():
+    """baddbmm of (K, B, in) x (K, in, out): 2 K B in out forward; backward (input and weight grads) twice that."""
+    k, b, fan_in, fan_out = 3, 11, 5, 7
+    layer = Linear(k, fan_in, fan_out)
+    x = torch.randn(k, b, fan_in, requires_grad=True)
+    forward = 2 * k * b * fan_in * fan_out
+    assert count_flops(lambda: layer(x)) == forward
+    assert count_flops(lambda: layer(x).sum().backward()) == 3 * forward
+
+
+def _tiny_gan_state(k: int):
+    settings = {**TINY, "method": "gan", "critic_steps": 2, "lam": [10.0 ** (i - 1) for i in range(k)]}
+    return build_state(resolve_members(ConvexMixture(dim=4), settings), ConvexMixture(dim=4))
+
+
+def test_flops_of_one_outer_step_scale_linearly_with_the_bundle_size():
+    flops_1, calls_1 = bundles.count_step(_tiny_gan_state(1))
+    flops_4, calls_4 = bundles.count_step(_tiny_gan_state(4))
+    assert flops_4 == pytest.approx(4 * flops_1, rel=0.01)  # not exact: members of one seed share the draws
+    assert {(4, *shape[1:]): n for shape, n in calls_1.items()} == dict(calls_4)  # same calls, K-wide layers
+    dense = sum(2 * k * b * i * o * n for (k, b, i, o), n in calls_1.items())
+    assert dense < flops_1 < 4 * dense  # backward and the penalty's double backward are counted on top
+
+
+def test_bundle_bench_prints_gflops_and_its_share_of_both_limits():
+    report = bundles.run_bundle_bench(["mlp-gan-d16"], sizes=[1, 2], steps=2, warmup=1, limit_seconds=0.05)
+    assert report["matmul_fp32_gflops"] > 0 and report["matmul_bf16_gflops"] is None  # bf16: CUDA only
+    for b in report["rows"]["mlp-gan-d16"]["bundles"]:
+        assert b["flops_per_step"] > 0 and b["gflops"] > 0 and b["bmm_limit_gflops"] > 0
+    assert all(p["gflops"] > 0 for p in report["rows"]["mlp-gan-d16"]["packings"])
+    table = bundles.markdown(report)
+    assert "| GFLOP/s | % of matmul peak | % of batched-matmul limit |" in table
+    row = next(line for line in table.splitlines() if line.startswith("| mlp-gan-d16 | 2 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == 8 and all(math.isfinite(float(c)) for c in cells[4:7])
+    old = json.loads((Path(__file__).parents[2] / "bench/results/bundles_cpu.json").read_text())
+    assert "| quick-bias-gan | 16 | 82.6 | 1.63x | – | – | – | 0.91 |" in bundles.markdown(old)  # older reports
+
+
+def test_speed_table_on_cuda_shows_shares_of_the_bf16_and_the_fp32_peak():
+    lean = {"steps_per_s": 10.0, "samples_per_s": 640.0, "tflops": 50.0, "peak_mem_gib": 1.0}
+    report = {"date": "d", "machine": "m", "torch": "t", "steps": 2, "compile": False,
+              "peaks_tflops": {"cuda": 1000.0}, "peaks_fp32_tflops": {"cuda": 100.0},
+              "rows": [{"config": "c", "device": "cuda", "lean": lean, "reference": lean, "speedup": 1.0,
+                        "peak_share": 0.05, "fp32_peak_share": 0.5}]}
+    table = bench.markdown(report)
+    assert "| % of bf16 peak | % of fp32 peak |" in table and "| 50.000 | 5.0 | 50.0 | 1.00 |" in table
+    del report["peaks_fp32_tflops"], report["rows"][0]["fp32_peak_share"]  # a CPU-only or older report
+    assert "| % of peak | peak mem (GiB) |" in bench.markdown(report)
 
 
 def test_sr_configuration_builds_edsr_on_cpu():
