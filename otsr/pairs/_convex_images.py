@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from otsr.pairs._base import Pair, cached_to
-from otsr.pairs._images import DEMO_PHOTOS, bundled_photo
+from otsr.pairs._images import DEMO_PHOTOS, bundled_photo, sample_pool
 
 ORIENTATIONS = ("push", "restore")
 WIDTH = 16  # channels of each ICNN layer
@@ -134,16 +134,9 @@ class ConvexImages(Pair):
         shift = cached_to(self._cache, "shift", self._shift, y.device)
         return self.alpha * y + self.tau * self._icnn_scale * self._icnn_grad(y) - shift
 
-    def _crops(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        dev = generator.device
-        crops = cached_to(self._cache, "crops", self.crops, dev)
-        idx = torch.randint(0, crops.shape[0], (n,), generator=generator, device=dev)
-        y = crops[idx].float() / 255
-        return y + self.noise * torch.randn(y.shape, generator=generator, device=dev)
-
     def sample_with_target(self, n, generator):
         """x ~ P with T*(x): (crop, grad psi(crop)) for 'push', (grad psi(crop), crop) for 'restore'."""
-        y = self._crops(n, generator)
+        y = sample_pool(self._cache, self.crops, n, self.noise, generator)
         return (y, self.grad_psi(y)) if self.orientation == "push" else (self.grad_psi(y), y)
 
     def sample_p(self, n, generator):

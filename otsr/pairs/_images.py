@@ -54,6 +54,16 @@ def bundled_photo(name: str) -> torch.Tensor:
     return torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)
 
 
+def sample_pool(cache: dict, crops: torch.Tensor, n: int, noise: float, generator: torch.Generator) -> torch.Tensor:
+    """``n`` crops drawn with replacement from a uint8 pool (moved to the generator's device once, in ``cache``), as
+    floats in [0, 1] plus N(0, noise^2) per pixel (the noise gives the crops a density)."""
+    dev = generator.device
+    pool = cached_to(cache, "crops", crops, dev)
+    idx = torch.randint(0, pool.shape[0], (n,), generator=generator, device=dev)
+    y = pool[idx].float() / 255
+    return y + noise * torch.randn(y.shape, generator=generator, device=dev)
+
+
 def gaussian_kernel(sigma: float) -> torch.Tensor:
     """Normalised 2-D Gaussian kernel of radius ceil(3 sigma)."""
     r = max(1, math.ceil(3 * sigma))
@@ -133,11 +143,7 @@ class DegradedImages(Pair):
 
     def sample_q(self, n, generator):
         """Pool crops plus N(0, noise^2) per pixel."""
-        dev = generator.device
-        crops = cached_to(self._cache, "crops", self.crops, dev)
-        idx = torch.randint(0, crops.shape[0], (n,), generator=generator, device=dev)
-        y = crops[idx].float() / 255
-        return y + self.noise * torch.randn(y.shape, generator=generator, device=dev)
+        return sample_pool(self._cache, self.crops, n, self.noise, generator)
 
     def sample_p(self, n, generator):
         """Degraded versions of fresh Q samples."""
