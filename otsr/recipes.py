@@ -1,7 +1,8 @@
 """Default training settings per kind of pair and size: what a user who changes nothing gets.
 
 ``TrainConfig``'s own defaults are the published reference setups for images (batch 64, lr 1e-4, 10 inner
-steps); vector pairs and super-resolution get the settings measured to converge here (README "OTS at scale").
+steps); vector pairs, super-resolution and images up to 32 pixels a side (the CPU image recipe) get the settings
+measured here (README "OTS at scale", "Images").
 Anything the user sets wins; the resolved config is what runs, is logged and is stored in checkpoints.
 """
 
@@ -12,6 +13,13 @@ from typing import Any
 from otsr.config import TrainConfig, check_bundle
 from otsr.methods import get_method, owner
 from otsr.pairs import Pair
+
+
+CPU_IMAGE_SIDE = 32  # image pairs whose Q side is at most this get the CPU image recipe (one thread, minutes)
+# Shared by SR and same-shape image pairs at that size: small nets, and a potential that learns 10x faster than the
+# reference's 1e-4 (at 1e-4 it stayed flat for hundreds of updates: potential check, README "Images").
+CPU_IMAGE_RECIPE = {"batch_size": 16, "critic_width": 16, "lr_critic": 1e-3, "lr_map": 3e-4, "lr_schedule": "cosine",
+                    "map_steps": 5, "potential_gain": 10.0, "steps": 600, "eval_every": 100, "checkpoint_every": 100}
 
 
 def vector_steps(dim: int, method: str = "gan") -> int:
@@ -36,9 +44,16 @@ def _shared_recipe(shape: tuple[int, ...], shape_q: tuple[int, ...], method: str
         return {"batch_size": 1024, "lr_map": 1e-3, "lr_schedule": "cosine", "map_steps": 10,
                 "critic_steps": 10, "steps": steps, "eval_every": steps // 10, "log_every": 100,
                 "checkpoint_every": steps // 10, **get_method(method).recipe(shape[0])}
+    small = max(shape_q[1:]) <= CPU_IMAGE_SIDE
+    if shape != shape_q and small:  # the SR demo scale: README "Images"
+        return {**CPU_IMAGE_RECIPE, "cost": "half_mean", "width": 16, "depth": 4, "critic_steps": 2,
+                "eval_samples": 2048, "final_eval_samples": 4096}
     if shape != shape_q:  # unpaired SR: the AIM19 reference setup (EDSR 64 x 128, 15 map steps, 1/2 MSE)
         return {"batch_size": 8, "map_steps": 15, "critic_steps": 5, "cost": "half_mean", "width": 128, "depth": 64,
                 "eval_every": 2000, "checkpoint_every": 2000, "eval_samples": 2048, "final_eval_samples": 4096}
+    if small:  # same-shape image pairs at crop size (convex-images, degraded-images)
+        return {**CPU_IMAGE_RECIPE, "width": 16, "depth": 2, "batch_size": 32, "map_steps": 3, "critic_steps": 3, "lr_map": 1e-3,
+                "potential_gain": 1.0, "steps": 4000, "eval_every": 500, "checkpoint_every": 500}
     return {}
 
 
@@ -70,7 +85,8 @@ def recipe_table() -> dict[str, dict[str, str]]:
     """What each pair kind gets for the fields its recipe sets: {field: {"vector pairs": "1024", ...}} (CLI help)."""
     from otsr.methods import METHODS
 
-    kinds = {"vector pairs": [((d,), (d,)) for d in (16, 64, 128)], "SR pairs": [((3, 32, 32), (3, 128, 128))]}
+    kinds = {"vector pairs": [((d,), (d,)) for d in (16, 64, 128)], "SR pairs": [((3, 32, 32), (3, 128, 128))],
+             "SR at HR <= 32": [((3, 8, 8), (3, 32, 32))], "images <= 32 px": [((3, 16, 16), (3, 16, 16))]}
     out: dict[str, dict[str, str]] = {}
     for kind, shapes in kinds.items():
         values: dict[str, dict[str, set]] = {}

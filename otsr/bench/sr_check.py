@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from otsr.bench.speed import peak_memory_gib
+from otsr.evaluation import evaluate, probe_map
 from otsr.methods import comparison_methods, get_method
 from otsr.pairs import make_pair
 from otsr.recipes import resolve_config
@@ -26,15 +27,25 @@ from otsr.trainers import train
 PSNR_SLACK_DB = 1.0  # T(LR) must stay within this of bicubic at every evaluation
 
 
-def check_run(evals: list[dict[str, float]], method: str, bias: str) -> dict[str, Any]:
+def check_run(evals: list[dict[str, float]], method: str, bias: str, start_bias: float) -> dict[str, Any]:
     """The pass/fail verdicts of one run's evaluation curve; ``bias`` is the pair's headline bias (the
-    full-resolution high-pass view: what separates bicubic from HR)."""
+    full-resolution high-pass view: what separates bicubic from HR) and ``start_bias`` that bias of the start map
+    (bicubic) on the final evaluation's own samples: the periodic evaluations use fewer samples, and on the demo
+    set bicubic's bias differs between the two sample sets by more than training moves it (0.117 on 2,048, 0.101
+    on 4,096), so the final value is judged only against bicubic's on the same samples."""
     worst = min(e["psnr"] - e["psnr_bicubic"] for e in evals)
     out = {"psnr_worst_vs_bicubic_db": round(worst, 3), "psnr_ok": worst >= -PSNR_SLACK_DB}
     if get_method(method).reference:
-        out["bias_start"], out["bias_end"] = evals[0][bias], evals[-1][bias]
-        out["bias_ok"] = evals[-1][bias] < evals[0][bias]
+        out["bias_start"], out["bias_end"] = start_bias, evals[-1][bias]
+        out["bias_ok"] = evals[-1][bias] < start_bias
     return out
+
+
+def start_map_bias(pair, n: int, cost: str, device) -> dict[str, float]:
+    """The bias metrics of the untrained start map (bicubic) on the final evaluation's samples (same n, same
+    seed, same pair object: the same draws)."""
+    m = evaluate(probe_map(pair), pair, n=n, cost=cost, device=device, full=False, validate=False)
+    return {k: v for k, v in m.items() if k.startswith("bias_")}
 
 
 def run_sr_check(pair_params: dict[str, Any], steps: int, device: str = "auto", lam: float = 1.0,
@@ -64,7 +75,9 @@ def run_sr_check(pair_params: dict[str, Any], steps: int, device: str = "auto", 
                "precision": res.precision, "evals": res.evals,
                **{k: res.metrics.get(k, math.nan) for k in ("psnr", "ssim", "psnr_bicubic", "ssim_bicubic", bias)}}
         if res.status == "completed" and res.evals:
-            row.update(check_run(res.evals, method, bias))
+            start = start_map_bias(pair, cfg.final_eval_samples, cfg.cost, dev)
+            row["start_bias"] = start
+            row.update(check_run(res.evals, method, bias, start[bias]))
         results[method] = row
     return results
 

@@ -14,11 +14,19 @@ def test_vector_recipes_by_method_and_dimension():
     assert ots16["eval_every"] == ots16["steps"] // 10
 
 
-def test_user_settings_win_and_images_keep_the_reference_defaults():
+def test_user_settings_win_and_large_images_keep_the_reference_defaults():
     pair = make_pair("convex-mixture", dim=16)
     assert resolve_config(pair, {"method": "ots", "batch_size": 64}).batch_size == 64
-    img = make_pair("degraded-images", size=16, pool=16)
+    img = make_pair("degraded-images", size=64, pool=16)
     assert recipe(img, "ots") == {} and resolve_config(img, {"method": "ots"}).batch_size == 64
+
+
+def test_images_up_to_32_pixels_get_the_cpu_image_recipe():
+    small = make_pair("degraded-images", size=16, pool=16)
+    ots, gan = resolve_config(small, {"method": "ots"}), resolve_config(small, {"method": "gan"})
+    assert (ots.width, ots.critic_width, ots.batch_size, ots.map_steps, ots.lr_critic) == (16, 16, 32, 3, 1e-3)
+    assert (gan.critic_steps, gan.map_steps) == (3, 10)  # each method gets only its own settings
+    assert resolve_config(small, {"method": "ots", "width": 32}).width == 32
 
 
 def test_list_settings_zip_into_members():

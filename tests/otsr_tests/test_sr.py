@@ -112,9 +112,10 @@ def test_dataset_errors_name_the_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_reference_recipe_stays_on_the_content_then_upscales(demo, tmp_path, capsys):
-    """The AIM19 recipe (1/2 MSE to bicubic, 15 map steps, batch 8, lr 1e-4) at toy size: the young map no longer
-    leaves the content (the same run on the code before the fix, a05586c: PSNR 15.6 vs 24.3 dB after 40 steps)."""
+def test_demo_recipe_stays_on_the_content_then_upscales(demo, tmp_path, capsys):
+    """The recipe an HR-32 pair gets (the CPU image recipe: 1/2 MSE to bicubic, 5 map steps, batch 16, potential at
+    10x gain) at toy size: the young map does not leave the content (the AIM19 recipe on the code before the fix,
+    a05586c: PSNR 15.6 vs 24.3 dB after 40 steps)."""
     out = tmp_path / "run"
     code = main(["train", "--pair", "sr-folders", "--pair-param", f"root={demo}", "--pair-param", "hr_crop=32",
                  "--pair-param", "workers=0", "--method", "ots", "--steps", "40", "--width", "8", "--depth", "2",
@@ -126,7 +127,8 @@ def test_reference_recipe_stays_on_the_content_then_upscales(demo, tmp_path, cap
     m = printed["metrics"]
     assert {"psnr", "ssim", "psnr_bicubic", "ssim_bicubic", "bias_frechet_pool16"} <= set(m)
     config = json.loads((out / "config.json").read_text())["train"]
-    assert config["cost"] == "half_mean" and config["map_steps"] == 15 and config["batch_size"] == 8  # the recipe
+    assert (config["cost"], config["map_steps"], config["batch_size"], config["potential_gain"]) == (
+        "half_mean", 5, 16, 10.0)  # the recipe
     assert [e["step"] for e in printed["evals"]] == [0, 10, 20, 30, 40]  # 0: the bicubic start
     for e in printed["evals"]:  # every evaluation, not only the last
         assert abs(e["psnr"] - e["psnr_bicubic"]) < 1.0, e

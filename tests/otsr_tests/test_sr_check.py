@@ -1,0 +1,20 @@
+"""The SR check judges the final bias against bicubic's on the same samples, not against the periodic curve's
+start (which uses another, smaller sample set)."""
+
+from otsr.bench.sr_check import check_run
+
+
+def test_a_map_that_never_moved_does_not_pass_the_bias_check():
+    # the demo set's figures: bicubic scores 0.117 on the 2,048 periodic samples and 0.101 on the 4,096 final ones
+    evals = [{"step": 0, "psnr": 24.11, "psnr_bicubic": 24.11, "bias_frechet_hf": 0.117},
+             {"step": 600, "psnr": 24.11, "psnr_bicubic": 24.11, "bias_frechet_hf": 0.101}]
+    r = check_run(evals, "ots", "bias_frechet_hf", start_bias=0.101)
+    assert r["psnr_ok"] and not r["bias_ok"]
+    moved = check_run([evals[0], {**evals[1], "bias_frechet_hf": 0.093}], "ots", "bias_frechet_hf", start_bias=0.101)
+    assert moved["bias_ok"] and moved["bias_start"] == 0.101
+
+
+def test_psnr_more_than_a_decibel_below_bicubic_fails():
+    evals = [{"step": 0, "psnr": 24.1, "psnr_bicubic": 24.1, "bias_frechet_hf": 0.1},
+             {"step": 100, "psnr": 22.9, "psnr_bicubic": 24.1, "bias_frechet_hf": 0.05}]
+    assert not check_run(evals, "ots", "bias_frechet_hf", start_bias=0.1)["psnr_ok"]
