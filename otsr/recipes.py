@@ -14,7 +14,6 @@ from otsr.config import TrainConfig, check_bundle
 from otsr.methods import get_method, owner
 from otsr.pairs import Pair
 
-
 CPU_IMAGE_SIDE = 32  # image pairs whose Q side is at most this get the CPU image recipe (one thread, minutes)
 # Shared by SR and same-shape image pairs at that size: small nets, and a potential that learns 10x faster than the
 # reference's 1e-4 (at 1e-4 it stayed flat for hundreds of updates: potential check, README "Images").
@@ -52,8 +51,8 @@ def _shared_recipe(shape: tuple[int, ...], shape_q: tuple[int, ...], method: str
         return {"batch_size": 8, "map_steps": 15, "critic_steps": 5, "cost": "half_mean", "width": 128, "depth": 64,
                 "eval_every": 2000, "checkpoint_every": 2000, "eval_samples": 2048, "final_eval_samples": 4096}
     if small:  # same-shape image pairs at crop size (convex-images, degraded-images)
-        return {**CPU_IMAGE_RECIPE, "width": 16, "depth": 2, "batch_size": 32, "map_steps": 3, "critic_steps": 3, "lr_map": 1e-3,
-                "potential_gain": 1.0, "steps": 4000, "eval_every": 500, "checkpoint_every": 500}
+        return {**CPU_IMAGE_RECIPE, "width": 16, "depth": 2, "batch_size": 32, "map_steps": 3, "critic_steps": 3,
+                "lr_map": 1e-3, "potential_gain": 1.0, "steps": 4000, "eval_every": 500, "checkpoint_every": 500}
     return {}
 
 

@@ -30,6 +30,7 @@ def _value(text: str):
 
 
 def main() -> None:
+    """Train with the trace hook and write the JSON."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--pair", default="sr-folders")
     ap.add_argument("--param", action="append", default=[], help="pair parameter key=value")

@@ -19,10 +19,12 @@ from otsr.trainers import train
 
 
 def norms(net: torch.nn.Module) -> float:
+    """The L2 norm of all the weights of ``net``."""
     return float(sum(p.detach().float().pow(2).sum() for p in net.parameters()) ** 0.5)
 
 
 def main() -> None:
+    """Train with the trace hook and write the JSON."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--pair", default="convex-mixture")
     ap.add_argument("--dim", type=int, default=64)
