@@ -5,4 +5,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check otsr sweep tests cluster bench
 export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
-exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 "$@"
+start=$SECONDS
+rc=0
+.venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 "$@" || rc=$?
+echo "test suite wall time: $((SECONDS - start)) s (ruff and setup not included)"
+exit $rc

@@ -129,8 +129,10 @@ class LPIPSMetric(nn.Module):
             raise ImportError("LPIPS needs the lpips package: pip install 'otsr[metrics]' (or lpips==0.1.4)") from e
         import warnings
 
-        with warnings.catch_warnings():  # lpips builds torchvision's alexnet with the deprecated 'pretrained'
-            warnings.simplefilter("ignore", UserWarning)
+        with warnings.catch_warnings():  # lpips builds torchvision's alexnet with the deprecated 'pretrained':
+            # only torchvision's two deprecation notices for that call are silenced, nothing else
+            warnings.filterwarnings("ignore", message=r"The parameter 'pretrained' is deprecated", category=UserWarning)
+            warnings.filterwarnings("ignore", message=r"Arguments other than a weight enum", category=UserWarning)
             self.model = lpips.LPIPS(net="alex", pretrained=True, pnet_rand=True, verbose=False)
         features = {k[len("features."):]: v for k, v in load_weights(alexnet_weights, "AlexNet").items()
                     if k.startswith("features.")}
