@@ -54,7 +54,8 @@ class TrainConfig:
     critic_width: int = 0  # critic or potential: MLP units / ResNet base channels; 0 = 128 / 32
     depth: int = 3  # ResMLP blocks and MLP hidden layers / UNet levels / EDSR residual blocks
     warm_start: str = "auto"  # 'bures' (start at the Gaussian OT map between Gaussian fits of P and Q), 'identity',
-    # or 'auto': bures for OTS on vector pairs, identity for the GAN (where its content cost pulls it)
+    # or 'auto': bures for OTS on vector pairs, identity for the GAN (where its content cost pulls it) and for
+    # images ('bures' also fits same-shape images of <= 1024 values, flattened)
     seed: int = 0  # seeds model init and every sample drawn in training
     device: str = "auto"  # 'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...
     log_every: int = 100  # steps between loss readouts (the only host syncs besides eval)

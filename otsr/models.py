@@ -315,6 +315,11 @@ class TransportMap(nn.Module):
         self.net, self.k = net, k
         self.dtype: torch.dtype | None = None  # set by the trainer from the resolved precision
         self.vector = dim is not None
+        self.warm_image = not self.vector and fit is not None  # an image map whose base is the flat Bures map
+        if self.warm_image:
+            self.register_buffer("w_lin", fit.bures_matrix().float())
+            self.register_buffer("w_m_p", fit.mean_p.float())
+            self.register_buffer("w_m_q", fit.mean_q.float())
         if self.vector:
             fit = fit or GaussianFit.identity(dim)
             self.register_buffer("lin", fit.bures_matrix().float())
@@ -333,6 +338,10 @@ class TransportMap(nn.Module):
         h = to_channels(x)
         with _precision(self.dtype, x.device):
             r = self.net.residual(h)
+        if self.warm_image:
+            flat = x.float().flatten(2)
+            base = (self.w_m_q + (flat - self.w_m_p) @ self.w_lin).reshape(x.shape)
+            return base + from_channels(r.float(), self.k)
         return from_channels(self.net.base(h).float() + r.float(), self.k)
 
 
@@ -351,7 +360,11 @@ class Potential(nn.Module):
         self.net, self.k = net, k
         self.dtype: torch.dtype | None = None
         self.vector = len(shape) == 1
-        self.quadratic = quadratic and self.vector
+        self.quadratic = quadratic
+        if quadratic and not self.vector:  # images warm-started at the flat Bures map: f0 on flattened samples
+            self.register_buffer("w_m_p", fit.mean_p.float())
+            self.register_buffer("w_m_q", fit.mean_q.float())
+            self.register_buffer("w_inv_lin", torch.linalg.inv(fit.bures_matrix()).float())
         self.register_buffer("scale", torch.tensor(float(scale)))
         self.register_buffer("kappa", torch.tensor(float(kappa)))
         if self.vector:
@@ -365,9 +378,13 @@ class Potential(nn.Module):
             self.register_buffer("s_q", torch.tensor(float(image_stats[1])))
 
     def f0(self, y):
-        """The quadratic warm-start potential (fp32), y: (K, B, d)."""
-        z = y - self.m_q
-        return self.kappa * ((y * y).sum(-1) - ((z @ self.inv_lin) * z).sum(-1) - 2 * y @ self.m_p)
+        """The quadratic warm-start potential (fp32), y: (K, B, d) (images: (K, B, ...), flattened here)."""
+        if self.vector:
+            m_p, m_q, inv_lin = self.m_p, self.m_q, self.inv_lin
+        else:
+            y, m_p, m_q, inv_lin = y.flatten(2), self.w_m_p, self.w_m_q, self.w_inv_lin
+        z = y - m_q
+        return self.kappa * ((y * y).sum(-1) - ((z @ inv_lin) * z).sum(-1) - 2 * y @ m_p)
 
     def forward(self, y):
         """Q-shaped samples per member (K, B, ...) -> potential values (K, B) in fp32."""
@@ -467,7 +484,7 @@ def build_map(name: str, shape: tuple[int, ...], width: int, depth: int, shape_q
     if name == "unet":
         if len(shape) != 3:
             _bad_shape(name, shape)
-        return TransportMap(UNet(k, shape[0], base=width, levels=depth), k)
+        return TransportMap(UNet(k, shape[0], base=width, levels=depth), k, fit=fit)
     raise ValueError(f"unknown map model {name!r}; valid: {', '.join(MAPS)}")
 
 

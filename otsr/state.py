@@ -201,12 +201,14 @@ def wants_warm_start(cfg: TrainConfig, shape: tuple[int, ...], shape_q: tuple[in
     started at the Bures map (the unbiased side) it overshoots its equilibrium (lambda = 32 on gaussian-shift:
     shift 0.24 after 1000 steps against s_GP = 0.296, which it reaches from the identity).
     """
-    vector = len(shape) == 1 and tuple(shape) == tuple(shape_q) and shape[0] <= MAX_WARM_DIM
-    if cfg.warm_start == "bures" and not vector:
-        raise ValueError(f"config key 'warm_start': 'bures' needs vector samples of at most {MAX_WARM_DIM} "
-                         f"coordinates, not {tuple(shape)} -> {tuple(shape_q)}")
+    fits = tuple(shape) == tuple(shape_q) and math.prod(shape) <= MAX_WARM_DIM
+    if cfg.warm_start == "bures" and not fits:
+        raise ValueError(f"config key 'warm_start': 'bures' needs vector samples or same-shape images of at most "
+                         f"{MAX_WARM_DIM} values, not {tuple(shape)} -> {tuple(shape_q)}")
+    if len(shape) != 1:  # images: only on request (README "Images": measured on convex-images)
+        return fits and cfg.warm_start == "bures"
     method_default = get_method(cfg.method).warm_start
-    return vector and (cfg.warm_start == "bures" or (cfg.warm_start == "auto" and method_default == "bures"))
+    return fits and (cfg.warm_start == "bures" or (cfg.warm_start == "auto" and method_default == "bures"))
 
 
 def build_networks(cfg: TrainConfig, shape: tuple[int, ...], shape_q: tuple[int, ...], fit: GaussianFit | None = None,
@@ -275,9 +277,9 @@ def build_state(members: TrainConfig | list[TrainConfig], pair: Pair, fit: Gauss
     shape, shape_q = tuple(pair.shape), tuple(pair.shape_q)
     if fit is None and len(shape) == 1 and shape == shape_q:
         fit = fit_gaussians(pair, wants_warm_start(cfg, shape, shape_q), device=device)
-    else:
-        wants_warm_start(cfg, shape, shape_q)  # rejects 'bures' for image pairs
-    stats = None if fit is not None else image_stats(pair)
+    elif fit is None and wants_warm_start(cfg, shape, shape_q):  # (rejects 'bures' for pairs it cannot fit)
+        fit = fit_gaussians(pair, True, device=device)  # an image pair started at the Bures map of its flat fits
+    stats = image_stats(pair) if len(shape) != 1 else None
     t, f = (m.to(device) for m in build_bundle_networks(members, shape, shape_q, fit, stats))
     names = model_names(cfg, shape, shape_q)
     precision = {role: resolve_precision(cfg.precision, name, device, cfg.reference_habits)

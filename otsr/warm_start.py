@@ -46,15 +46,17 @@ class GaussianFit:
 
 
 def fit_gaussians(pair: Pair, warm: bool, n: int = FIT_SAMPLES, device: torch.device | str = "cpu") -> GaussianFit:
-    """Fit P and Q of a vector pair on ``n`` samples drawn with a fixed seed.
+    """Fit P and Q of a vector pair, or of a same-shape image pair of at most MAX_WARM_DIM values (flattened), on
+    ``n`` samples drawn with a fixed seed.
 
     Without ``warm`` only the scales are kept (the map starts at the identity, the potential at zero).
     """
-    if len(pair.shape) != 1 or pair.shape != pair.shape_q:
-        raise ValueError(f"fit_gaussians: vector pairs only, not {pair.shape} -> {pair.shape_q}")
+    if tuple(pair.shape) != tuple(pair.shape_q) or (len(pair.shape) != 1 and math.prod(pair.shape) > MAX_WARM_DIM):
+        raise ValueError(f"fit_gaussians: vector pairs or same-shape images of at most {MAX_WARM_DIM} values, not "
+                         f"{tuple(pair.shape)} -> {tuple(pair.shape_q)}")
     g = torch.Generator(device=device).manual_seed(FIT_SEED)
-    x = draw(pair, n, g, False)[0].double().cpu()  # draw/draw_q: samplers may need autograd (T* = grad psi)
-    y = draw_q(pair, n, g).double().cpu()
+    x = draw(pair, n, g, False)[0].double().cpu().flatten(1)  # draw/draw_q: samplers may need autograd (T* = grad
+    y = draw_q(pair, n, g).double().cpu().flatten(1)  # psi); images are fitted as flat vectors
     d = x.shape[1]
     cov_p, cov_q = torch.cov(x.T).reshape(d, d), torch.cov(y.T).reshape(d, d)
     scale_p, scale_q = math.sqrt(float(cov_p.trace()) / d), math.sqrt(float(cov_q.trace()) / d)

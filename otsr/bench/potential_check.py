@@ -46,7 +46,7 @@ def separation_auc(f_q: torch.Tensor, f_t: torch.Tensor) -> float:
 def start_map(s: TrainState):
     """The map where training starts it, (K, B, ...) -> (K, B, ...): an image map's base (bicubic, the identity:
     its learned residual starts at zero, so this is exact and skips the network) or the vector map itself."""
-    if len(s.pair.shape) == 1:
+    if len(s.pair.shape) == 1 or getattr(s.map, "warm_image", False):  # its residual starts at zero as well
         return s.map
     return lambda x: from_channels(s.map.net.base(to_channels(x)).float(), s.k)
 

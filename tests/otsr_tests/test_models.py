@@ -32,6 +32,35 @@ def test_warm_started_map_is_the_bures_map_and_the_potential_its_quadratic(pair)
     assert grad.abs().max() < 1e-4
 
 
+def test_an_image_pair_warm_starts_at_its_flat_bures_map_and_saddle_point():
+    """warm_start='bures' on a same-shape image pair of <= 1024 values: the UNet's base is the Bures map of the
+    flattened Gaussian fits and the potential carries the matching quadratic (the same saddle-point condition as
+    for vectors); 'auto' keeps images at the identity, and an SR pair cannot be fitted."""
+    from otsr.pairs import make_pair
+    from otsr.state import build_state
+
+    pair = make_pair("convex-images", size=8, pool=512)
+    s = build_state(TrainConfig(method="ots", cost="mean", warm_start="bures", width=8, critic_width=8, depth=2,
+                                device="cpu"), pair)
+    x = pair.sample_p(64, torch.Generator().manual_seed(1))
+    fit = fit_gaussians(pair, warm=True)
+    bures = (fit.mean_q + (x.flatten(1).double() - fit.mean_p) @ fit.bures_matrix()).float().reshape(x.shape)
+    tx = s.map(x[None])[0]
+    assert torch.allclose(tx, bures, atol=1e-4) and not torch.allclose(tx, x, atol=1e-2)
+    y = tx.detach().requires_grad_(True)
+    inner = (kappa("mean", 192) * (x - y).pow(2).flatten(1).sum(1) - s.critic(y[None])[0]).sum()
+    (grad,) = torch.autograd.grad(inner, y)
+    assert grad.abs().max() < 1e-5
+    plain = build_state(TrainConfig(method="ots", width=8, critic_width=8, depth=2, device="cpu"), pair)
+    assert torch.allclose(plain.map(x[None])[0], x, atol=1e-6) and not plain.critic.quadratic
+    from otsr.state import wants_warm_start
+
+    with pytest.raises(ValueError, match=r"'warm_start': 'bures' needs .* not \(3, 8, 8\) -> \(3, 32, 32\)"):
+        wants_warm_start(TrainConfig(warm_start="bures"), (3, 8, 8), (3, 32, 32))
+    with pytest.raises(ValueError, match="at most 1024 values"):
+        wants_warm_start(TrainConfig(warm_start="bures"), (3, 32, 32), (3, 32, 32))
+
+
 def test_gan_critic_has_no_quadratic_and_map_starts_at_identity(pair):
     fit = fit_gaussians(pair, warm=False, n=4096)
     t, f = build_models(TrainConfig(method="gan"), pair.shape, pair.shape_q, fit=fit)
