@@ -242,7 +242,8 @@ def _finish(folder: Path, state: SweepState, tracker: Tracker, report: dict[str,
         if base and server_answers(base):
             print(f"MLflow runs: {view_urls(base, state['experiment_id'])['otsr-compare']}", flush=True)
         elif base is None:
-            print("MLflow runs: `otsr-sweep ui` serves them and prints the runs table's address", flush=True)
+            print("MLflow runs: `otsr-sweep ui` serves them and prints the addresses of the two saved views "
+                  "(compare, lambda charts)", flush=True)
 
 
 __all__ = ["Options", "SweepBusy", "SweepInterrupted", "TrackingError", "create_sweep", "plan_phases",
