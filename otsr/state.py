@@ -55,6 +55,8 @@ class TrainState:
     fwd_critic: Callable | None = None  # likewise for the potential (never compiled for a GP critic)
     reference_habits: bool = False
     active: torch.Tensor | None = None  # (K,) bool: members still training (diverged or stopped ones are frozen)
+    fit: GaussianFit | None = None  # what the networks were built with (a member cut out is rebuilt the same way)
+    image_stats: tuple[float, float] | None = None
 
     def __post_init__(self):
         k = len(self.members)
@@ -301,4 +303,4 @@ def build_state(members: TrainConfig | list[TrainConfig], pair: Pair, fit: Gauss
     return TrainState(cfg=cfg, members=members, method=method, pair=pair, map=t, critic=f, opt_map=opt_map,
                       opt_critic=opt_critic, generators=generators, device=device, cost_fn=build_cost(cfg, device),
                       precision=precision, fwd_map=fwd_map, fwd_critic=fwd_critic,
-                      reference_habits=cfg.reference_habits)
+                      reference_habits=cfg.reference_habits, fit=fit, image_stats=stats)

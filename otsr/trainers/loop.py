@@ -304,7 +304,8 @@ class _Loop:
         net = s.map if which == "map" else s.critic
         if s.k == 1:
             return net
-        solo = build_networks(s.members[i], s.pair.shape, s.pair.shape_q, k=1)[0 if which == "map" else 1]
+        solo = build_networks(s.members[i], s.pair.shape, s.pair.shape_q, s.fit, s.image_stats,
+                              k=1)[0 if which == "map" else 1]
         solo.load_state_dict(member_state(net, i))
         solo.dtype = net.dtype
         return solo.to(s.device)

@@ -61,6 +61,24 @@ def test_an_image_pair_warm_starts_at_its_flat_bures_map_and_saddle_point():
         wants_warm_start(TrainConfig(warm_start="bures"), (3, 32, 32), (3, 32, 32))
 
 
+def test_a_bundle_hands_each_member_its_networks_as_built_with_the_warm_start():
+    """Members cut out of a warm-started bundle are rebuilt with the bundle's own fit: an image map keeps its flat
+    Bures base and a vector potential its quadratic (rebuilt with a placeholder fit, the image map failed to load
+    its Bures buffers and the vector potential lost f0)."""
+    from otsr.pairs import make_pair
+    from otsr.trainers.loop import train_bundle
+
+    image = make_pair("convex-images", size=8, pool=256)
+    common = dict(method="ots", warm_start="bures", width=8, critic_width=8, depth=2, steps=2, eval_every=2,
+                  eval_samples=64, final_eval_samples=64, device="cpu")
+    results = train_bundle([TrainConfig(seed=s, **common) for s in (0, 1)], image)
+    assert [r.status for r in results] == ["completed", "completed"]
+    assert all(r.map.net.warm_image and r.critic.net.quadratic for r in results)
+    vec = Gaussian(dim=4, seed=1)
+    results = train_bundle([TrainConfig(seed=s, **{**common, "width": 16, "critic_width": 16}) for s in (0, 1)], vec)
+    assert all(r.critic.net.quadratic for r in results)
+
+
 def test_gan_critic_has_no_quadratic_and_map_starts_at_identity(pair):
     fit = fit_gaussians(pair, warm=False, n=4096)
     t, f = build_models(TrainConfig(method="gan"), pair.shape, pair.shape_q, fit=fit)
