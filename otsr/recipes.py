@@ -17,8 +17,7 @@ from otsr.pairs import Pair
 CPU_IMAGE_SIDE = 32  # image pairs whose Q side is at most this get the CPU image recipe (one thread, minutes)
 # Shared by SR and same-shape image pairs at that size: small nets, and a potential that learns 10x faster than the
 # reference's 1e-4 (at 1e-4 it stayed flat for hundreds of updates: potential check, README "Images").
-CPU_IMAGE_RECIPE = {"batch_size": 16, "critic_width": 16, "lr_critic": 1e-3, "lr_map": 3e-4, "lr_schedule": "cosine",
-                    "map_steps": 5, "potential_gain": 10.0, "steps": 600, "eval_every": 100, "checkpoint_every": 100}
+CPU_IMAGE_RECIPE = {"critic_width": 16, "lr_critic": 1e-3, "lr_schedule": "cosine"}
 
 
 def vector_steps(dim: int, method: str = "gan") -> int:
@@ -45,14 +44,15 @@ def _shared_recipe(shape: tuple[int, ...], shape_q: tuple[int, ...], method: str
                 "checkpoint_every": steps // 10, **get_method(method).recipe(shape[0])}
     small = max(shape_q[1:]) <= CPU_IMAGE_SIDE
     if shape != shape_q and small:  # the SR demo scale: README "Images"
-        return {**CPU_IMAGE_RECIPE, "cost": "half_mean", "width": 16, "depth": 4, "critic_steps": 2,
-                "eval_samples": 2048, "final_eval_samples": 4096}
+        return {**CPU_IMAGE_RECIPE, "cost": "half_mean", "width": 16, "depth": 4, "batch_size": 16, "lr_map": 3e-4,
+                "map_steps": 5, "potential_gain": 10.0, "critic_steps": 2, "steps": 600, "eval_every": 100,
+                "checkpoint_every": 100, "eval_samples": 2048, "final_eval_samples": 4096}
     if shape != shape_q:  # unpaired SR: the AIM19 reference setup (EDSR 64 x 128, 15 map steps, 1/2 MSE)
         return {"batch_size": 8, "map_steps": 15, "critic_steps": 5, "cost": "half_mean", "width": 128, "depth": 64,
                 "eval_every": 2000, "checkpoint_every": 2000, "eval_samples": 2048, "final_eval_samples": 4096}
     if small:  # same-shape image pairs at crop size (convex-images, degraded-images)
         return {**CPU_IMAGE_RECIPE, "width": 16, "depth": 2, "batch_size": 32, "map_steps": 3, "critic_steps": 3,
-                "lr_map": 1e-3, "potential_gain": 1.0, "steps": 4000, "eval_every": 500, "checkpoint_every": 500}
+                "lr_map": 1e-3, "steps": 4000, "eval_every": 500, "checkpoint_every": 500}
     return {}
 
 
