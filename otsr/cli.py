@@ -416,7 +416,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return _bench_speed(args)
 
 
-def _split_settings(pair_name: str, items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+def split_settings(pair_name: str, items: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """KEY=VALUE items -> (pair parameters, TrainConfig settings); a key that is neither is an error naming it."""
     from otsr.config import TrainConfig
     from otsr.pairs import pair_parameters
@@ -444,7 +444,7 @@ def _bench_potential_check(args: argparse.Namespace) -> int:
     from otsr.pairs import make_pair
 
     name = args.potential_check
-    params, settings = _split_settings(name, args.settings)
+    params, settings = split_settings(name, args.settings)
     pair = make_pair(name, **params)
     if args.device:
         settings["device"] = args.device

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from otsr.bench.potential_check import separation_auc
+from otsr.cli import split_settings
 from otsr.evaluation import EVAL_SEED, probe_map
 from otsr.pairs import make_pair
 from otsr.sampling import draw, draw_q
@@ -60,7 +61,9 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(1)
-    params = {k: int(v) if v.isdigit() else v for k, v in (p.split("=", 1) for p in a.param)}
+    params, settings = split_settings("sr-folders", a.param)
+    if settings:
+        raise ValueError(f"--param takes sr-folders parameters only, not {sorted(settings)}")
     pair = make_pair("sr-folders", **params)
     g = torch.Generator().manual_seed(EVAL_SEED - 11)
     with pair.evaluation_samples(EVAL_SEED - 11):

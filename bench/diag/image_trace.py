@@ -2,7 +2,7 @@
 gradient, and how far the map has moved from its start, every ``every`` steps, next to the periodic evaluation.
 What to look at when an image map does not learn (issue: images, proven on this CPU).
 
-    python bench/diag/image_trace.py --pair sr-folders --param root=demo --param hr_crop=32 --out t.json [key=value ...]
+    python bench/diag/image_trace.py --pair sr-folders --out t.json root=demo hr_crop=32 [key=value ...]
 """
 
 from __future__ import annotations
@@ -14,36 +14,28 @@ import time
 import torch
 
 from otsr.bench.potential_check import HELD_OUT_SEED, separation_auc, start_map
+from otsr.cli import split_settings
 from otsr.methods import get_method
 from otsr.pairs import make_pair
 from otsr.recipes import resolve_config
 from otsr.trainers import train
 
 
-def _value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
-
-
 def main() -> None:
     """Train with the trace hook and write the JSON."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--pair", default="sr-folders")
-    ap.add_argument("--param", action="append", default=[], help="pair parameter key=value")
     ap.add_argument("--method", default="ots")
     ap.add_argument("--every", type=int, default=50)
     ap.add_argument("--n", type=int, default=256, help="held-out samples of each side")
     ap.add_argument("--out", required=True)
-    ap.add_argument("settings", nargs="*", help="TrainConfig overrides key=value")
+    ap.add_argument("settings", nargs="*", help="pair parameters and TrainConfig settings, key=value (as for "
+                    "otsr bench --potential-check)")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    pair = make_pair(a.pair, **{k: _value(v) for k, v in (p.split("=", 1) for p in a.param)})
-    cfg = resolve_config(pair, {"method": a.method, "device": "cpu",
-                                **{k: _value(v) for k, v in (s.split("=", 1) for s in a.settings)}})
+    params, settings = split_settings(a.pair, a.settings)
+    pair = make_pair(a.pair, **params)
+    cfg = resolve_config(pair, {"method": a.method, "device": "cpu", **settings})
     g = torch.Generator().manual_seed(HELD_OUT_SEED)
     with pair.evaluation_samples(HELD_OUT_SEED):
         x_held, y_held = pair.sample_p(a.n, g)[None], pair.sample_q(a.n, g)[None]
@@ -56,7 +48,7 @@ def main() -> None:
         if (s.step + 1) % a.every == 0 or s.step == 0:
             with torch.no_grad():
                 tx, t0x = s.map(x_held), start_map(s)(x_held)
-                f_t, f_y = s.critic(tx)[0, :, 0], s.critic(y_held)[0, :, 0]
+                f_t, f_y = s.critic(tx)[0], s.critic(y_held)[0]
             yq = y_held.clone().requires_grad_(True)
             (gy,) = torch.autograd.grad(s.critic(yq).sum(), yq)
             trace.append({"step": s.step + 1, "gap": float(f_y.mean() - f_t.mean()), "auc": separation_auc(f_y, f_t),

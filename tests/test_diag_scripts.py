@@ -1,0 +1,35 @@
+"""The diagnostic scripts under bench/diag run end to end at toy sizes and write what their docstrings promise
+(image_trace.py was committed with an indexing error that only running it would have shown)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(args: list[str], tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OTSR_DATA": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_image_trace_records_the_potential_and_the_map_every_few_steps(tmp_path):
+    out = tmp_path / "trace.json"
+    _run(["bench/diag/image_trace.py", "--pair", "convex-images", "--every", "2", "--n", "16", "--out", str(out),
+          "size=8", "pool=128", "steps=4", "eval_every=4", "eval_samples=32", "final_eval_samples=32"], tmp_path)
+    got = json.loads(out.read_text())
+    assert [r["step"] for r in got["trace"]] == [1, 2, 4]
+    assert all(0 <= r["auc"] <= 1 and r["move_rms"] >= 0 for r in got["trace"])
+    assert got["trace"][-1]["move_rms"] > 0  # the map left its start
+
+
+def test_c2st_scores_each_map_with_a_held_out_auc(tmp_path):
+    out = tmp_path / "c2st.json"
+    _run(["bench/diag/c2st.py", "--n", "64", "--steps", "2", "--seeds", "1", "--noise", "0.01", "--param",
+          "workers=0", "--out", str(out)], tmp_path)
+    rows = json.loads(out.read_text())["rows"]
+    assert set(rows) == {"bicubic", "hr_vs_hr", "bicubic+noise0.01"}
+    assert all(0 <= r["auc_mean"] <= 1 and len(r["auc"]) == 1 for r in rows.values())
