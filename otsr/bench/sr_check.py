@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from otsr.baselines import noise_floor
 from otsr.bench.speed import peak_memory_gib
 from otsr.evaluation import evaluate, probe_map
 from otsr.methods import comparison_methods, get_method
@@ -25,19 +26,23 @@ from otsr.runtime import resolve_device
 from otsr.trainers import train
 
 PSNR_SLACK_DB = 1.0  # T(LR) must stay within this of bicubic at every evaluation
+FLOOR_MARGIN = 3.0  # OTS must end below bicubic's bias by this many noise floors (HR vs HR at the same n)
 
 
-def check_run(evals: list[dict[str, float]], method: str, bias: str, start_bias: float) -> dict[str, Any]:
+def check_run(evals: list[dict[str, float]], method: str, bias: str, start_bias: float,
+              floor: float = 0.0) -> dict[str, Any]:
     """The pass/fail verdicts of one run's evaluation curve; ``bias`` is the pair's headline bias (the
     full-resolution high-pass view: what separates bicubic from HR) and ``start_bias`` that bias of the start map
     (bicubic) on the final evaluation's own samples: the periodic evaluations use fewer samples, and on the demo
     set bicubic's bias differs between the two sample sets by more than training moves it (0.117 on 2,048, 0.101
-    on 4,096), so the final value is judged only against bicubic's on the same samples."""
+    on 4,096), so the final value is judged only against bicubic's on the same samples. A decrease counts only
+    beyond ``FLOOR_MARGIN`` times ``floor``, the bias's sampling-noise floor at that size (on the demo set 0.0023
+    at 2,048 samples, while OTS moved it by 0.008 to 0.012 in 600 steps)."""
     worst = min(e["psnr"] - e["psnr_bicubic"] for e in evals)
     out = {"psnr_worst_vs_bicubic_db": round(worst, 3), "psnr_ok": worst >= -PSNR_SLACK_DB}
     if get_method(method).reference:
-        out["bias_start"], out["bias_end"] = start_bias, evals[-1][bias]
-        out["bias_ok"] = evals[-1][bias] < start_bias
+        out["bias_start"], out["bias_end"], out["bias_floor"] = start_bias, evals[-1][bias], floor
+        out["bias_ok"] = evals[-1][bias] < start_bias - FLOOR_MARGIN * floor
     return out
 
 
@@ -45,7 +50,8 @@ def start_map_bias(pair, n: int, cost: str, device) -> dict[str, float]:
     """The bias metrics of the untrained start map (bicubic) on the final evaluation's samples (same n, same
     seed, same pair object: the same draws)."""
     m = evaluate(probe_map(pair), pair, n=n, cost=cost, device=device, full=False, validate=False)
-    return {k: v for k, v in m.items() if k.startswith("bias_")}
+    floors = noise_floor(pair, cost, n)
+    return {**{k: v for k, v in m.items() if k.startswith("bias_")}, **{f"floor/{k}": v for k, v in floors.items()}}
 
 
 def run_sr_check(pair_params: dict[str, Any], steps: int, device: str = "auto", lam: float = 1.0,
@@ -79,7 +85,7 @@ def run_sr_check(pair_params: dict[str, Any], steps: int, device: str = "auto", 
             key = (cfg.final_eval_samples, cfg.cost)  # the methods share it unless overridden: evaluate bicubic once
             start = starts[key] = starts.get(key) or start_map_bias(pair, *key, dev)
             row["start_bias"] = start
-            row.update(check_run(res.evals, method, bias, start[bias]))
+            row.update(check_run(res.evals, method, bias, start[bias], start.get(f"floor/{bias}", 0.0)))
         results[method] = row
     return results
 
@@ -94,7 +100,8 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
             lines.append(f"  {method}: {r.get('status')} {r.get('message', '')}")
             continue
         verdict = "PASS" if r.get("psnr_ok") and r.get("bias_ok", True) else "FAIL"
-        bias = f"bias {r['bias_start']:.2f} -> {r['bias_end']:.2f}" if "bias_end" in r else f"bias {r[metric]:.2f}"
+        bias = (f"bias {r['bias_start']:.4f} -> {r['bias_end']:.4f} (noise floor {r.get('bias_floor', 0):.4f})"
+                if "bias_end" in r else f"bias {r[metric]:.4f}")
         lines.append(f"  {method}: PSNR {r['psnr']:.2f} (bicubic {r['psnr_bicubic']:.2f}, worst "
                      f"{r['psnr_worst_vs_bicubic_db']:+.2f} dB) SSIM {r['ssim']:.3f} {bias}; "
                      f"{r['steps_per_s']:.2f} steps/s, peak {r['peak_mem_gib']:.2f} GiB [{verdict}]")
