@@ -1,14 +1,15 @@
 """An image pair with a known OT map, built as the Wasserstein-2 benchmark builds its image pairs: natural image
 crops and the gradient of a convex function made of a quadratic and a convolutional input-convex network.
 
-    psi(y) = 1/2 alpha |y|^2 + tau * sum_{c,i,j} z2(y)_{c,i,j},
-    z1 = softplus_s(A1 * y + b1),   z2 = softplus_s(W2 * z1 + A2 * y + b2),   W2 >= 0,
+    psi(y) = 1/2 alpha |y|^2 + tau c sum_{pixels} LSE_s(A * y + b) - <m, y>,
 
-with ``*`` 3x3 convolutions, softplus_s(u) = softplus(s u) / s (convex, non-decreasing) and non-negative weights
-after the first layer, so psi is convex and grad psi is the quadratic-cost OT map from any P with a density to
-grad psi # P (Brenier). The weights are drawn per seed (never trained); the biases are set to the median
-pre-activation over the crop pool, so each unit is active on about half the images and the map is far from
-affine (a random ICNN with unscaled biases is nearly affine, which would make the pair useless).
+with ``*`` a 3x3 convolution and LSE_s(u) = log sum_channels exp(s u) / s, a convex, non-decreasing function
+of the responses (the smooth maximum over channels: a one-layer convolutional input-convex network), so psi is
+convex and grad psi is the quadratic-cost OT map from any P with a density to grad psi # P (Brenier). The
+filters are drawn per seed (never trained), zero-mean and scaled to unit response; the biases sit at the median
+response over the crop pool, so every unit wins on some images and the map is far from affine (a random ICNN
+with unscaled biases is nearly affine, which would make the pair useless). c puts the convex part's gradient on
+the crops' scale and m centres it (a linear term keeps psi convex).
 
 Orientation ``push``: P = the crops (+ tiny noise), T* = grad psi. Orientation ``restore`` (the benchmark's and
 SR's): y ~ crops, x = grad psi(y) is a degraded image, T*(x) = y. Either way every sample comes with its
@@ -88,9 +89,7 @@ class ConvexImages(Pair):
         self.crops = crop_pool(demo_photos(), self.size, self.pool, self.shrink, self.seed)
         g = torch.Generator().manual_seed(self.seed + 1)
         a1 = torch.randn(WIDTH, 3, 3, 3, generator=g)
-        w = {"a1": a1 - a1.mean((1, 2, 3), keepdim=True),  # no response to flat brightness: structure decides
-             "w2": torch.rand(WIDTH, WIDTH, 3, 3, generator=g) * 2 / (WIDTH * 9),
-             "a2": torch.randn(WIDTH, 3, 3, 3, generator=g) / math.sqrt(27)}
+        w = {"a1": a1 - a1.mean((1, 2, 3), keepdim=True)}  # no response to flat brightness: structure decides
         y = self.crops[:CALIBRATION].float() / 255
         u1 = F.conv2d(y, w["a1"])
         w["a1"] = w["a1"] / u1.transpose(0, 1).flatten(1).std(1)[:, None, None, None]  # unit-scale responses
