@@ -33,3 +33,6 @@ def test_c2st_scores_each_map_with_a_held_out_auc(tmp_path):
     rows = json.loads(out.read_text())["rows"]
     assert set(rows) == {"bicubic", "hr_vs_hr", "bicubic+noise0.01"}
     assert all(0 <= r["auc_mean"] <= 1 and len(r["auc"]) == 1 for r in rows.values())
+    _run(["bench/diag/c2st.py", "--n", "64", "--steps", "2", "--seeds", "1", "--noise", "0.01", "--param",
+          "workers=0", "--skip-baselines", "--out", str(out)], tmp_path)
+    assert set(json.loads(out.read_text())["rows"]) == {"bicubic+noise0.01"}

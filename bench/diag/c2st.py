@@ -59,6 +59,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=400)
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--skip-baselines", action="store_true", help="leave out the bicubic and HR-vs-HR rows "
+                    "(their figures depend only on the pair, --n, --steps and --seeds)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     params, settings = split_settings("sr-folders", a.param)
@@ -69,7 +71,7 @@ def main() -> None:
     with pair.evaluation_samples(EVAL_SEED - 11):
         x, y = draw(pair, a.n, g, False)[0], draw_q(pair, a.n, g)
     bicubic = probe_map(pair)
-    maps = {"bicubic": bicubic, "hr_vs_hr": None}
+    maps = {} if a.skip_baselines else {"bicubic": bicubic, "hr_vs_hr": None}
     for s in a.noise:
         maps[f"bicubic+noise{s:g}"] = (lambda s: lambda z: bicubic(z) + s * torch.randn(
             bicubic(z).shape, generator=torch.Generator().manual_seed(5)))(s)
