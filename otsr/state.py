@@ -230,7 +230,7 @@ def build_networks(cfg: TrainConfig, shape: tuple[int, ...], shape_q: tuple[int,
         t = build_map(map_name, shape, width, cfg.depth, shape_q, fit=fit, k=k)
         f = build_critic(critic_name, shape_q, critic_width, cfg.depth, potential=get_method(cfg.method)
                          .critic_is_potential, cost=cfg.cost, fit=fit, image_stats=image_stats, k=k,
-                         gain=cfg.potential_gain)
+                         gain=cfg.potential_gain, contrast=cfg.potential_contrast)
     return t, f
 
 

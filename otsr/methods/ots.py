@@ -22,10 +22,14 @@ class OTSSettings:
     map_steps: int = 10  # OTS: map updates per potential update
     potential_gain: float = 1.0  # OTS: multiplies the potential's learned part (its parametrisation, not the
     # objective): larger pulls the map sooner, too large makes map and potential oscillate
+    potential_contrast: float = 0.0  # OTS, ResNet potentials: > 0 also feeds the high-pass band divided by the
+    # crop's next-octave RMS (this floor, in Q-normalised units; 0.01 measured): the potential then separates HR from
+    # bicubic at once, but on the SR demo the map learns to please it (README "Images"), so it is off by default
 
     def __post_init__(self):
         check_count("map_steps", self.map_steps)
         check_number("potential_gain", self.potential_gain, 0.0, strict=True)
+        check_number("potential_contrast", self.potential_contrast, 0.0)
 
 
 class OTS(Method):

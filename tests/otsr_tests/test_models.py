@@ -137,3 +137,20 @@ def test_networks_are_seeded_by_the_config():
     sa, sb, sc = (m.state_dict() for m in (a, b, c))
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
     assert any(not torch.equal(sa[k], sc[k]) for k in sa)
+
+
+def test_the_contrast_band_ignores_a_crops_loudness_and_reaches_only_potentials():
+    from otsr.models import CONTRAST_EPS, build_critic, contrast_highpass
+    x = torch.randn(4, 6, 16, 16)  # two members of 3 channels
+    loud = x.clone()
+    loud[:, 3:] *= 10  # member 2 ten times louder: its normalised band is unchanged, member 1's untouched
+    a, b = contrast_highpass(x, 2, 1e-6), contrast_highpass(loud, 2, 1e-6)
+    assert torch.allclose(a, b, atol=1e-4)
+    quiet = contrast_highpass(1e-4 * x, 2, CONTRAST_EPS)  # a flat crop is not amplified past 1/eps
+    assert quiet.abs().max() < 1e-4 * x.abs().max() * 2 / CONTRAST_EPS
+    first = {potential: build_critic("resnet", (3, 16, 16), 8, 2, potential=potential, cost="mean",
+                                  contrast=CONTRAST_EPS).net.body[0]
+             for potential in (True, False)}
+    assert first[True].in_channels == 9 and first[False].in_channels == 6  # image, high-pass (+ contrast band)
+    with pytest.raises(ValueError, match="potential_contrast"):
+        build_critic("mlp", (4,), 8, 2, potential=True, cost="mean", contrast=CONTRAST_EPS)
