@@ -25,13 +25,14 @@ def baselines(pair: Pair, cost: str, n: int = 1024) -> dict[str, dict[str, float
     return out
 
 
-def noise_floor(pair: Pair, cost: str, n: int) -> dict[str, float]:
+def noise_floor(pair: Pair, cost: str, n: int, device: torch.device | str = "cpu") -> dict[str, float]:
     """The bias metrics between Q and an independent sample of Q of the evaluation's size: a map whose T#P is
     exactly Q scores this, not 0."""
-    return _bias_of_bank(pair, cost, n, draw_q(pair, n, torch.Generator().manual_seed(EVAL_SEED - 7)))
+    return _bias_of_bank(pair, cost, n, draw_q(pair, n, torch.Generator().manual_seed(EVAL_SEED - 7)), device)
 
 
-def _bias_of_bank(pair: Pair, cost: str, n: int, bank: torch.Tensor) -> dict[str, float]:
+def _bias_of_bank(pair: Pair, cost: str, n: int, bank: torch.Tensor,
+                  device: torch.device | str = "cpu") -> dict[str, float]:
     """The bias metrics of a map whose outputs are the samples ``bank`` (n, *shape_q), one chunk after another."""
 
     class BankAsMap:
@@ -44,5 +45,5 @@ def _bias_of_bank(pair: Pair, cost: str, n: int, bank: torch.Tensor) -> dict[str
             self.at += k
             return y.to(x.device)
 
-    m = evaluate(BankAsMap(), pair, n=n, cost=cost, full=False, validate=False)
+    m = evaluate(BankAsMap(), pair, n=n, cost=cost, device=device, full=False, validate=False)
     return {k: v for k, v in m.items() if k.startswith("bias_")}

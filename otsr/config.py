@@ -23,9 +23,10 @@ CHOICES = {"method": tuple(METHODS), "cost": COSTS, "lr_schedule": LR_SCHEDULES,
 class TrainConfig:
     """How to solve: method, budget, optimiser and evaluation settings (the pair says *what* to solve).
 
-    Each method's own settings (``lam``, ``gp``, ``critic_steps`` for the GAN; ``map_steps``, ``potential_gain``
-    for OTS) are owned by its settings dataclass (``Method.Settings``: defaults, help, validation, what may vary in
-    a bundle); they stay flat keys here so configs, checkpoints and MLflow params keep one shape.
+    Each method's own settings (``lam``, ``gp``, ``critic_steps`` for the GAN; ``map_steps``, ``potential_gain``,
+    ``potential_contrast`` for OTS) are owned by its settings dataclass (``Method.Settings``: defaults, help,
+    validation, what may vary in a bundle); they stay flat keys here so configs, checkpoints and MLflow params
+    keep one shape.
 
     Defaults follow the reference setups of the paper's published code (Gazdieva et al., arXiv 2202.01116):
     Adam(0, 0.9), lr 1e-4, 10 map steps per potential step (OTS) or 10 critic steps with gradient penalty 10

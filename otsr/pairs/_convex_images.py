@@ -28,7 +28,7 @@ from otsr.pairs._base import Pair, cached_to
 from otsr.pairs._images import DEMO_PHOTOS, bundled_photo, sample_pool
 
 ORIENTATIONS = ("push", "restore")
-WIDTH = 16  # channels of each ICNN layer
+WIDTH = 16  # channels of the ICNN's convolution
 CALIBRATION = 512  # crops that set the biases
 
 
@@ -67,7 +67,7 @@ class ConvexImages(Pair):
     orientation: str = "push"  # 'push': P = crops, Q = grad psi # P; 'restore': P = grad psi(crops), Q = crops
     alpha: float = 0.5  # weight of the quadratic 1/2 |y|^2
     tau: float = 1.0  # weight of the ICNN part
-    sharpness: float = 8.0  # s of softplus_s: larger is closer to ReLU (more non-linear)
+    sharpness: float = 8.0  # s of LSE_s: larger is closer to a hard maximum over channels (more non-linear)
     shrink: int = 4  # photos are shrunk by this factor before cropping
     pool: int = 8192  # crops cut once from the photos (sampled with replacement)
     noise: float = 0.01  # std of the noise that gives the crops a density
@@ -107,9 +107,6 @@ class ConvexImages(Pair):
     def shape(self) -> tuple[int, ...]:
         """One sample is an RGB image (3, size, size) with values near [0, 1]."""
         return (3, self.size, self.size)
-
-    def _softplus(self, u: torch.Tensor) -> torch.Tensor:
-        return F.softplus(self.sharpness * u) / self.sharpness
 
     def icnn(self, y: torch.Tensor) -> torch.Tensor:
         """The convolutional ICNN part per image (unscaled), (N, 3, s, s) -> (N,)."""

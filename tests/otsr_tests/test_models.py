@@ -143,7 +143,7 @@ def test_the_contrast_band_ignores_a_crops_loudness_and_reaches_only_potentials(
     from otsr.models import CONTRAST_EPS, build_critic, contrast_highpass
     x = torch.randn(4, 6, 16, 16)  # two members of 3 channels
     loud = x.clone()
-    loud[:, 3:] *= 10  # member 2 ten times louder: its normalised band is unchanged, member 1's untouched
+    loud[0, 3:] *= 10  # member 2 of sample 0 ten times louder: its band is unchanged, nothing else moves
     a, b = contrast_highpass(x, 2, 1e-6), contrast_highpass(loud, 2, 1e-6)
     assert torch.allclose(a, b, atol=1e-4)
     quiet = contrast_highpass(1e-4 * x, 2, CONTRAST_EPS)  # a flat crop is not amplified past 1/eps

@@ -28,3 +28,12 @@ def test_a_decrease_within_three_noise_floors_does_not_count():
     evals[-1]["bias_frechet_hf"] = 0.0933
     r = check_run(evals, "ots", "bias_frechet_hf", start_bias=0.1014, floor=0.0023)
     assert r["bias_ok"] and r["bias_floor"] == 0.0023
+
+
+def test_the_start_bias_comes_with_its_noise_floor_for_every_bias_metric():
+    from otsr.bench.sr_check import start_map_bias
+    from otsr.pairs import make_pair
+
+    start = start_map_bias(make_pair("convex-images", size=8, pool=128), 256, "half_mean", "cpu")
+    biases = [k for k in start if k.startswith("bias_")]
+    assert biases and all(0 < start[f"floor/{k}"] < start[k] for k in biases)  # identity is far from Q

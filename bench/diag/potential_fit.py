@@ -1,0 +1,90 @@
+"""Can the OTS potential's class express the optimal potential? On a pair with a known map, fit it directly.
+
+At y = T*(x) the optimal potential for the cost kappa |x - y|^2 has gradient 2 kappa (y - x) (the map is
+T(x) = argmin_y kappa |x - y|^2 - f(y), so x + grad f(T(x)) / (2 kappa) = T(x)). This script trains the default
+potential (the recipe's network, scale and learning rate) on E |grad f(y) / (2 kappa) - (y - x)|^2 alone (no
+game) and reports that error as a share of Var(Q) on separately drawn samples (for pool-based pairs such as
+convex-images they come from the same crop pool): the error of the inverse map y - grad f(y) / (2 kappa) at Q's
+points. It equals L2-UVP at the identity (f = 0) and matches the forward map's error only to first order (up to
+the Jacobian of T*), so read it as what this potential class can express, not as the L2-UVP a perfect game would
+reach. If it is far below OTS's own L2-UVP on the pair, the game rather than the class is what stops OTS.
+
+    python bench/diag/potential_fit.py --pair convex-images --steps 3000 --out fit.json [KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from otsr.cli import split_settings
+from otsr.costs import kappa as cost_kappa
+from otsr.pairs import make_pair
+from otsr.recipes import resolve_config
+from otsr.state import build_state
+
+HELD_OUT_SEED = 4243
+
+
+def displacement_error(f, x: torch.Tensor, y: torch.Tensor, kap: float, create_graph: bool) -> torch.Tensor:
+    """Per-sample |grad f(y) / (2 kappa) - (y - x)|^2, (B,)."""
+    y = y.detach().requires_grad_(True)
+    g = torch.autograd.grad(f(y[None]).sum(), y, create_graph=create_graph)[0]
+    return (g / (2 * kap) - (y - x)).flatten(1).pow(2).sum(1)
+
+
+def main() -> None:
+    """Fit the recipe's potential to the known displacement and write the error curve as JSON."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pair", default="convex-images")
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--every", type=int, default=500)
+    ap.add_argument("--n", type=int, default=1024, help="held-out samples")
+    ap.add_argument("--lr", type=float, default=0.0, help="Adam learning rate (0: the recipe's lr_critic)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("settings", nargs="*", help="pair parameters and TrainConfig settings, key=value")
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    params, settings = split_settings(a.pair, a.settings)
+    pair = make_pair(a.pair, **params)
+    if not pair.has_true_map:
+        raise ValueError(f"pair {a.pair!r} has no known map (sample_with_target): nothing to fit against")
+    cfg = resolve_config(pair, {"method": "ots", "device": "cpu", **settings})
+    s = build_state(cfg, pair)
+    f = s.critic
+    kap = cost_kappa(cfg.cost, math.prod(pair.shape_q))
+    opt = torch.optim.Adam(f.parameters(), lr=a.lr or cfg.lr_critic, betas=(cfg.beta1, cfg.beta2),
+                           eps=1e-8 * min(1.0, float(f.scale)))
+    g = torch.Generator().manual_seed(cfg.seed)
+    xe, ye = pair.sample_with_target(a.n, torch.Generator().manual_seed(HELD_OUT_SEED))
+    var_q = pair.var_q()
+    curve, t0 = [], time.process_time()
+
+    def measure(step: int) -> None:
+        err = torch.cat([displacement_error(f, xc, yc, kap, False).detach() for xc, yc in
+                         zip(xe.split(256), ye.split(256))]).mean()
+        curve.append({"step": step, "fit_uvp": round(float(100 * err / var_q), 3),
+                      "cpu_s": round(time.process_time() - t0, 1)})
+        print(curve[-1], flush=True)
+
+    measure(0)
+    for step in range(1, a.steps + 1):
+        x, y = pair.sample_with_target(cfg.batch_size, g)
+        loss = displacement_error(f, x, y, kap, True).mean() / var_q
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % a.every == 0 or step == a.steps:
+            measure(step)
+    out = {"pair": pair.spec().to_dict(), "config": cfg.to_dict(), "lr": a.lr or cfg.lr_critic,
+           "identity_uvp": curve[0]["fit_uvp"], "curve": curve}
+    Path(a.out).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
