@@ -37,8 +37,8 @@ def check_run(evals: list[dict[str, float]], method: str, bias: str, start_bias:
     set bicubic's bias differs between the two sample sets by more than training moves it (0.117 on 2,048, 0.101
     on 4,096), so the final value is judged only against bicubic's on the same samples. A decrease counts only
     beyond ``FLOOR_MARGIN`` times ``floor``, the bias of HR against HR at that size (a heuristic margin: the bias
-    an exact map would score, not the spread of a difference; on the demo set 0.0023 at 2,048 samples, while OTS
-    moved the bias by 0.008 to 0.012 in 600 steps)."""
+    an exact map would score, not the spread of a difference; on the demo set 0.0017 at 4,096 samples, while OTS
+    moved the bias by 0.008 in 600 steps)."""
     worst = min(e["psnr"] - e["psnr_bicubic"] for e in evals)
     out = {"psnr_worst_vs_bicubic_db": round(worst, 3), "psnr_ok": worst >= -PSNR_SLACK_DB}
     if get_method(method).reference:

@@ -21,7 +21,7 @@ def test_psnr_more_than_a_decibel_below_bicubic_fails():
 
 
 def test_a_decrease_within_three_noise_floors_does_not_count():
-    # bicubic 0.1014 and its HR-vs-HR floor 0.0023 on the demo set: 0.0960 is 2.3 floors down, 0.0933 is 3.5
+    # bicubic 0.1014 and a floor of 0.0023: 0.0960 is 2.3 floors down, 0.0933 is 3.5
     evals = [{"step": 0, "psnr": 24.11, "psnr_bicubic": 24.11, "bias_frechet_hf": 0.117},
              {"step": 600, "psnr": 23.6, "psnr_bicubic": 24.11, "bias_frechet_hf": 0.0960}]
     assert not check_run(evals, "ots", "bias_frechet_hf", start_bias=0.1014, floor=0.0023)["bias_ok"]
