@@ -58,12 +58,16 @@ class OTS(Method):
         L2-UVP for about the old recipe's CPU time; 0.20-1.06 % on the four quality pairs). Above: batch 1024,
         10 map updates, potential at 0.3x: small batches diverged on convex-mixture at D = 64 (batch 256 or 512
         with 5 map updates: 1.7e6 % and 214 % at the end, though 3.85 % on icnn-mixture seed 1); this recipe
-        gives 4.21 % there but also jumped on convex-mixture at D = 64 (4.97 % at step 4,500, 17.7 % at the end)."""
+        gives 4.21 % there but also jumped on convex-mixture at D = 64 (4.97 % at step 4,500, 17.7 % at the end).
+        Above D = 64 the potential runs at 0.1x: at 0.3x convex-mixture at D = 128 diverged (29 % at step 1,000,
+        150 % at 3,000, the potential's loss swinging wider and wider), at 0.1x it fell without a jump to 16.8 % in
+        3,000 steps; at D = 64 0.1x was slower throughout and ended at 5.86 % against 4.17 % (convex-mixture 0, a
+        0.3x run without a jump), so D = 64 keeps 0.3x (README "OTS at scale")."""
         if dim is None:
             return {}
         if dim <= 16:
             return {"batch_size": 256, "map_steps": 3, "lr_critic": 6e-4}
-        return {"lr_critic": 3e-4}
+        return {"lr_critic": 3e-4 if dim <= 64 else 1e-4}
 
     def step(self, s) -> torch.Tensor:
         """Map updates against the frozen potential, then one potential update; returns [potential, map] losses."""

@@ -9,6 +9,8 @@ def test_vector_recipes_by_method_and_dimension():
     ots16, ots64 = recipe(small, "ots"), recipe(large, "ots")
     assert (ots16["batch_size"], ots16["map_steps"], ots16["lr_critic"], ots16["steps"]) == (256, 3, 6e-4, 15000)
     assert (ots64["batch_size"], ots64["map_steps"], ots64["lr_critic"], ots64["steps"]) == (1024, 10, 3e-4, 6000)
+    ots128 = recipe(make_pair("convex-mixture", dim=128), "ots")  # the potential slower above D = 64
+    assert (ots128["batch_size"], ots128["map_steps"], ots128["lr_critic"], ots128["steps"]) == (1024, 10, 1e-4, 10000)
     gan16 = recipe(small, "gan")
     assert (gan16["batch_size"], gan16["lr_critic"], gan16["steps"]) == (1024, 1e-3, 2000)
     assert ots16["eval_every"] == ots16["steps"] // 10
