@@ -223,18 +223,19 @@ def highpass(x: torch.Tensor) -> torch.Tensor:
     return x - F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
 
 
-def contrast_highpass(x: torch.Tensor, k: int, eps: float) -> torch.Tensor:
+def contrast_highpass(x: torch.Tensor, k: int, eps: float, band: torch.Tensor | None = None) -> torch.Tensor:
     """Each member's high-pass band divided by the RMS of its band one octave lower (per sample), (B, K*C, H, W).
 
     The ratio of the finest band's energy to the next one's is what tells an HR crop from an upsampled one
     whatever the crop's content (a flat crop is quiet in both bands, a textured one loud in both); a ReLU network
     reading the raw bands must learn that division, which 600 updates do not teach it. ``eps`` (in Q-normalised
-    units) keeps flat crops from being amplified without bound.
+    units) keeps flat crops from being amplified without bound. ``band``: ``highpass(x)`` when the caller has it.
     """
     n, _, h, w = x.shape
+    band = highpass(x) if band is None else band
     mid = highpass(F.avg_pool2d(x, 2)).reshape(n, k, -1)
     gain = (mid.pow(2).mean(-1) + eps * eps).rsqrt()
-    return (highpass(x).reshape(n, k, -1, h, w) * gain[..., None, None, None]).reshape(n, -1, h, w)
+    return (band.reshape(n, k, -1, h, w) * gain[..., None, None, None]).reshape(n, -1, h, w)
 
 
 class ResNetCritic(nn.Module):
@@ -267,11 +268,11 @@ class ResNetCritic(nn.Module):
 
     def forward(self, x):
         """Images (B, K*C, size, size) -> scores (K, B, 1)."""
-        inp = x
+        inp, band = x, highpass(x) if self.highpass or self.contrast > 0 else None
         if self.highpass:
-            inp = cat_members(self.k, inp, HIGHPASS_GAIN * highpass(x))
+            inp = cat_members(self.k, inp, HIGHPASS_GAIN * band)
         if self.contrast > 0:
-            inp = cat_members(self.k, inp, contrast_highpass(x, self.k, self.contrast))
+            inp = cat_members(self.k, inp, contrast_highpass(x, self.k, self.contrast, band))
         h = self.body(inp)
         n = h.shape[0]
         return self.head(h.reshape(n, self.k, -1).transpose(0, 1))

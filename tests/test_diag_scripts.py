@@ -40,8 +40,8 @@ def test_c2st_scores_each_map_with_a_held_out_auc(tmp_path):
 
 def test_potential_fit_starts_at_the_identity_error_and_lowers_it(tmp_path):
     out = tmp_path / "fit.json"
-    _run(["bench/diag/potential_fit.py", "--steps", "6", "--every", "3", "--n", "32", "--lr", "1e-2", "--out",
-          str(out), "size=8", "pool=128"], tmp_path)
+    _run(["bench/diag/potential_fit.py", "--steps", "6", "--every", "3", "--n", "32", "--out", str(out),
+          "size=8", "pool=128", "lr_critic=1e-2"], tmp_path)
     got = json.loads(out.read_text())
     assert [r["step"] for r in got["curve"]] == [0, 3, 6]
     assert got["identity_uvp"] > 50  # a zero potential moves nothing: the identity's error

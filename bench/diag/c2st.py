@@ -73,8 +73,8 @@ def main() -> None:
     bicubic = probe_map(pair)
     maps = {} if a.skip_baselines else {"bicubic": bicubic, "hr_vs_hr": None}
     for s in a.noise:
-        maps[f"bicubic+noise{s:g}"] = (lambda s: lambda z: bicubic(z) + s * torch.randn(
-            bicubic(z).shape, generator=torch.Generator().manual_seed(5)))(s)
+        maps[f"bicubic+noise{s:g}"] = (lambda s: lambda z: (b := bicubic(z)) + s * torch.randn(
+            b.shape, generator=torch.Generator().manual_seed(5)))(s)
     for spec in a.checkpoint:
         name, path = spec.split("=", 1)
         maps[name] = load_map(path)[0]

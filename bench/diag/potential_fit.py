@@ -45,9 +45,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--every", type=int, default=500)
     ap.add_argument("--n", type=int, default=1024, help="held-out samples")
-    ap.add_argument("--lr", type=float, default=0.0, help="Adam learning rate (0: the recipe's lr_critic)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("settings", nargs="*", help="pair parameters and TrainConfig settings, key=value")
+    ap.add_argument("settings", nargs="*", help="pair parameters and TrainConfig settings, key=value "
+                    "(lr_critic=... sets the fit's learning rate)")
     a = ap.parse_args()
     torch.set_num_threads(1)
     params, settings = split_settings(a.pair, a.settings)
@@ -56,10 +56,8 @@ def main() -> None:
         raise ValueError(f"pair {a.pair!r} has no known map (sample_with_target): nothing to fit against")
     cfg = resolve_config(pair, {"method": "ots", "device": "cpu", **settings})
     s = build_state(cfg, pair)
-    f = s.critic
+    f = s.critic  # trained with the state's own optimiser: the recipe's rate, betas and eps in f's units
     kap = cost_kappa(cfg.cost, math.prod(pair.shape_q))
-    opt = torch.optim.Adam(f.parameters(), lr=a.lr or cfg.lr_critic, betas=(cfg.beta1, cfg.beta2),
-                           eps=1e-8 * min(1.0, float(f.scale)))
     g = torch.Generator().manual_seed(cfg.seed)
     xe, ye = pair.sample_with_target(a.n, torch.Generator().manual_seed(HELD_OUT_SEED))
     var_q = pair.var_q()
@@ -75,13 +73,10 @@ def main() -> None:
     measure(0)
     for step in range(1, a.steps + 1):
         x, y = pair.sample_with_target(cfg.batch_size, g)
-        loss = displacement_error(f, x, y, kap, True).mean() / var_q
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        s.update(s.opt_critic, (displacement_error(f, x, y, kap, True).mean() / var_q)[None])
         if step % a.every == 0 or step == a.steps:
             measure(step)
-    out = {"pair": pair.spec().to_dict(), "config": cfg.to_dict(), "lr": a.lr or cfg.lr_critic,
+    out = {"pair": pair.spec().to_dict(), "config": cfg.to_dict(), "lr": cfg.lr_critic,
            "identity_uvp": curve[0]["fit_uvp"], "curve": curve}
     Path(a.out).write_text(json.dumps(out, indent=1))
 
