@@ -8,7 +8,8 @@ Two views: ``otsr-compare`` (the pair's headline metrics first, then role and ou
 the member runs grouped by role: search ordered by λ / best / the references with their averages; the sweep's
 own run is filtered out) and ``otsr-lambda`` (the same, in chart mode, with scatter plots against log10 of each
 knob: first of the headline metrics ÷ the reference's mean, where 1 is the reference (OTS), then of the metrics
-themselves). MLflow 3.17's scatter plots have no log axis, hence log10 of the knob on x.
+themselves; the reference runs stand one decade left of the swept range, ``tracking.reference_positions``).
+MLflow 3.17's scatter plots have no log axis, hence log10 of the knob on x.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def _columns(metrics: list[str], knobs: list[str], refs: list[str]) -> list[str]
             + [f"metrics.`{relative_key(r, m)}`" for r in refs for m in metrics])
 
 
-def _state(metrics: list[str], charts: bool, knobs: list[str], refs: list[str]) -> dict:
+def _state(metrics: list[str], charts: bool, knobs: list[str], refs: list[str],
+           reference_x: dict[str, float]) -> dict:
     cols = _columns(metrics, knobs, refs)
     state = {"searchFilter": SHOWN, "orderByKey": f"metrics.`{knobs[0]}`" if knobs else "attributes.start_time",
              "orderByAsc": bool(knobs), "startTime": "ALL",
@@ -70,6 +72,9 @@ def _state(metrics: list[str], charts: bool, knobs: list[str], refs: list[str]) 
              "isAccordionReordered": charts}
     if charts:
         names = ", ".join(_symbol(k) for k in knobs) or "the knob"
+        where = "; ".join(f"{r.upper()} at log10 {_symbol(k)} = {reference_x[k]:g}" for r in refs for k in knobs
+                          if k in reference_x)
+        names += f" ({where})" if where else ""
         sections = [{"uuid": f"otsr-rel-{r}", "name": f"metrics ÷ {r.upper()} mean (1 = {r.upper()}) against log10 "
                      f"{names}", "display": True, "isReordered": False} for r in refs]
         sections.append({"uuid": "otsr-lambda", "name": f"metrics against log10 {names}", "display": True,
@@ -94,14 +99,16 @@ def _symbol(knob: str) -> str:
     return next((m.symbol for m in METHODS.values() if m.swept == knob), knob)
 
 
-def view_tags(objective: str, headline: Headline, methods) -> dict[str, str]:
-    """The experiment tags that hold the two saved views of a sweep of ``methods`` (names)."""
+def view_tags(objective: str, headline: Headline, methods,
+              reference_x: dict[str, float] | None = None) -> dict[str, str]:
+    """The experiment tags that hold the two saved views of a sweep of ``methods`` (names); ``reference_x``: where
+    the reference runs stand on each knob's axis (``tracking.reference_positions``), named in the charts' titles."""
     metrics, knobs, refs = headline_metrics(objective, headline), swept_knobs(methods), references(methods)
     now = int(time.time() * 1000)
     out = {}
     for view, charts in ((COMPARE, False), (LAMBDA, True)):
         envelope = {"name": view, "createdAt": now, "updatedAt": now,
-                    "state": json.dumps(_state(metrics, charts, knobs, refs))}
+                    "state": json.dumps(_state(metrics, charts, knobs, refs, reference_x or {}))}
         out[f"mlflow.sharedViewState.{view}"] = json.dumps(envelope)
     return out
 

@@ -32,6 +32,7 @@ from sweep.tracking import (
     Tracker,
     knob_metrics,
     member_run_name,
+    reference_positions,
     run_params,
 )
 
@@ -124,7 +125,7 @@ class MemberRecorder(Callback):
                 "method": str(settings.get("method")), "seed": str(settings.get("seed", 0)),
                 "otsr.bundle": self._bundle_of(key)}
         self.tracker.create_run(key, member_run_name(settings, run.phase.searched), tags,
-                                run_params(settings, run.spec.pair), parent="parent")
+                                run_params(settings, run.spec.pair, reference_positions(run.spec)), parent="parent")
         self.tracker.log_metrics(key, knob_metrics(settings), 0)
 
     def _bundle_of(self, key: str) -> str:

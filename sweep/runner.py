@@ -33,6 +33,7 @@ from sweep.tracking import (
     default_artifact_root,
     default_tracking_uri,
     get_or_create_experiment,
+    reference_positions,
     server_answers,
     ui_base,
     version_tags,
@@ -92,7 +93,7 @@ def create_sweep(space_file: str | Path, opts: Options) -> Path:
         tags = {**version_tags(), "pair": spec.pair["name"], "otsr.space": spec.name}
         tracker = Tracker(uri, folder, exp_id)
         tracker.set_experiment_tags(view_tags(spec.objectives[0].metric, Headline.from_dict(resolved["headline"]),
-                                              [m.method for m in spec.methods]))
+                                              [m.method for m in spec.methods], reference_positions(spec)))
         tracker.create_run("parent", folder.name, {**tags, "otsr.kind": "sweep", "otsr.sweep": folder.name,
                                                     ROLE_TAG: "sweep"}, {
             "space_file": str(space_file), "pair": json.dumps(spec.pair), "steps": spec.steps, "seeds": spec.seeds,

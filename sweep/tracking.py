@@ -137,10 +137,33 @@ def member_run_name(settings: dict[str, Any], searched: list[str]) -> str:
     return " ".join(parts)
 
 
-def run_params(settings: dict[str, Any], pair: dict[str, Any]) -> dict[str, str]:
+def reference_positions(spec) -> dict[str, float]:
+    """Where a sweep's reference runs (OTS) stand on each swept knob's log10 axis: one decade below the lowest
+    value the sweep tries (λ from 1e-3 puts OTS at log10 λ = -4), so MLflow's scatter plots show them as their own
+    points left of the swept curve. ``spec`` is a ``SweepSpec``; knobs that are not positive numbers get none."""
+    out: dict[str, float] = {}
+    for m in spec.methods:
+        knob = METHODS[m.method].swept if m.method in METHODS else None
+        if not knob:
+            continue
+        if knob in m.search:
+            low = getattr(m.search[knob], "low", None)
+        elif knob in m.grid:
+            low = min(m.grid[knob], default=None)
+        else:
+            low = m.fixed.get(knob)
+        if isinstance(low, (int, float)) and not isinstance(low, bool) and low > 0:
+            x = math.floor(math.log10(low)) - 1.0
+            out[knob] = min(out.get(knob, x), x)
+    return out
+
+
+def run_params(settings: dict[str, Any], pair: dict[str, Any],
+               reference_x: dict[str, float] | None = None) -> dict[str, str]:
     """A member's MLflow params: its trainer settings, the pair spec flattened to pair.name / pair.<param>, and
     log10_<knob> of its method's swept knob (log10_lam: MLflow's scatter and parallel-coordinate plots then read
-    lambda on a log axis)."""
+    lambda on a log axis). A reference run gets each knob's position from ``reference_x``
+    (``reference_positions``) instead, so it stands in the same charts."""
     out = {k: str(v) for k, v in settings.items()}
     out["pair.name"] = str(pair["name"])
     out.update({f"pair.{k}": str(v) for k, v in pair.get("params", {}).items()})
@@ -148,6 +171,9 @@ def run_params(settings: dict[str, Any], pair: dict[str, Any]) -> dict[str, str]
     value = settings.get(knob) if knob else None
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
         out[f"log10_{knob}"] = f"{math.log10(value):.4f}"
+    method = METHODS.get(str(settings.get("method")))
+    if method is not None and method.reference:
+        out.update({f"log10_{k}": f"{x:.4f}" for k, x in (reference_x or {}).items()})
     return out
 
 

@@ -18,6 +18,8 @@ from sweep.runner import _finish
 from sweep.tracking import ROLE_TAG, Tracker, knob_metrics, member_run_name, run_params
 from tests.sweep_tests.test_comparison import fake_sweep
 
+REFERENCE_X = {"lam": -3.0}  # OTS one decade left of the fake sweep's lowest λ (0.01)
+
 
 @pytest.fixture
 def finished(tmp_path):
@@ -32,14 +34,14 @@ def finished(tmp_path):
     (folder / "state.json").write_text(json.dumps(state))
     spec = json.loads((folder / "resolved.json").read_text())
     tracker = Tracker(uri, folder, exp)
-    tracker.set_experiment_tags(view_tags("l2_uvp", sweep_headline(spec), ["gan", "ots"]))
+    tracker.set_experiment_tags(view_tags("l2_uvp", sweep_headline(spec), ["gan", "ots"], REFERENCE_X))
     tracker.create_run("parent", folder.name, {ROLE_TAG: "sweep"})
     for key in reversed(sorted(state["members"])):  # created out of λ order
         m = state["members"][key]
         settings = {**spec["methods"][m["phase"].split("-")[0]]["config"], **m["settings"]}
         tracker.create_run(key, member_run_name(settings, ["lam"]), {ROLE_TAG: m["role"], "seed": settings["seed"],
                                                                      "otsr.member": key},
-                           run_params(settings, spec["pair"]), parent="parent")
+                           run_params(settings, spec["pair"], REFERENCE_X), parent="parent")
         tracker.log_metrics(key, knob_metrics(settings), 0)
         tracker.log_metrics(key, {f"eval/{k}": v for k, v in m["metrics"].items()}, 40)
     assert tracker.flush(force=True)
@@ -65,7 +67,26 @@ def test_swept_runs_are_plotted_relative_to_the_reference(finished):
     assert {c["yaxis"]["key"] for c in rel} == {"rel_ots/l2_uvp", "rel_ots/bias_mean_shift", "rel_ots/ot_consistency"}
     assert all(c["xaxis"] == {"key": "log10_lam", "type": "PARAM"} for c in charts)
     plotted = {k for k, r in runs.items() if "log10_lam" in r.data.params and "rel_ots/l2_uvp" in r.data.metrics}
-    assert plotted == {k for k in runs if k.startswith("gan")}
+    assert plotted == set(runs) - {"parent"}  # OTS stands in the λ charts too, left of the GAN's curve
+    assert {runs[k].data.params["log10_lam"] for k in ("ots-000", "ots-001")} == {"-3.0000"}
+    assert min(float(runs[k].data.params["log10_lam"]) for k in runs if k.startswith("gan")) == pytest.approx(-2)
+    sections = json.loads(json.loads(view)["state"])["compareRunSections"]
+    assert all("OTS at log10 λ = -3" in s["name"] for s in sections)
+
+
+def test_reference_runs_stand_a_decade_left_of_the_searched_range(tmp_path):
+    from sweep.space import load_space, parse_space
+    from sweep.tracking import reference_positions
+    spec = load_space("search_spaces/quick_bias.yaml")  # λ searched from 1e-3
+    assert reference_positions(spec) == {"lam": -4.0}
+    raw = dict(spec.raw)
+    raw["methods"] = {**raw["methods"], "gan": {**raw["methods"]["gan"],
+                                                 "search": {"lam": {"type": "grid", "values": [0.5, 30.0]}}}}
+    assert reference_positions(parse_space(raw)) == {"lam": -2.0}  # floor(log10 0.5) - 1
+    params = run_params({"method": "ots", "seed": 0}, {"name": "x"}, {"lam": -4.0})
+    assert params["log10_lam"] == "-4.0000"
+    assert "log10_lam" not in run_params({"method": "ots", "seed": 0}, {"name": "x"})
+    assert run_params({"method": "gan", "lam": 0.1}, {"name": "x"}, {"lam": -4.0})["log10_lam"] == "-1.0000"
 
 
 def test_the_sweep_run_shows_the_report(finished):
