@@ -116,8 +116,9 @@ def start(address: str | None, num_cpus: int | None, verbose: int) -> None:
         return
     keep_ray_on_loopback()
     clean_leftovers()
-    # Ray's own default for a new local node (token auth, a token made once), stated, so Ray does not announce it
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    # RAY_AUTH_MODE is left as the user has it: unset, Ray enables token auth for a new local node and makes
+    # ~/.ray/auth_token once (its notice is dropped in console.py). Setting it here, after ``ray`` was imported,
+    # reached Ray's child processes but not its cached config: on a machine without a token the GCS aborted.
     ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=level)
     _record_node()
 

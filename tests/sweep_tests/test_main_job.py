@@ -18,8 +18,9 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_quick_bias_sweep_end_to_end(tmp_path):
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-    env.pop("RAY_ADDRESS", None)
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "HOME": str(tmp_path / "home")}
+    for k in ("RAY_ADDRESS", "RAY_AUTH_MODE"):  # a new user's shell, on a machine where Ray never ran (no token)
+        env.pop(k, None)
     t0 = time.perf_counter()
     out = subprocess.run([venv_bin("otsr-sweep"), "run", str(REPO / "search_spaces/quick_bias.yaml"), "--verbose", "0",
                           "--steps", "200", "--samples", "8"], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -34,6 +35,9 @@ def test_quick_bias_sweep_end_to_end(tmp_path):
     for f in ("report.png", "report.html", "report.md"):
         assert (folder / f).stat().st_size > 500
     assert "| l2_uvp |" in out.stdout  # the table is printed
+    console = out.stdout + out.stderr
+    for noise in ("Token authentication", "performance bottleneck", "ExperimentalWarning"):
+        assert noise not in console, noise
     row = next(r for r in report["table"] if r["metric"] == "l2_uvp")
     assert row["gan_mean"] > row["ots_mean"]  # the best-lambda GAN is still worse than OTS
     state = json.loads((folder / "state.json").read_text())
