@@ -169,6 +169,9 @@ def _run_locked(folder: Path, opts: Options) -> dict[str, Any]:
         raise SweepInterrupted(f"sweep {folder.name} interrupted ({interrupts.signal_name()}) during "
                                f"{str(stage).split(' ')[0]}; continue it with `otsr-sweep resume {folder}`",
                                interrupts.exit_code()) from None
+    except Exception as e:  # an unexpected fault (Ray did not start, ...): the folder stays resumable, MLflow says so
+        _mark_interrupted(state, tracker, failed=f"{type(e).__name__}: {e}"[:500])
+        raise
     _finish(folder, state, tracker, report, opts)
     return report
 
@@ -182,9 +185,10 @@ def _interrupted(stage: str) -> SweepInterrupted:
     return SweepInterrupted(stage, interrupts.exit_code())
 
 
-def _mark_interrupted(state: SweepState, tracker: Tracker) -> None:
-    """The truth after a stop: unfinished phases and members interrupted, their runs and the parent KILLED."""
-    state["status"] = "interrupted"
+def _mark_interrupted(state: SweepState, tracker: Tracker, failed: str = "") -> None:
+    """The truth after a stop: unfinished phases and members interrupted, their runs and the parent KILLED (FAILED,
+    with the reason in ``otsr.status``, when an unexpected error stopped the driver)."""
+    state["status"] = "failed" if failed else "interrupted"
     for rec in state["phases"].values():
         if rec["status"] == "running":
             rec["status"] = "interrupted"
@@ -195,8 +199,8 @@ def _mark_interrupted(state: SweepState, tracker: Tracker) -> None:
                 tracker.set_tags(key, {"otsr.outcome": m.status.outcome})
                 tracker.set_status(key, m.status.mlflow_status)
     state.save()
-    tracker.set_tags("parent", {"otsr.status": "interrupted"})
-    tracker.set_status("parent", "KILLED")
+    tracker.set_tags("parent", {"otsr.status": f"failed: {failed}" if failed else "interrupted"})
+    tracker.set_status("parent", "FAILED" if failed else "KILLED")
     tracker.drain(attempts=1)
 
 

@@ -169,3 +169,42 @@ def test_console_filters_only_the_named_warnings():
         warnings.warn("an unrelated warning", optuna.exceptions.ExperimentalWarning)
         warnings.warn("another one", UserWarning)
     assert [str(w.message) for w in seen] == ["an unrelated warning", "another one"]
+
+
+def test_console_drops_only_rays_default_token_notice(caplog):
+    import logging
+
+    from sweep.console import RAY_TOKEN_LOGGER, quiet_ray_token_notice
+
+    quiet_ray_token_notice()
+    quiet_ray_token_notice()  # idempotent: one filter
+    logger = logging.getLogger(RAY_TOKEN_LOGGER)
+    with caplog.at_level(logging.WARNING, logger=RAY_TOKEN_LOGGER):
+        logger.warning("Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out.")
+        logger.warning("Token authentication is disabled for this Ray cluster. Anyone with network access ...")
+    assert [r.getMessage()[:40] for r in caplog.records] == ["Token authentication is disabled for thi"]
+    assert len(logger.filters) == 1
+
+
+def test_an_unexpected_fault_leaves_the_sweep_failed_and_resumable_not_running(workdir, monkeypatch):
+    """Ray's start failing (a stand-in: the real fault, a GCS that aborts, takes a minute to stage) must not leave
+    the sweep 'running' in its state file and in MLflow."""
+    from mlflow.tracking import MlflowClient
+
+    from sweep import ray_session
+    from sweep.phases import Options
+    from sweep.runner import create_sweep, run_sweep
+
+    folder = create_sweep(tiny_space(workdir, samples=1, seeds=1, steps=20), Options(workdir=str(workdir)))
+
+    def gcs_died(*a, **k):
+        raise RuntimeError("Timed out waiting for file /tmp/ray/session_x/gcs_server_port")
+
+    monkeypatch.setattr(ray_session, "start", gcs_died)
+    with pytest.raises(RuntimeError, match="gcs_server_port"):
+        run_sweep(folder, Options(workdir=str(workdir), verbose=0))
+    state = json.loads((folder / "state.json").read_text())
+    assert state["status"] == "failed"
+    parent_id = json.loads((folder / "tracking_runs.json").read_text())["parent"]
+    parent = MlflowClient(state["tracking_uri"]).get_run(parent_id)
+    assert parent.info.status == "FAILED" and "gcs_server_port" in parent.data.tags["otsr.status"]
