@@ -1,12 +1,24 @@
 #!/usr/bin/env bash
-# The test suite: sets up .venv if needed, lints with ruff, then runs every test (Ray stays on 127.0.0.1).
+# The test suite: sets up .venv if needed, lints with ruff, then runs every test (Ray stays on 127.0.0.1):
+# two pytest-xdist workers (one per core; the tests on the session's Ray cluster share one of them), then the
+# tests marked `serial` (they measure speed) alone. OTSR_TEST_WORKERS=0 runs everything in one process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check otsr sweep tests cluster bench
 export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
+workers=${OTSR_TEST_WORKERS:-2}
+pytest=(.venv/bin/python -m pytest -q -p no:cacheprovider --durations=25)
 start=$SECONDS
 rc=0
-.venv/bin/python -m pytest -q -p no:cacheprovider --durations=25 "$@" || rc=$?
+if [[ "$workers" == 0 ]]; then
+  "${pytest[@]}" "$@" || rc=$?
+else
+  "${pytest[@]}" -n "$workers" --dist loadgroup -m "not serial" "$@" || rc=$?
+  serial=0
+  "${pytest[@]}" -m serial "$@" || serial=$?
+  [[ $serial == 5 ]] && serial=0  # 5: the selection holds no serial test
+  [[ $rc == 0 ]] && rc=$serial
+fi
 echo "test suite wall time: $((SECONDS - start)) s (ruff and setup not included)"
 exit $rc

@@ -29,6 +29,7 @@ def _train(out: Path) -> tuple[float, str]:
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_default_threads_keep_the_speed_beside_a_cpu_hog(tmp_path):
     idle, err = _train(tmp_path / "idle")
     frames = [f for f in re.split(r"[\r\n]", err) if "step/s" in f]
