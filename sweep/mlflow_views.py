@@ -72,12 +72,11 @@ def _state(metrics: list[str], charts: bool, knobs: list[str], refs: list[str],
              "isAccordionReordered": charts}
     if charts:
         names = ", ".join(_symbol(k) for k in knobs) or "the knob"
-        where = "; ".join(f"{r.upper()} at log10 {_symbol(k)} = {reference_x[k]:g}" for r in refs for k in knobs
-                          if k in reference_x)
+        where = "; ".join(f"{r.upper()} at {reference_x[k]:g}" for r in refs for k in knobs if k in reference_x)
         names += f" ({where})" if where else ""
-        sections = [{"uuid": f"otsr-rel-{r}", "name": f"metrics ÷ {r.upper()} mean (1 = {r.upper()}) against log10 "
-                     f"{names}", "display": True, "isReordered": False} for r in refs]
-        sections.append({"uuid": "otsr-lambda", "name": f"metrics against log10 {names}", "display": True,
+        sections = [{"uuid": f"otsr-rel-{r}", "name": f"÷ {r.upper()} mean vs log10 {names}", "display": True,
+                     "isReordered": False} for r in refs]
+        sections.append({"uuid": "otsr-lambda", "name": f"metrics vs log10 {names}", "display": True,
                          "isReordered": False})
         state["compareRunSections"] = sections
         state["compareRunCharts"] = [

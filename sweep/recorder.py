@@ -25,14 +25,17 @@ from sweep.folder import SweepState
 from sweep.records import MemberReport, MemberStatus
 from sweep.searcher import PhaseRun
 from sweep.tracking import (
+    COLOR_TAG,
     MEMBER_TAG,
     OUTCOME_TAG,
     PHASE_TAG,
     ROLE_TAG,
     Tracker,
     knob_metrics,
+    knob_ranges,
     member_run_name,
     reference_positions,
+    run_color,
     run_params,
 )
 
@@ -123,7 +126,7 @@ class MemberRecorder(Callback):
         settings = {**run.base_settings(), **rec.settings}
         tags = {**self.tags, MEMBER_TAG: key, PHASE_TAG: run.phase.name, ROLE_TAG: rec.role,
                 "method": str(settings.get("method")), "seed": str(settings.get("seed", 0)),
-                "otsr.bundle": self._bundle_of(key)}
+                "otsr.bundle": self._bundle_of(key), COLOR_TAG: run_color(settings, rec.role, knob_ranges(run.spec))}
         self.tracker.create_run(key, member_run_name(settings, run.phase.searched), tags,
                                 run_params(settings, run.spec.pair, reference_positions(run.spec)), parent="parent")
         self.tracker.log_metrics(key, knob_metrics(settings), 0)

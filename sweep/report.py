@@ -363,9 +363,14 @@ def _plot(summary: dict[str, Any], path: Path) -> None:
     shift_pair = pair["name"] == "gaussian-shift"
     objs = summary["objective"]
     panels = _panels(summary)
-    fig, axes = plt.subplots(1, len(panels) + (len(objs) == 2), figsize=(5.3 * len(panels) + 5 * (len(objs) == 2),
-                                                                         4.6), squeeze=False)
-    axes = axes[0]
+    n = len(panels) + (len(objs) == 2)
+    cols = min(n, 2)  # two panels a row: ~1,170 px wide, what MLflow's run page shows without cutting it
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.3 * cols, 4.6 * rows + 0.4), squeeze=False)
+    axes = list(axes.ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    axes = axes[:n]
     knobs = [max(t["knob"], 1e-6) for t in points]
     lo, hi = (min(knobs) / 2, max(knobs) * 2) if knobs else (1e-3, 1e3)
     if len(objs) == 2:

@@ -26,6 +26,8 @@ from sweep.records import MemberStatus
 from sweep.searcher import Phase, plan_groups, plan_phases
 from sweep.space import SpaceError, SweepSpec, check_resources_on_cluster, load_space
 from sweep.tracking import (
+    BEST_COLOR,
+    COLOR_TAG,
     ROLE_TAG,
     Tracker,
     TrackingError,
@@ -219,7 +221,7 @@ def _choose_best(spec: SweepSpec, phase: Phase, state: SweepState, tracker: Trac
     state["best_member"] = {**state.get("best_member", {}), phase.method.method: key}
     tracker.log_params("parent", {f"best.{phase.method.method}.{k}": v for k, v in best.items()})
     state.member(key).role = "best"  # with the best phase's reruns: "group by role" gives best-lambda over seeds
-    tracker.set_tags(key, {ROLE_TAG: "best", "otsr.chosen": f"best {obj.metric} of the search"})
+    tracker.set_tags(key, {ROLE_TAG: "best", COLOR_TAG: BEST_COLOR, "otsr.chosen": f"best {obj.metric} of the search"})
 
 
 def _finish(folder: Path, state: SweepState, tracker: Tracker, report: dict[str, Any], opts: Options) -> None:

@@ -137,25 +137,54 @@ def member_run_name(settings: dict[str, Any], searched: list[str]) -> str:
     return " ".join(parts)
 
 
-def reference_positions(spec) -> dict[str, float]:
-    """Where a sweep's reference runs (OTS) stand on each swept knob's log10 axis: one decade below the lowest
-    value the sweep tries (λ from 1e-3 puts OTS at log10 λ = -4), so MLflow's scatter plots show them as their own
-    points left of the swept curve. ``spec`` is a ``SweepSpec``; knobs that are not positive numbers get none."""
-    out: dict[str, float] = {}
+def _positive(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0
+
+
+def knob_ranges(spec) -> dict[str, tuple[float, float]]:
+    """The lowest and highest value a sweep (``SweepSpec``) tries of each swept knob that is a positive number."""
+    out: dict[str, tuple[float, float]] = {}
     for m in spec.methods:
         knob = METHODS[m.method].swept if m.method in METHODS else None
         if not knob:
             continue
         if knob in m.search:
-            low = getattr(m.search[knob], "low", None)
-        elif knob in m.grid:
-            low = min(m.grid[knob], default=None)
+            values = [getattr(m.search[knob], "low", None), getattr(m.search[knob], "high", None)]
         else:
-            low = m.fixed.get(knob)
-        if isinstance(low, (int, float)) and not isinstance(low, bool) and low > 0:
-            x = math.floor(math.log10(low)) - 1.0
-            out[knob] = min(out.get(knob, x), x)
+            values = list(m.grid.get(knob, [m.fixed.get(knob)]))
+        values = [float(v) for v in values if _positive(v)]
+        if values:
+            lo, hi = out.get(knob, (min(values), max(values)))
+            out[knob] = (min(lo, *values), max(hi, *values))
     return out
+
+
+def reference_positions(spec) -> dict[str, float]:
+    """Where a sweep's reference runs (OTS) stand on each swept knob's log10 axis: one decade below the lowest
+    value the sweep tries (λ from 1e-3 puts OTS at log10 λ = -4), so MLflow's scatter plots show them as their own
+    points left of the swept curve. ``spec`` is a ``SweepSpec``; knobs that are not positive numbers get none."""
+    return {k: math.floor(math.log10(lo)) - 1.0 for k, (lo, _) in knob_ranges(spec).items()}
+
+
+COLOR_TAG = "mlflow.runColor"  # the tag MLflow's UI keeps a run's colour in (its colour picker writes it)
+REFERENCE_COLOR, BEST_COLOR = "#111111", "#d62728"  # black references, the chosen configuration red
+_LOW, _HIGH = (158, 202, 225), (8, 48, 107)  # search runs: light blue at the lowest knob value to dark blue
+
+
+def run_color(settings: dict[str, Any], role: str, ranges: dict[str, tuple[float, float]]) -> str:
+    """A member run's colour in MLflow's charts, so references, the chosen configuration and the search (shaded
+    by the knob, on a log scale over ``ranges``, ``knob_ranges``) read apart instead of MLflow's reused palette."""
+    method = METHODS.get(str(settings.get("method")))
+    if method is not None and method.reference:
+        return REFERENCE_COLOR
+    if role == "best":
+        return BEST_COLOR
+    knob, _ = _knob(settings)
+    value, (lo, hi) = settings.get(knob), ranges.get(knob, (0.0, 0.0))
+    t = 0.5
+    if _positive(value) and 0 < lo < hi:
+        t = min(max((math.log(value) - math.log(lo)) / (math.log(hi) - math.log(lo)), 0.0), 1.0)
+    return "#" + "".join(f"{round(a + t * (b - a)):02x}" for a, b in zip(_LOW, _HIGH))
 
 
 def run_params(settings: dict[str, Any], pair: dict[str, Any],

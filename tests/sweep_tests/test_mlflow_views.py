@@ -71,7 +71,7 @@ def test_swept_runs_are_plotted_relative_to_the_reference(finished):
     assert {runs[k].data.params["log10_lam"] for k in ("ots-000", "ots-001")} == {"-3.0000"}
     assert min(float(runs[k].data.params["log10_lam"]) for k in runs if k.startswith("gan")) == pytest.approx(-2)
     sections = json.loads(json.loads(view)["state"])["compareRunSections"]
-    assert all("OTS at log10 λ = -3" in s["name"] for s in sections)
+    assert [s["name"] for s in sections] == ["÷ OTS mean vs log10 λ (OTS at -3)", "metrics vs log10 λ (OTS at -3)"]
 
 
 def test_reference_runs_stand_a_decade_left_of_the_searched_range(tmp_path):
@@ -87,6 +87,18 @@ def test_reference_runs_stand_a_decade_left_of_the_searched_range(tmp_path):
     assert params["log10_lam"] == "-4.0000"
     assert "log10_lam" not in run_params({"method": "ots", "seed": 0}, {"name": "x"})
     assert run_params({"method": "gan", "lam": 0.1}, {"name": "x"}, {"lam": -4.0})["log10_lam"] == "-1.0000"
+
+
+def test_runs_are_coloured_by_role_and_the_search_by_lambda():
+    from sweep.space import load_space
+    from sweep.tracking import BEST_COLOR, REFERENCE_COLOR, knob_ranges, run_color
+    ranges = knob_ranges(load_space("search_spaces/quick_bias.yaml"))
+    assert ranges == {"lam": (1e-3, 100.0)}
+    shades = [run_color({"method": "gan", "lam": v}, "search", ranges) for v in (1e-3, 1e-1, 100.0, 1e4)]
+    assert shades[0] == "#9ecae1" and shades[2] == shades[3] == "#08306b"  # light to dark blue, clipped
+    assert len(set(shades[:3])) == 3
+    assert run_color({"method": "gan", "lam": 1.0}, "best", ranges) == BEST_COLOR
+    assert run_color({"method": "ots"}, "ots", ranges) == REFERENCE_COLOR
 
 
 def test_the_sweep_run_shows_the_report(finished):
