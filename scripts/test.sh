@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test suite: sets up .venv if needed, lints with ruff, then runs every test (Ray stays on 127.0.0.1):
-# two pytest-xdist workers (one per core; the tests on the session's Ray cluster share one of them), then the
-# tests marked `serial` (they measure speed) alone. OTSR_TEST_WORKERS=0 runs everything in one process.
+# two pytest-xdist workers (one per core, the long tests first, each worker with its own Ray cluster when its
+# tests need one), then the tests marked `serial` (they measure speed) alone. OTSR_TEST_WORKERS=0 runs everything in one process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -14,7 +14,7 @@ rc=0
 if [[ "$workers" == 0 ]]; then
   "${pytest[@]}" "$@" || rc=$?
 else
-  "${pytest[@]}" -n "$workers" --dist loadgroup -m "not serial" "$@" || rc=$?
+  "${pytest[@]}" -n "$workers" --dist worksteal -m "not serial" "$@" || rc=$?
   serial=0
   "${pytest[@]}" -m serial "$@" || serial=$?
   [[ $serial == 5 ]] && serial=0  # 5: the selection holds no serial test

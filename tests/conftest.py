@@ -16,11 +16,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under xdist (scripts/test.sh), every test on the session's Ray cluster goes to one worker, which then
-    starts the one cluster; the rest are spread over the workers one by one."""
-    for item in items:
-        if "ray_cluster" in getattr(item, "fixturenames", ()):
-            item.add_marker(pytest.mark.xdist_group("ray-cluster"))
+    """Under xdist (scripts/test.sh) the long tests go first, so the two workers do not end on one of them alone:
+    the trainings marked slow, then those on a Ray cluster (each worker starts its own, on its own ports), then
+    the rest, each group in file order."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+
+    def rank(item) -> int:
+        if item.get_closest_marker("slow"):
+            return 0
+        return 1 if "ray_cluster" in getattr(item, "fixturenames", ()) else 2
+
+    items.sort(key=rank)
 
 
 @pytest.fixture
