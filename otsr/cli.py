@@ -500,6 +500,8 @@ def _bench_sr(args: argparse.Namespace) -> int:
     args.dim = None
     pair_params = {"root": args.sr, **_pair_params("sr-folders", args)}
     extra = {"width": args.sr_width, "depth": args.sr_depth} if args.sr_width else {}
+    if args.eval_samples:  # toy runs (the GPU check's dry mode): evaluation, not training, dominates them
+        extra |= {"eval_samples": args.eval_samples, "final_eval_samples": args.eval_samples}
     results = run_sr_check(pair_params, args.steps, args.device or "auto", out_dir=Path(args.out + ".runs")
                            if args.out else None, **extra)
     print("\n".join(summary_lines(results)))
@@ -698,7 +700,8 @@ def _bench_parser(sub) -> None:
     b.add_argument("--potential-check", metavar="PAIR", help="freeze the map at its start (bicubic for SR, the "
                    "identity for images) and train only the OTS potential and the GAN critic against Q with the "
                    "recipe; prints the held-out gap and separation AUC (KEY=VALUE: pair parameters or settings)")
-    b.add_argument("--eval-samples", type=int, help="--potential-check: held-out samples of each side (512)")
+    b.add_argument("--eval-samples", type=int, help="--potential-check: held-out samples of each side (512); --sr: "
+                   "the evaluations' samples (default: the recipe's)")
     b.add_argument("settings", nargs="*", metavar="KEY=VALUE", help="--potential-check: pair parameters "
                    "(hr_crop=32) and training settings (steps=300, lr_critic=1e-3)")
     b.add_argument("--loader", help="time the SR crop loader on this dataset folder ('demo' for the demo set)")
