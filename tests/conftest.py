@@ -5,7 +5,7 @@ import os
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers share the 2 cores: one torch thread each, or they stall
+if os.environ.get("PYTEST_XDIST_WORKER"):  # the workers share the cores: one torch thread each, or they stall
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
@@ -16,7 +16,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under xdist (scripts/test.sh) the long tests go first, so the two workers do not end on one of them alone:
+    """Under xdist (scripts/test.sh) the long tests go first, so the workers do not end on one of them alone:
     the trainings marked slow, then those on a Ray cluster (each worker starts its own, on its own ports), then
     the rest, each group in file order."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
