@@ -119,7 +119,9 @@ def start(address: str | None, num_cpus: int | None, verbose: int) -> None:
     # RAY_AUTH_MODE is left as the user has it: unset, Ray enables token auth for a new local node and makes
     # ~/.ray/auth_token once (its notice is dropped in console.py). Setting it here, after ``ray`` was imported,
     # reached Ray's child processes but not its cached config: on a machine without a token the GCS aborted.
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=level)
+    # address="local": a new node of this driver's own. With no address Ray joins the cluster that
+    # /tmp/ray/ray_current_cluster names (whatever `ray start` or a test cluster last wrote there).
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=level)
     _record_node()
 
 

@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import math
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -165,17 +166,27 @@ def _run_locked(folder: Path, opts: Options) -> dict[str, Any]:
         _check_stop("report")
         report = write_report(folder)
         _check_stop("report")
+        _finish(folder, state, tracker, report, opts)
     except (SweepInterrupted, KeyboardInterrupt) as e:
         stage = e.args[0] if isinstance(e, SweepInterrupted) else "?"
-        _mark_interrupted(state, tracker)
-        raise SweepInterrupted(f"sweep {folder.name} interrupted ({interrupts.signal_name()}) during "
-                               f"{str(stage).split(' ')[0]}; continue it with `otsr-sweep resume {folder}`",
-                               interrupts.exit_code()) from None
-    except Exception as e:  # an unexpected fault (Ray did not start, ...): the folder stays resumable, MLflow says so
-        _mark_interrupted(state, tracker, failed=f"{type(e).__name__}: {e}"[:500])
+        _mark_stopped(state, tracker)
+        raise _resumable(folder, stage) from None
+    except Exception as e:
+        if interrupts.STOP.is_set():  # a library failing while it stops after a signal: still an interruption
+            _mark_stopped(state, tracker)
+            raise _resumable(folder, "?") from e
+        try:  # any other error (Ray did not start, a full disk, ...): the sweep ends 'failed', not 'running'
+            _mark_stopped(state, tracker, failed=f"{type(e).__name__}: {e}"[:500])
+        except Exception as mark_error:
+            print(f"otsr-sweep: could not mark the sweep failed ({mark_error})", file=sys.stderr, flush=True)
         raise
-    _finish(folder, state, tracker, report, opts)
     return report
+
+
+def _resumable(folder: Path, stage: str) -> SweepInterrupted:
+    return SweepInterrupted(f"sweep {folder.name} interrupted ({interrupts.signal_name()}) during "
+                            f"{str(stage).split(' ')[0]}; continue it with `otsr-sweep resume {folder}`",
+                            interrupts.exit_code())
 
 
 def _check_stop(stage: str) -> None:
@@ -187,7 +198,7 @@ def _interrupted(stage: str) -> SweepInterrupted:
     return SweepInterrupted(stage, interrupts.exit_code())
 
 
-def _mark_interrupted(state: SweepState, tracker: Tracker, failed: str = "") -> None:
+def _mark_stopped(state: SweepState, tracker: Tracker, failed: str = "") -> None:
     """The truth after a stop: unfinished phases and members interrupted, their runs and the parent KILLED (FAILED,
     with the reason in ``otsr.status``, when an unexpected error stopped the driver)."""
     state["status"] = "failed" if failed else "interrupted"

@@ -149,7 +149,8 @@ def knob_ranges(spec) -> dict[str, tuple[float, float]]:
         if not knob:
             continue
         if knob in m.search:
-            values = [getattr(m.search[knob], "low", None), getattr(m.search[knob], "high", None)]
+            d = m.search[knob]
+            values = list(getattr(d, "choices", ())) or [getattr(d, "low", None), getattr(d, "high", None)]
         else:
             values = list(m.grid.get(knob, [m.fixed.get(knob)]))
         values = [float(v) for v in values if _positive(v)]
@@ -160,9 +161,10 @@ def knob_ranges(spec) -> dict[str, tuple[float, float]]:
 
 
 def reference_positions(spec) -> dict[str, float]:
-    """Where a sweep's reference runs (OTS) stand on each swept knob's log10 axis: one decade below the lowest
-    value the sweep tries (λ from 1e-3 puts OTS at log10 λ = -4), so MLflow's scatter plots show them as their own
-    points left of the swept curve. ``spec`` is a ``SweepSpec``; knobs that are not positive numbers get none."""
+    """Where a sweep's reference runs (OTS) stand on each swept knob's log10 axis: ⌊log10 of the lowest value the
+    sweep tries⌋ - 1 (λ from 1e-3 puts OTS at log10 λ = -4, from 0.5 at -2), so MLflow's scatter plots show them as
+    their own points left of the swept curve. ``spec`` is a ``SweepSpec``; knobs that are not positive numbers get
+    none."""
     return {k: math.floor(math.log10(lo)) - 1.0 for k, (lo, _) in knob_ranges(spec).items()}
 
 

@@ -16,9 +16,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under xdist (scripts/test.sh) the long tests go first, so the workers do not end on one of them alone:
-    the trainings marked slow, then those on a Ray cluster (each worker starts its own, on its own ports), then
-    the rest, each group in file order."""
+    """Under xdist (scripts/test.sh hands the tests out one at a time, in this order) the long tests go first, so
+    the workers do not end on one of them alone: the trainings marked slow, then those on a Ray cluster (each
+    worker starts its own, on its own ports), then the rest, each group in file order."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
 
@@ -28,6 +28,15 @@ def pytest_collection_modifyitems(config, items):
         return 1 if "ray_cluster" in getattr(item, "fixturenames", ()) else 2
 
     items.sort(key=rank)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_per_worker():
+    """A test that sets torch's threads (the CLI's --threads, a measured one-thread run) gives them back."""
+    n = torch.get_num_threads()
+    yield
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 @pytest.fixture

@@ -53,3 +53,9 @@ def test_quick_bias_sweep_end_to_end(tmp_path):
     members = client.search_runs([state["experiment_id"]], filter_string="tags.role != 'sweep'")
     gan = [r for r in members if r.data.tags["method"] == "gan"]
     assert all("lam" in r.data.metrics and "rel_ots/l2_uvp" in r.data.metrics for r in gan)  # sorted, vs OTS
+    ots = [r for r in members if r.data.tags["method"] == "ots"]
+    assert [r.data.params["log10_lam"] for r in ots] == ["-4.0000"] * 2  # OTS in the λ charts, left of the GAN
+    colours = {r.data.tags["role"]: set() for r in members}
+    for r in members:
+        colours[r.data.tags["role"]].add(r.data.tags["mlflow.runColor"])
+    assert colours["ots"] == {"#111111"} and colours["best"] == {"#d62728"} and len(colours["search"]) > 4

@@ -5,6 +5,7 @@ shows report.png, and the comparison view's columns, filter and λ order."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -18,6 +19,7 @@ from sweep.runner import _finish
 from sweep.tracking import ROLE_TAG, Tracker, knob_metrics, member_run_name, run_params
 from tests.sweep_tests.test_comparison import fake_sweep
 
+SPACES = Path(__file__).resolve().parents[2] / "search_spaces"
 REFERENCE_X = {"lam": -3.0}  # OTS one decade left of the fake sweep's lowest λ (0.01)
 
 
@@ -74,10 +76,10 @@ def test_swept_runs_are_plotted_relative_to_the_reference(finished):
     assert [s["name"] for s in sections] == ["÷ OTS mean vs log10 λ (OTS at -3)", "metrics vs log10 λ (OTS at -3)"]
 
 
-def test_reference_runs_stand_a_decade_left_of_the_searched_range(tmp_path):
+def test_reference_runs_stand_a_decade_left_of_the_searched_range():
     from sweep.space import load_space, parse_space
     from sweep.tracking import reference_positions
-    spec = load_space("search_spaces/quick_bias.yaml")  # λ searched from 1e-3
+    spec = load_space(SPACES / "quick_bias.yaml")  # λ searched from 1e-3
     assert reference_positions(spec) == {"lam": -4.0}
     raw = dict(spec.raw)
     raw["methods"] = {**raw["methods"], "gan": {**raw["methods"]["gan"],
@@ -92,7 +94,7 @@ def test_reference_runs_stand_a_decade_left_of_the_searched_range(tmp_path):
 def test_runs_are_coloured_by_role_and_the_search_by_lambda():
     from sweep.space import load_space
     from sweep.tracking import BEST_COLOR, REFERENCE_COLOR, knob_ranges, run_color
-    ranges = knob_ranges(load_space("search_spaces/quick_bias.yaml"))
+    ranges = knob_ranges(load_space(SPACES / "quick_bias.yaml"))
     assert ranges == {"lam": (1e-3, 100.0)}
     shades = [run_color({"method": "gan", "lam": v}, "search", ranges) for v in (1e-3, 1e-1, 100.0, 1e4)]
     assert shades[0] == "#9ecae1" and shades[2] == shades[3] == "#08306b"  # light to dark blue, clipped
