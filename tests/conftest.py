@@ -16,8 +16,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Under xdist (scripts/test.sh hands the tests out one at a time, in this order) the long tests go first, so
-    the workers do not end on one of them alone: the trainings marked slow, then those on a Ray cluster (each
+    """Under xdist (scripts/test.sh: work stealing over this order) the long tests go first, so the workers do not
+    end on one of them alone: the trainings marked slow, then those on a Ray cluster (each
     worker starts its own, on its own ports), then the rest, each group in file order."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
