@@ -3,8 +3,8 @@
 # two pytest-xdist workers, one per core, with work stealing (each starts on its share of the list, the long
 # tests first, and takes from the other's when done; a worker whose tests need a Ray cluster starts its own).
 # Measured quiet: 922 s; three workers 1,005 s; two handed one test at a time (--dist load) 1,040 s, as both then
-# ran Ray-cluster sweeps at once. Then the tests marked `serial` (they measure speed) alone. Arguments (test paths, -k, -m ...) select what runs, in
-# one parallel pass. OTSR_TEST_WORKERS=0 runs everything in one process.
+# ran Ray-cluster sweeps at once. Then the tests marked `serial` (they measure speed) alone. Arguments (test
+# paths, -k, -m ...) select what runs, in one parallel pass. OTSR_TEST_WORKERS=0 runs everything in one process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
