@@ -120,9 +120,19 @@ def _short(v: Any) -> str:
     return str(v)
 
 
+def _method(settings: dict[str, Any]):
+    """The settings' registered method (None for an unknown name)."""
+    return METHODS.get(str(settings.get("method")))
+
+
+def _is_reference(settings: dict[str, Any]) -> bool:
+    method = _method(settings)
+    return method is not None and method.reference
+
+
 def _knob(settings: dict[str, Any]) -> tuple[str | None, str]:
     """The swept knob of the settings' method and how it is written (``('lam', 'λ')``; None for a reference)."""
-    method = METHODS.get(str(settings.get("method")))
+    method = _method(settings)
     return (method.swept, method.symbol) if method is not None and method.swept else (None, "")
 
 
@@ -176,8 +186,7 @@ _LOW, _HIGH = (158, 202, 225), (8, 48, 107)  # search runs: light blue at the lo
 def run_color(settings: dict[str, Any], role: str, ranges: dict[str, tuple[float, float]]) -> str:
     """A member run's colour in MLflow's charts, so references, the chosen configuration and the search (shaded
     by the knob, on a log scale over ``ranges``, ``knob_ranges``) read apart instead of MLflow's reused palette."""
-    method = METHODS.get(str(settings.get("method")))
-    if method is not None and method.reference:
+    if _is_reference(settings):
         return REFERENCE_COLOR
     if role == "best":
         return BEST_COLOR
@@ -200,10 +209,9 @@ def run_params(settings: dict[str, Any], pair: dict[str, Any],
     out.update({f"pair.{k}": str(v) for k, v in pair.get("params", {}).items()})
     knob, _ = _knob(settings)
     value = settings.get(knob) if knob else None
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+    if _positive(value):
         out[f"log10_{knob}"] = f"{math.log10(value):.4f}"
-    method = METHODS.get(str(settings.get("method")))
-    if method is not None and method.reference:
+    if _is_reference(settings):
         out.update({f"log10_{k}": f"{x:.4f}" for k, x in (reference_x or {}).items()})
     return out
 
