@@ -52,6 +52,19 @@ def _trainable(spec: SweepSpec):
     return tune.with_resources(run_trial, {"cpu": res["cpu"], "gpu": res["gpu"], **res["custom"]})
 
 
+def trial_slots(spec: SweepSpec) -> int:
+    """Trials Ray can run at once now: its CPUs (and GPUs) over each trial's share, capped by max_concurrent."""
+    import ray
+
+    res, total = spec.resources, ray.cluster_resources()
+    slots = [int(total.get("CPU", 0) // res["cpu"])] if res["cpu"] else []
+    if res["gpu"]:
+        slots.append(int(total.get("GPU", 0) // res["gpu"]))
+    if res["max_concurrent"]:
+        slots.append(int(res["max_concurrent"]))
+    return max(1, min(slots)) if slots else 1
+
+
 def _asha(spec: SweepSpec, phase: Phase, run: PhaseRun, state: SweepState) -> str | None:
     """Start the phase's rung actor (search phases with ASHA); returns its name."""
     sched = spec.scheduler

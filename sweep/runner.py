@@ -22,7 +22,7 @@ from sweep import interrupts, ray_session
 from sweep.folder import RESOLVED, SPEC, SweepState
 from sweep.lock import SweepBusy, driver_lock
 from sweep.mlflow_views import view_tags, view_urls
-from sweep.phases import Options, describe, run_phases
+from sweep.phases import Options, describe, run_phases, trial_slots
 from sweep.records import MemberStatus
 from sweep.searcher import Phase, plan_groups, plan_phases
 from sweep.space import SpaceError, SweepSpec, check_resources_on_cluster, load_space
@@ -137,7 +137,7 @@ def _run_locked(folder: Path, opts: Options) -> dict[str, Any]:
     state.save()
     try:
         ray_session.start(opts.address, opts.num_cpus, opts.verbose)
-        for group in plan_groups(spec):
+        for group in plan_groups(spec, trial_slots(spec)):
             todo = []
             for phase in group:
                 if state.phase(phase.name)["status"] in ("done", "skipped"):

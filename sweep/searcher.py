@@ -43,12 +43,22 @@ class Phase:
         return sorted(self.method.search) + sorted(self.method.grid)
 
 
-def plan_groups(spec: SweepSpec) -> list[list[Phase]]:
-    """Phases that can run side by side, in order: every search and baseline first (they depend on nothing), then
-    the reruns of the chosen configurations (they depend on their search)."""
+def plan_groups(spec: SweepSpec, slots: int | None = None) -> list[list[Phase]]:
+    """Phases that can run side by side, in order: the searches first, then the reruns of their chosen
+    configurations (they depend on their search). A fixed baseline (it depends on nothing) joins the searches when
+    their trials leave some of the ``slots`` (trials Ray can run at once; None: unknown) free, else the reruns,
+    which alone would leave cores idle at the end (the main job: 2 search bundles fill 2 cores, then OTS runs
+    beside the GAN's rerun)."""
     phases = plan_phases(spec)
-    groups = [[p for p in phases if p.kind != "best"], [p for p in phases if p.kind == "best"]]
-    return [g for g in groups if g]
+    searches = [p for p in phases if p.kind == "search"]
+    baselines = [p for p in phases if p.kind not in ("search", "best")]
+    reruns = [p for p in phases if p.kind == "best"]
+    search_trials = sum(math.ceil(p.method.samples / p.method.bundle) for p in searches)
+    if slots is None or not searches or not reruns or search_trials < slots:
+        groups = [searches + baselines, reruns]
+    else:
+        groups = [searches, baselines + reruns]
+    return [sorted(g, key=phases.index) for g in groups if g]
 
 
 def plan_phases(spec: SweepSpec) -> list[Phase]:

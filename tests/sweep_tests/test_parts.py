@@ -96,6 +96,10 @@ def test_fixed_phases_are_bundled_and_searches_come_first(tmp_path):
     spec = load_space(space)
     groups = plan_groups(spec)
     assert [[p.name for p in g] for g in groups] == [["gan", "ots"], ["gan-best"]]
+    # 3 samples in bundles of tiny_space's size: the baseline waits for the rerun only when the search fills the slots
+    search_trials = -(-3 // spec.methods[0].bundle)
+    assert [[p.name for p in g] for g in plan_groups(spec, slots=search_trials + 1)] == [["gan", "ots"], ["gan-best"]]
+    assert [[p.name for p in g] for g in plan_groups(spec, slots=search_trials)] == [["gan"], ["gan-best", "ots"]]
     state = SweepState.create(tmp_path, tracking_uri="x", experiment_id="1", overrides={})
     ots = PhaseRun(spec, groups[0][1], state)
     assert list(ots.record["bundles"].values()) == [["ots-000", "ots-001"], ["ots-002"]]
