@@ -39,6 +39,14 @@ def _pyplot():
     return plt
 
 
+def _fixed_margins(fig, title: bool) -> None:
+    """Margins in inches for a one-row figure of labelled panels: what ``tight_layout`` chose for these figures,
+    without its text measuring (2/3 of a figure's drawing time; a sweep draws two figures per member)."""
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=0.6 / w, right=1 - 0.15 / w, bottom=0.5 / h, top=1 - (0.6 if title else 0.35) / h,
+                        wspace=0.32)
+
+
 def labelled_scatter(samples: dict[str, torch.Tensor], title: str = "") -> torch.Tensor | None:
     """P | Q | T#P as labelled matplotlib panels (Q's principal plane, common limits that hold all points,
     T#P over a faint Q for comparison), returned as a (3, H, W) uint8 image; None without matplotlib."""
@@ -72,7 +80,7 @@ def labelled_scatter(samples: dict[str, torch.Tensor], title: str = "") -> torch
     axes[0][0].set_ylabel(f"2nd {axis}", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    _fixed_margins(fig, bool(title))
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
@@ -163,7 +171,7 @@ def curves_figure(evals: list[dict[str, float]], path: Path, title: str = "",
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    _fixed_margins(fig, bool(title))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
