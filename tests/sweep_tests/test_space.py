@@ -184,7 +184,7 @@ def test_validate_command():
     out = subprocess.run([sys.executable, "-m", "sweep.cli", "validate", str(REPO / "search_spaces/quick_bias.yaml")],
                          capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0
-    assert "ok (gan, ots on convex-mixture; objective l2_uvp (min); bundles gan x8)" in out.stdout
+    assert "ok (gan, ots on convex-mixture; objective l2_uvp (min); bundles gan x8, ots x2)" in out.stdout
 
 
 def test_a_user_pair_by_import_path_is_validated_before_ray_starts(tmp_path):
