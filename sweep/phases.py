@@ -52,6 +52,26 @@ def _trainable(spec: SweepSpec):
     return tune.with_resources(run_trial, {"cpu": res["cpu"], "gpu": res["gpu"], **res["custom"]})
 
 
+PENDING_ENV = "TUNE_MAX_PENDING_TRIALS_PG"  # read by Tune when a Tuner starts
+
+
+class _EnvDefault:
+    """Environment variables set for the length of one Tune run unless the user set them; restored after."""
+
+    def __init__(self):
+        self.names: list[str] = []
+
+    def setdefault(self, name: str, value: str) -> None:
+        if name not in os.environ:
+            self.names.append(name)
+            os.environ[name] = value
+
+    def restore(self) -> None:
+        for name in self.names:
+            os.environ.pop(name, None)
+        self.names.clear()
+
+
 def trial_slots(spec: SweepSpec) -> int:
     """Trials Ray can run at once now: its CPUs (and GPUs) over each trial's share, capped by max_concurrent."""
     import ray
@@ -90,6 +110,7 @@ def run_phases(spec: SweepSpec, phases: list[Phase], state: SweepState, opts: Op
 
     runs = [PhaseRun(spec, phase, state) for phase in phases]
     recorder = None
+    pending = _EnvDefault()
     for run in runs:
         run.asha_name = _asha(spec, run.phase, run, state)
     try:
@@ -99,6 +120,9 @@ def run_phases(spec: SweepSpec, phases: list[Phase], state: SweepState, opts: Op
             os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
         recorder = MemberRecorder(runs, state, tracker, state["tags"], opts.verbose)
         limit = spec.resources["max_concurrent"] or None
+        # Tune starts a custom searcher's trials one at a time (one pending trial, ~5 s of actor start each):
+        # the main job's second bundle started 5 s after the first, its OTS bundle only when the rerun ended
+        pending.setdefault(PENDING_ENV, str(trial_slots(spec)))
         tuner = tune.Tuner(
             _trainable(spec),
             tune_config=tune.TuneConfig(search_alg=BundleSearcher(runs), scheduler=FIFOScheduler(),
@@ -112,6 +136,7 @@ def run_phases(spec: SweepSpec, phases: list[Phase], state: SweepState, opts: Op
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
         tuner.fit()
     finally:
+        pending.restore()
         if recorder is not None:
             recorder.finish()
         interrupts.take_back()

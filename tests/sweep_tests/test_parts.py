@@ -2,6 +2,7 @@
 per-member ASHA rungs, the state file, the driver lock, phase planning and bundling."""
 
 import json
+import os
 
 import pytest
 
@@ -218,3 +219,18 @@ def test_an_unexpected_fault_leaves_the_sweep_failed_not_running(workdir, monkey
     parent_id = json.loads((folder / "tracking_runs.json").read_text())["parent"]
     parent = MlflowClient(state["tracking_uri"]).get_run(parent_id)
     assert parent.info.status == "FAILED" and "gcs_server_port" in parent.data.tags["otsr.status"]
+
+
+def test_tune_pending_trials_default_is_set_for_one_run_and_never_overrides_the_user(monkeypatch):
+    from sweep.phases import PENDING_ENV, _EnvDefault
+
+    monkeypatch.delenv(PENDING_ENV, raising=False)
+    env = _EnvDefault()
+    env.setdefault(PENDING_ENV, "2")
+    assert os.environ[PENDING_ENV] == "2"
+    env.restore()
+    assert PENDING_ENV not in os.environ
+    monkeypatch.setenv(PENDING_ENV, "7")  # the user's choice stays, and stays after the run
+    env.setdefault(PENDING_ENV, "2")
+    env.restore()
+    assert os.environ[PENDING_ENV] == "7"
