@@ -46,3 +46,25 @@ def test_potential_fit_starts_at_the_identity_error_and_lowers_it(tmp_path):
     assert [r["step"] for r in got["curve"]] == [0, 3, 6]
     assert got["identity_uvp"] > 50  # a zero potential moves nothing: the identity's error
     assert got["curve"][-1]["fit_uvp"] < got["identity_uvp"]
+
+
+def test_lambda_search_replay_halves_on_the_recorded_curves(tmp_path):
+    # a finished search's files as the sweep writes them: state.json's members and each member's result.json;
+    # member c is worst at the first rung but best at the end, member a best early
+    curves = {"a": [30.0, 20.0, 19.0], "b": [40.0, 35.0, 34.0], "c": [50.0, 15.0, 10.0], "d": [60.0, 50.0, 45.0]}
+    folder = tmp_path / "sweep"
+    members = {}
+    for key, values in curves.items():
+        (folder / "members" / key).mkdir(parents=True)
+        evals = [{"step": s, "l2_uvp": v} for s, v in zip((100, 200, 300), values)]
+        (folder / "members" / key / "result.json").write_text(json.dumps({"evals": evals}))
+        members[key] = {"phase": "gan"}
+    members["ots-000"] = {"phase": "ots"}
+    (folder / "state.json").write_text(json.dumps({"members": members}))
+    out = tmp_path / "replay.json"
+    _run(["bench/diag/lambda_search_replay.py", str(folder), "--rungs", "100,200", "--eta", "2,4", "--out", str(out)],
+         tmp_path)
+    rows = json.loads(out.read_text())["sweep"]["rows"]
+    assert rows["to the end"] == [[400, 30.0], [800, 15.0], [1200, 10.0]]
+    assert rows["halving eta=2"] == [[400, 30.0], [600, 20.0], [700, 19.0]]  # c was cut at the first rung
+    assert rows["halving eta=4"] == [[400, 30.0], [500, 20.0], [600, 19.0]]

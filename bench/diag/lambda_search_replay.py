@@ -46,6 +46,7 @@ def halving(c: dict[str, dict[int, float]], rungs: list[int], end: int, eta: int
 
 
 def main() -> None:
+    """Print each folder's table; write them all to --out."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("folders", nargs="+", type=Path)
     ap.add_argument("--phase", default="gan")
