@@ -73,13 +73,17 @@ class _EnvDefault:
 
 
 def trial_slots(spec: SweepSpec) -> int:
-    """Trials Ray can run at once now: its CPUs (and GPUs) over each trial's share, capped by max_concurrent."""
+    """Trials Ray can run at once now (``slots_for`` what it offers)."""
     import ray
 
-    res, total = spec.resources, ray.cluster_resources()
-    slots = [int(total.get("CPU", 0) // res["cpu"])] if res["cpu"] else []
-    if res["gpu"]:
-        slots.append(int(total.get("GPU", 0) // res["gpu"]))
+    return slots_for(ray.cluster_resources(), spec.resources)
+
+
+def slots_for(total: dict[str, float], res: dict) -> int:
+    """Trials that fit in ``total`` resources: each resource (CPUs, GPUs, custom) over a trial's share, capped by
+    max_concurrent; at least 1 (a cluster that reports none yet, e.g. before autoscaling)."""
+    need = {"CPU": res["cpu"], "GPU": res["gpu"], **res["custom"]}
+    slots = [int(total.get(name, 0) / share + 1e-6) for name, share in need.items() if share]  # 2 / 0.2 = 10
     if res["max_concurrent"]:
         slots.append(int(res["max_concurrent"]))
     return max(1, min(slots)) if slots else 1
@@ -120,12 +124,15 @@ def run_phases(spec: SweepSpec, phases: list[Phase], state: SweepState, opts: Op
             os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
         recorder = MemberRecorder(runs, state, tracker, state["tags"], opts.verbose)
         limit = spec.resources["max_concurrent"] or None
-        # Tune starts a custom searcher's trials one at a time (one pending trial, ~5 s of actor start each):
-        # the main job's second bundle started 5 s after the first, its OTS bundle only when the rerun ended
-        pending.setdefault(PENDING_ENV, str(trial_slots(spec)))
+        slots = trial_slots(spec)
+        if limit is None:  # with max_concurrent Tune already lets that many trials wait for their actors
+            # Tune starts a custom searcher's trials one at a time (one pending trial, ~5 s of actor start each):
+            # the main job's second bundle started 5 s after the first, its OTS bundle only when the rerun ended.
+            # Read in this process: a Ray client driver (ray://) runs Tune remotely and keeps one pending trial.
+            pending.setdefault(PENDING_ENV, str(slots))
         tuner = tune.Tuner(
             _trainable(spec),
-            tune_config=tune.TuneConfig(search_alg=BundleSearcher(runs), scheduler=FIFOScheduler(),
+            tune_config=tune.TuneConfig(search_alg=BundleSearcher(runs, in_flight=slots + 1), scheduler=FIFOScheduler(),
                                         num_samples=max(1, sum(run.n_bundles() for run in runs)),
                                         max_concurrent_trials=limit, reuse_actors=REUSE_ACTORS),
             run_config=tune.RunConfig(

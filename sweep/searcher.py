@@ -197,25 +197,32 @@ class BundleSearcher(Searcher):
     """Ray Tune searcher that hands out the bundles of one or more phases run together (see ``PhaseRun``), in
     phase order; Tune never restores it."""
 
-    def __init__(self, runs: list[PhaseRun]):
+    def __init__(self, runs: list[PhaseRun], in_flight: int | None = None):
         super().__init__(metric=None, mode=None)
         self.runs = runs
+        self.in_flight = in_flight  # at most this many bundles handed out and not yet ended (None: no cap)
+        self.live: set[str] = set()  # Tune trial ids handed out and not yet complete
 
     def set_search_properties(self, metric, mode, config, **spec) -> bool:
         """Everything the search needs is in the phase run."""
         return True
 
     def suggest(self, trial_id: str):
-        """The next bundle's config, or FINISHED."""
+        """The next bundle's config; None (ask again later) while ``in_flight`` bundles are out, so an adaptive
+        sampler is not asked far ahead of its results (Tune asks for one trial per pending slot); or FINISHED."""
+        if self.in_flight is not None and len(self.live) >= self.in_flight:
+            return None
         for run in self.runs:
             bundle = run.next_bundle()
             if bundle is not None:
                 run.trials[trial_id] = bundle
+                self.live.add(trial_id)
                 return run.trial_config(bundle)
         return Searcher.FINISHED
 
     def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
-        """Members are told one by one as they end (``MemberRecorder``)."""
+        """Frees the trial's place; members are told one by one as they end (``MemberRecorder``)."""
+        self.live.discard(trial_id)
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         """Nothing: a sweep resumes from otsr's state file, not from Tune's files."""

@@ -234,3 +234,39 @@ def test_tune_pending_trials_default_is_set_for_one_run_and_never_overrides_the_
     env.setdefault(PENDING_ENV, "2")
     env.restore()
     assert os.environ[PENDING_ENV] == "7"
+
+
+def test_trial_slots_count_every_resource_and_fractional_shares():
+    from sweep.phases import slots_for
+
+    res = {"cpu": 1, "gpu": 0, "custom": {}, "max_concurrent": 0}
+    assert slots_for({"CPU": 2.0}, res) == 2
+    assert slots_for({"CPU": 2.0}, {**res, "cpu": 0.2}) == 10  # 2 // 0.2 is 9.0 in floats
+    assert slots_for({"CPU": 8.0, "GPU": 1.0}, {**res, "gpu": 0.25}) == 4
+    assert slots_for({"CPU": 8.0, "tpu_host": 2.0}, {**res, "custom": {"tpu_host": 1}}) == 2
+    assert slots_for({"CPU": 8.0}, {**res, "max_concurrent": 3}) == 3
+    assert slots_for({}, res) == 1  # an autoscaling head that offers nothing yet
+
+
+def test_bundle_searcher_keeps_at_most_in_flight_bundles_out():
+    from ray.tune.search import Searcher
+
+    from sweep.searcher import BundleSearcher
+
+    class Listed:  # the three methods BundleSearcher uses of a PhaseRun, over a fixed list of bundles
+        def __init__(self, bundles):
+            self.bundles, self.trials = list(bundles), {}
+
+        def next_bundle(self):
+            return self.bundles.pop(0) if self.bundles else None
+
+        def trial_config(self, bundle):
+            return {"bundle": bundle}
+
+    searcher = BundleSearcher([Listed(["b0", "b1", "b2"])], in_flight=2)
+    assert searcher.suggest("t0") == {"bundle": "b0"} and searcher.suggest("t1") == {"bundle": "b1"}
+    assert searcher.suggest("t2") is None  # two out: ask again later, Optuna is not asked ahead
+    searcher.on_trial_complete("t0")
+    assert searcher.suggest("t2") == {"bundle": "b2"}
+    searcher.on_trial_complete("t1"), searcher.on_trial_complete("t2")
+    assert searcher.suggest("t3") == Searcher.FINISHED
