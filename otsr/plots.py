@@ -43,7 +43,7 @@ def _fixed_margins(fig, title: bool) -> None:
     """Margins in inches for a one-row figure of labelled panels: what ``tight_layout`` chose for these figures,
     without its text measuring (2/3 of a figure's drawing time; a sweep draws two figures per member)."""
     w, h = fig.get_size_inches()
-    fig.subplots_adjust(left=0.6 / w, right=1 - 0.15 / w, bottom=0.5 / h, top=1 - (0.6 if title else 0.35) / h,
+    fig.subplots_adjust(left=0.85 / w, right=1 - 0.15 / w, bottom=0.5 / h, top=1 - (0.6 if title else 0.35) / h,
                         wspace=0.32)
 
 
