@@ -24,7 +24,7 @@ from otsr.checkpoint import CheckpointError  # noqa: E402
 from otsr.imageio import DataError  # noqa: E402
 from sweep.folder import SweepStateError  # noqa: E402
 from sweep.mlflow_views import view_urls  # noqa: E402
-from sweep.space import SpaceError, load_space  # noqa: E402
+from sweep.space import SpaceError, load_space, ray_request  # noqa: E402
 from sweep.tracking import (  # noqa: E402
     TrackingError,
     default_artifact_root,
@@ -96,7 +96,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     spec = load_space(args.space, _options(args).overrides)
     if args.cluster:
         res = spec.resources
-        demand = {k: v for k, v in {"CPU": res["cpu"], "GPU": res["gpu"], **res["custom"]}.items() if v}
+        demand = {k: v for k, v in ray_request(res).items() if v}
         add, left = plan_nodes(full, [demand])
         if left:
             raise ValueError(f"{args.cluster}: no node type of the cluster fits a trial of {args.space} ({demand})")

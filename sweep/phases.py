@@ -14,7 +14,7 @@ from sweep.asha import start_actor
 from sweep.folder import SweepState
 from sweep.recorder import MemberRecorder
 from sweep.searcher import BundleSearcher, Phase, PhaseRun
-from sweep.space import SweepSpec
+from sweep.space import SweepSpec, ray_request
 from sweep.tracking import Tracker
 from sweep.trial import run_trial
 
@@ -82,8 +82,8 @@ def trial_slots(spec: SweepSpec) -> int:
 def slots_for(total: dict[str, float], res: dict) -> int:
     """Trials that fit in ``total`` resources: each resource (CPUs, GPUs, custom) over a trial's share, capped by
     max_concurrent; at least 1 (a cluster that reports none yet, e.g. before autoscaling)."""
-    need = {"CPU": res["cpu"], "GPU": res["gpu"], **res["custom"]}
-    slots = [int(total.get(name, 0) / share + 1e-6) for name, share in need.items() if share]  # 2 / 0.2 = 10
+    # + 1e-6: 2 / 0.2 fits 10 trials, where 2 // 0.2 == 9.0
+    slots = [int(total.get(name, 0) / share + 1e-6) for name, share in ray_request(res).items() if share]
     if res["max_concurrent"]:
         slots.append(int(res["max_concurrent"]))
     return max(1, min(slots)) if slots else 1

@@ -379,6 +379,11 @@ def _parse_method(src: str, method: str, block: Any, samples_override: int | Non
     return MethodSpec(method, samples, fixed, search, grid, bundle)
 
 
+def ray_request(res: dict[str, Any]) -> dict[str, float]:
+    """A trial's resources in Ray's names (CPU, GPU, custom ones), zero shares included."""
+    return {"CPU": res["cpu"], "GPU": res["gpu"], **res["custom"]}
+
+
 def check_resources_on_cluster(spec: SweepSpec, address: str | None = None, num_cpus: int | None = None) -> None:
     """A trial's resources must fit one node of the cluster (in-process: this machine), or nothing ever starts.
 
@@ -400,7 +405,7 @@ def check_resources_on_cluster(spec: SweepSpec, address: str | None = None, num_
 
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
         scalable = bool(os.environ.get("OTSR_CLUSTER_AUTOSCALES"))
-    need = {"CPU": res["cpu"], "GPU": res["gpu"], **res["custom"]}
+    need = ray_request(res)
     if any(all(node.get(k, 0) >= v for k, v in need.items() if v) for node in nodes):
         return
     have = "; ".join(", ".join(f"{k}={v:g}" for k, v in sorted(n.items()) if not k.startswith("node:")
