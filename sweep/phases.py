@@ -15,6 +15,7 @@ from sweep.folder import SweepState
 from sweep.recorder import MemberRecorder
 from sweep.searcher import BundleSearcher, Phase, PhaseRun
 from sweep.space import SweepSpec, ray_request
+from sweep.studies import StudyTeller
 from sweep.tracking import Tracker
 from sweep.trial import run_trial
 
@@ -112,7 +113,8 @@ def run_phases(spec: SweepSpec, phases: list[Phase], state: SweepState, opts: Op
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler
 
-    runs = [PhaseRun(spec, phase, state) for phase in phases]
+    teller = StudyTeller()
+    runs = [PhaseRun(spec, phase, state, teller=teller) for phase in phases]
     recorder = None
     pending = _EnvDefault()
     for run in runs:
@@ -146,6 +148,8 @@ def run_phases(spec: SweepSpec, phases: list[Phase], state: SweepState, opts: Op
         pending.restore()
         if recorder is not None:
             recorder.finish()
+        teller.close()  # every tell written before the study is read (best configuration, report)
+        state.save()  # with the members' told flags
         interrupts.take_back()
         for run in runs:
             if run.asha_actor is not None:

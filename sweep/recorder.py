@@ -3,9 +3,9 @@ console line, kept up to date from the trials' reports (a Tune callback on the d
 Tune: a tracking or study write that fails is queued or reported, and the trials keep training).
 
 It runs on Tune's event loop, so it only does quick things there: MLflow writes are appended to the tracking
-queue, whose drainer thread sends them; the state file and the Optuna study are local files. A member's Optuna
-trial is told once its MLflow run exists (its run id is one of the trial's attributes), at the latest when the
-phases end.
+queue, whose drainer thread sends them; Optuna writes go to the phases' study teller thread; the state file is a
+local file. A member's Optuna trial is told once its MLflow run exists (its run id is one of the trial's
+attributes), at the latest when the phases end.
 
 Each metric point is logged once: a resumed member re-runs the steps after its last checkpoint, and points at
 steps already logged are skipped, so a resumed sweep holds no duplicates.
@@ -196,7 +196,7 @@ class MemberRecorder(Callback):
             self.untold.remove(key)
             self.state.member(key).run_id = ids.get(key, "")
             try:
-                self._run(key).tell(key)
+                self._run(key).tell_later(key)
             except Exception as e:  # the study is a record; a failure to write it never stops the sweep
                 print(f"otsr-sweep: could not record {key} in the Optuna study: {e}", file=sys.stderr)
 

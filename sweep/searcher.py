@@ -19,7 +19,7 @@ from ray.tune.search import Searcher
 from sweep.folder import SweepState
 from sweep.records import MemberStatus
 from sweep.space import MethodSpec, SweepSpec
-from sweep.studies import make_sampler, open_study
+from sweep.studies import StudyTeller, make_sampler, open_study
 
 PAIR_KEY = "pair"
 
@@ -77,8 +77,10 @@ def plan_phases(spec: SweepSpec) -> list[Phase]:
 class PhaseRun:
     """The members of one phase: created (asked of Optuna, or listed), bundled, told when they end."""
 
-    def __init__(self, spec: SweepSpec, phase: Phase, state: SweepState, asha_name: str | None = None):
+    def __init__(self, spec: SweepSpec, phase: Phase, state: SweepState, asha_name: str | None = None,
+                 teller: StudyTeller | None = None):
         self.spec, self.phase, self.state, self.asha_name = spec, phase, state, asha_name
+        self.teller = teller  # writes the study off the caller's thread (None: in it)
         self.record = state.phase(phase.name)
         self.k = phase.method.bundle
         self.study = self._open_study() if phase.kind == "search" else None
@@ -120,6 +122,8 @@ class PhaseRun:
         want = min(self.k, self.phase.method.samples - have)
         if want <= 0:
             return None
+        if self.teller is not None:
+            self.teller.wait()  # the sampler sees every member that ended before this ask
         keys = []
         for _ in range(want):
             trial = self.study.ask(self.phase.method.search)
@@ -167,10 +171,20 @@ class PhaseRun:
 
     # --- Optuna ---
 
+    def tell_later(self, key: str) -> None:
+        """Tell the study about member ``key`` through the teller (now, without one)."""
+        if self.teller is None:
+            self.tell(key)
+        else:
+            self.teller.submit(key, self.tell, key)
+
     def tell(self, key: str) -> None:
         """Tell the study how member ``key`` ended (complete, pruned by ASHA, or failed), with its attributes."""
         m = self.state.member(key)
         if self.study is None or m.optuna is None or m.told:
+            return
+        if self.study._storage.get_trial(m.optuna_id).state.is_finished():  # told before a crash, not saved
+            m.told = True
             return
         trial = optuna.trial.Trial(self.study, m.optuna_id)
         attrs = {"member": key, "seed": m.settings.get("seed"), "status": m.status.value, "step": m.step,

@@ -270,3 +270,43 @@ def test_bundle_searcher_keeps_at_most_in_flight_bundles_out():
     assert searcher.suggest("t2") == {"bundle": "b2"}
     searcher.on_trial_complete("t1"), searcher.on_trial_complete("t2")
     assert searcher.suggest("t3") == Searcher.FINISHED
+
+
+def test_members_are_told_off_the_callers_thread_and_the_next_ask_waits_for_them(tmp_path, capsys):
+    import threading
+
+    import optuna
+
+    from sweep.records import MemberStatus
+    from sweep.studies import StudyTeller
+
+    spec = load_space(tiny_space(tmp_path, samples=4, seeds=1))
+    state = SweepState.create(tmp_path, tracking_uri="x", experiment_id="1", overrides={})
+    teller = StudyTeller()
+    gan = PhaseRun(spec, plan_groups(spec)[0][0], state, teller=teller)
+    keys = gan.record["bundles"][gan.next_bundle()]
+    m = state.member(keys[0])
+    m.status, m.step, m.metrics, m.objective = MemberStatus.COMPLETED, 20, {"l2_uvp": 3.0}, {"10": 4.0, "20": 3.0}
+    gate = threading.Event()
+    teller.submit("a slow write", gate.wait)  # the study's writer is busy: telling must not wait for it
+    gan.tell_later(keys[0])
+    trial = gan.study._storage.get_trial(m.optuna_id)
+    assert trial.state is optuna.trial.TrialState.RUNNING and not m.told
+    teller.submit("a broken write", lambda: 1 / 0)  # printed, and the writes after it still run
+    asking = threading.Thread(target=gan.next_bundle)
+    asking.start()
+    asking.join(0.5)
+    assert asking.is_alive()  # the next ask waits until the sampler can see the members told before it
+    gate.set()
+    asking.join(10)
+    assert not asking.is_alive()
+    trial = gan.study._storage.get_trial(m.optuna_id)
+    assert trial.state is optuna.trial.TrialState.COMPLETE and trial.values == [3.0] and m.told
+    assert trial.intermediate_values == {10: 4.0, 20: 3.0} and trial.user_attrs["member"] == keys[0]
+    assert "could not record a broken write in the Optuna study: ZeroDivisionError" in capsys.readouterr().err
+    m.told = False  # told, but the state file was not saved before a crash: telling again is a no-op
+    gan.tell(keys[0])
+    assert m.told
+    teller.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        teller.submit("late", print)
