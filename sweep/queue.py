@@ -130,9 +130,10 @@ class DurableQueue:
             return not self.items
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait up to ``timeout`` seconds for the drainer to send everything queued; True when it has."""
+        """Wait up to ``timeout`` seconds for the drainer to send everything queued; True when it has. Returns
+        at once while the target is failing (it backs off: waiting would only delay the end of the run)."""
         deadline = time.monotonic() + timeout
-        while not self.idle() and time.monotonic() < deadline:
+        while not self.idle() and time.monotonic() < deadline and self.last_error is None:
             self._wake.set()
             time.sleep(0.05)
         return self.idle()
@@ -148,7 +149,8 @@ class DurableQueue:
         """A few more tries (at the end of a run; the drainer is stopped first), then leave the rest on disk."""
         self.stop()
         for i in range(attempts):
+            if i:
+                time.sleep(wait * 2 ** (i - 1))
             if self.flush(force=True):
                 return True
-            time.sleep(wait * (2**i))
         return False

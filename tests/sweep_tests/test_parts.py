@@ -3,6 +3,7 @@ per-member ASHA rungs, the state file, the driver lock, phase planning and bundl
 
 import json
 import os
+import time
 
 import pytest
 
@@ -30,6 +31,8 @@ def test_queue_keeps_writes_on_disk_until_the_target_answers(tmp_path):
     q.submit({"op": "b"})
     assert sent == [] and len(DurableQueue(tmp_path / "q.jsonl", apply)) == 2  # on disk, in order
     assert "ConnectionError" in q.last_error
+    started = time.monotonic()
+    assert not q.wait_idle(60) and time.monotonic() - started < 10  # no waiting on a target that is failing
     up["ok"] = True
     assert q.flush(force=True) and sent == [{"op": "a"}, {"op": "b"}]
     assert not (tmp_path / "q.jsonl").exists()
