@@ -134,8 +134,8 @@ def test_gan_lands_on_the_wgan_gp_equilibrium_and_is_biased():
     ||delta|| - s_GP while OTS is not; lambda 8 again under bf16 autocast (solo)."""
     pair = GaussianShift(dim=16, shift=4.0)
     kappa = 1 / 16
-    ots = otsr.train(TrainConfig(method="ots", steps=300, batch_size=256, lr_map=1e-3,
-                                              lr_critic=1e-3, device="cpu", eval_every=300), pair)
+    ots = otsr.train(TrainConfig(method="ots", steps=100, batch_size=256, lr_map=1e-3,  # bias 0.064 at 100 steps
+                                 lr_critic=1e-3, device="cpu", eval_every=100), pair)
     assert ots.metrics["ot_consistency"] >= 0.95
     assert ots.metrics["bias_mean_shift"] < 0.5
     base = TrainConfig(method="gan", steps=500, batch_size=256, lr_map=3e-4, lr_critic=3e-4, width=64,

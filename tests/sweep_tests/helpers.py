@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from collections import Counter
 from pathlib import Path
 
@@ -48,3 +49,22 @@ def assert_one_finished_run_per_trial(folder: Path) -> list[dict]:
         assert run.info.run_name.startswith(method + " ")
         assert run.info.run_name.endswith(f" s{seed}") or "(stopped @" in run.info.run_name
     return trials
+
+
+class Payload:
+    """Unpickling this writes a marker file: what a planted pickle could do."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "unpickled"))
+
+
+def plant_pickles(folder: Path, marker: Path) -> None:
+    """Replace every pickle Tune left in a sweep folder (and its experiment file) with a ``Payload``: whoever can
+    write a shared sweep folder plants code; ``resume`` must not run it."""
+    planted = [p for p in (folder / "ray").rglob("*.pkl")] + [folder / "ray" / "gan" / "tuner.pkl"]
+    for p in planted:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(pickle.dumps(Payload(marker)))

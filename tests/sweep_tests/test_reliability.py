@@ -1,4 +1,5 @@
-"""Faults a sweep must survive with real processes: Ctrl-C (a real SIGINT to the driver), an MLflow server
+"""Faults a sweep must survive with real processes: Ctrl-C (a real SIGINT to the driver; the resume that finishes
+it must not unpickle what is in the sweep folder), an MLflow server
 killed mid-trial, and a second driver on the same sweep folder."""
 
 import json
@@ -11,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from sweep.lock import is_locked
 from tests.sweep_tests.conftest import start_mlflow_server, stop_process_group, tiny_space, venv_bin
-from tests.sweep_tests.helpers import assert_one_finished_run_per_trial, only_sweep
+from tests.sweep_tests.helpers import assert_one_finished_run_per_trial, only_sweep, plant_pickles
 
 pytestmark = pytest.mark.ray
 
@@ -53,9 +54,12 @@ def test_ctrl_c_stops_gracefully_and_resume_finishes_every_trial(ray_cluster, wo
     assert client.get_run(parent).info.status == "KILLED"
     assert not is_locked(folder)
 
+    marker = workdir / "pwned"
+    plant_pickles(folder, marker)
     resumed = subprocess.run([venv_bin("otsr-sweep"), "resume", str(folder), *common, "--verbose", "0"],
                              cwd=workdir, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not marker.exists(), "resume unpickled a file from the sweep folder"
     trials = assert_one_finished_run_per_trial(folder)
     assert len(trials) == 3 + 1 and all(t["final"] for t in trials)
     assert client.get_run(parent).info.status == "FINISHED"

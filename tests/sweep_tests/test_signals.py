@@ -1,10 +1,10 @@
 """A hostile but honest user, with real processes and signals: SIGUSR1 and SIGHUP stop a sweep gracefully like
-Ctrl-C; resume never unpickles what is in a sweep folder; sweeps started together on a new MLflow store all
+Ctrl-C (that a resume then finishes it without unpickling what is in the folder: test_reliability's Ctrl-C test);
+sweeps started together on a new MLflow store all
 finish; in-process Ray listens on loopback only and a SIGKILLed driver's Ray processes are cleaned up."""
 
 import json
 import os
-import pickle
 import signal
 import subprocess
 import time
@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.sweep_tests.conftest import stop_process_group, tiny_space, venv_bin
-from tests.sweep_tests.helpers import assert_one_finished_run_per_trial, only_sweep
+from tests.sweep_tests.helpers import only_sweep
 
 pytestmark = pytest.mark.ray
 
@@ -38,18 +38,8 @@ def _signal_after_a_checkpoint(driver, workdir, sig) -> str:
             stop_process_group(driver, signal.SIGKILL)
 
 
-class Payload:
-    """Unpickling this writes a marker file: what a planted pickle could do."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (Path.write_text, (self.marker, "unpickled"))
-
-
 @pytest.mark.parametrize("sig", [signal.SIGUSR1, signal.SIGHUP])
-def test_sigusr1_and_sighup_stop_gracefully_and_resume_loads_no_pickle(ray_cluster, workdir, sig):
+def test_sigusr1_and_sighup_stop_gracefully(ray_cluster, workdir, sig):
     cluster, _ = ray_cluster
     space = tiny_space(workdir, custom="{worker: 1}", samples=2, seeds=1, steps=300, eval_every=50)
     driver = _driver(workdir, space, "--address", cluster.address, "--verbose", "0")
@@ -62,20 +52,6 @@ def test_sigusr1_and_sighup_stop_gracefully_and_resume_loads_no_pickle(ray_clust
     client = MlflowClient(state["tracking_uri"])
     runs = json.loads((folder / "tracking_runs.json").read_text())
     assert client.get_run(runs["parent"]).info.status == "KILLED"
-    if sig != signal.SIGUSR1:
-        return
-    marker = workdir / "pwned"
-    planted = [p for p in (folder / "ray").rglob("*.pkl")] + [folder / "ray" / "gan" / "tuner.pkl"]
-    for p in planted:  # whoever can write the (shared) sweep folder plants code
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(pickle.dumps(Payload(marker)))
-    out = subprocess.run([venv_bin("otsr-sweep"), "resume", str(folder), "--address", cluster.address,
-                          "--verbose", "0"], cwd=workdir, capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert not marker.exists(), "resume unpickled a file from the sweep folder"
-    members = assert_one_finished_run_per_trial(folder)
-    assert len(members) == 2 + 1 and all(m["status"] == "completed" for m in members)
-    assert json.loads((folder / "state.json").read_text())["status"] == "finished"
 
 
 def test_sweeps_started_together_on_a_new_store_all_finish(ray_cluster, workdir):
