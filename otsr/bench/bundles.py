@@ -190,7 +190,7 @@ def run_bundle_bench(configs: list[str] | None, sizes: list[int], steps: int, wa
                                  "peak_mem_gib": max(o["peak_mem_gib"] for o in outs), "gflops": gflops})
                 print(f"{name}: {procs} solo process(es) x {threads} thread(s): {total:.1f} steps/s in total, "
                       f"{gflops:.2f} GFLOP/s", flush=True)
-        best = max((p["steps_per_s"] for p in packings), default=float("nan"))
+        best = max((p["steps_per_s"] for p in packings), default=None)  # None: --no-pack
         rows[name] = {"bundles": bundles, "packings": packings, "best_packing": best}
     return {"date": dt.date.today().isoformat(), "machine": machine_name(device), "torch": torch.__version__,
             "cores": cores, **peaks, "rows": rows}
@@ -221,7 +221,8 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {name} | solo x{p['processes']} ({p['threads']} thr) | {p['steps_per_s']:.1f} | "
                          f"{p['steps_per_s'] / best:.2f}x | {gflop_cells(p, None)} {p['peak_mem_gib']:.2f} |")
         for b in row["bundles"]:
-            lines.append(f"| {name} | {b['k']} | {b['steps_per_s']:.1f} | {b['steps_per_s'] / best:.2f}x | "
+            ratio = f"{b['steps_per_s'] / best:.2f}x" if best else "–"  # no packing measured
+            lines.append(f"| {name} | {b['k']} | {b['steps_per_s']:.1f} | {ratio} | "
                          f"{gflop_cells(b, b.get('bmm_limit_gflops'))} {b['peak_mem_gib']:.2f} |")
     return "\n".join(lines)
 

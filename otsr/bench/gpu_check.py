@@ -71,7 +71,7 @@ def check_bundles(out: Path, dry: bool) -> tuple[bool | None, str]:
         gflops = {b["k"]: b.get("gflops") for b in row["bundles"]}
         lines.append(f"{name}: " + ", ".join(f"K={k} {v:.0f}/s" + (f" {gflops[k]:.0f} GFLOP/s" if gflops[k] else "")
                                              for k, v in rates.items())
-                     + f" (best solo packing {row['best_packing']:.0f}/s)")
+                     + (f" (best solo packing {row['best_packing']:.0f}/s)" if row.get("best_packing") else ""))
     gan = rep["rows"].get("mlp-gan-d16")
     if dry or gan is None:
         return None, "; ".join(lines) + f" ({BUNDLE_TARGET:g} steps/s target not judged)"

@@ -74,6 +74,10 @@ def test_bundle_bench_prints_gflops_and_its_share_of_both_limits():
                 b.pop(key, None)
     row = next(line for line in bundles.markdown(old).splitlines() if line.startswith("| mlp-gan-d16 | 2 |"))
     assert [c.strip() for c in row.strip("|").split("|")][4:7] == ["–", "–", "–"]
+    unpacked = json.loads(json.dumps(report))  # --no-pack (the GPU check's dry run): no solo packing to compare
+    unpacked["rows"]["mlp-gan-d16"].update(packings=[], best_packing=None)
+    row = next(line for line in bundles.markdown(unpacked).splitlines() if line.startswith("| mlp-gan-d16 | 2 |"))
+    assert [c.strip() for c in row.strip("|").split("|")][3] == "–"
 
 
 def test_speed_table_on_cuda_shows_shares_of_the_bf16_and_the_fp32_peak():
