@@ -485,7 +485,7 @@ def _bench_bundle(args: argparse.Namespace) -> int:
 
     report = run_bundle_bench(args.bundle_config or None, sizes=args.bundle, steps=args.steps,
                               warmup=args.warmup, device=args.device, pack=not args.no_pack,
-                              limit_seconds=0 if args.no_peak else 1.0)
+                              limit_seconds=0 if args.no_peak else 1.0, threads=args.threads)
     print(bundle_markdown(report))
     if args.readme:
         bench.write_readme(Path(args.readme), "bundle", bundle_markdown(report))

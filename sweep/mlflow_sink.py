@@ -24,9 +24,12 @@ RUNS = "tracking_runs.json"  # local key (member key, 'parent') -> MLflow run id
 
 
 def client_env() -> None:
-    """HTTP requests fail fast: the durable queue retries, not MLflow's minutes of backoff."""
+    """HTTP requests fail fast: the durable queue retries, not MLflow's minutes of backoff. Ending a run on a
+    tracking server prints no "View run ... at" lines (two per run, even at --verbose 0; the sweep prints the
+    views' address once) and skips the extra request that fetched the run to print them."""
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 @contextlib.contextmanager

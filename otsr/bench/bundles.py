@@ -155,14 +155,15 @@ def _share(gflops: float, limit: float | None) -> str:
 
 
 def run_bundle_bench(configs: list[str] | None, sizes: list[int], steps: int, warmup: int,
-                     device: str | None = None, pack: bool = True, limit_seconds: float = 1.0) -> dict[str, Any]:
-    """For each configuration: bundles of each size with all threads, and solo trials packed P x (cores/P); the
-    matmul peaks first (``limit_seconds`` <= 0: no limits are measured)."""
+                     device: str | None = None, pack: bool = True, limit_seconds: float = 1.0,
+                     threads: int | None = None) -> dict[str, Any]:
+    """For each configuration: bundles of each size on ``threads`` threads (None: every core), and solo trials
+    packed P x (threads/P); the matmul peaks first (``limit_seconds`` <= 0: no limits are measured)."""
     names = configs or ["quick-bias-gan", "gpu-space-gan-d64"]
     unknown = sorted(set(names) - set(CONFIGS))
     if unknown:
         raise ValueError(f"unknown bundle config(s) {unknown}; valid: {', '.join(CONFIGS)}")
-    cores = os.cpu_count() or 1
+    cores = threads or os.cpu_count() or 1
     peaks = {"matmul_fp32_gflops": None, "matmul_bf16_gflops": None}
     if limit_seconds > 0:
         peaks = _read(_subprocess(cores, "peaks", device or "", 2 * limit_seconds))
@@ -181,14 +182,14 @@ def run_bundle_bench(configs: list[str] | None, sizes: list[int], steps: int, wa
         packings = []
         if pack:
             for procs in sorted({1, cores} | ({2} if cores >= 2 else set())):
-                threads = max(1, cores // procs)
-                outs = [_read(p) for p in [_measure(name, 1, threads, steps, warmup, device, 0)
+                per = max(1, cores // procs)
+                outs = [_read(p) for p in [_measure(name, 1, per, steps, warmup, device, 0)
                                            for _ in range(procs)]]
                 total = sum(o["steps_per_s"] for o in outs)
                 gflops = sum(o["gflops"] for o in outs)
-                packings.append({"processes": procs, "threads": threads, "steps_per_s": total,
+                packings.append({"processes": procs, "threads": per, "steps_per_s": total,
                                  "peak_mem_gib": max(o["peak_mem_gib"] for o in outs), "gflops": gflops})
-                print(f"{name}: {procs} solo process(es) x {threads} thread(s): {total:.1f} steps/s in total, "
+                print(f"{name}: {procs} solo process(es) x {per} thread(s): {total:.1f} steps/s in total, "
                       f"{gflops:.2f} GFLOP/s", flush=True)
         best = max((p["steps_per_s"] for p in packings), default=None)  # None: --no-pack
         rows[name] = {"bundles": bundles, "packings": packings, "best_packing": best}
@@ -202,8 +203,9 @@ def markdown(report: dict[str, Any]) -> str:
     fp32, bf16 = report.get("matmul_fp32_gflops"), report.get("matmul_bf16_gflops")
     limits = (f"; matmul peak at {report['cores']} threads: fp32 {fp32:.1f} GFLOP/s" if fp32 else "") + (
         f", bf16 {bf16:.1f} GFLOP/s" if bf16 else "")
-    lines = [f"Measured {report['date']} on {report['machine']}, torch {report['torch']}; bundles use all "
-             f"{report['cores']} cores, solo packing P processes x (cores / P) threads (best shown){limits}.", "",
+    lines = [f"Measured {report['date']} on {report['machine']}, torch {report['torch']}; bundles use "
+             f"{report['cores']} thread(s), solo packing P processes x ({report['cores']} / P) threads (best shown)"
+             f"{limits}.", "",
              "| config | K | member steps/s | vs best solo packing | GFLOP/s | % of matmul peak |"
              + (" % of bf16 peak |" if bf16 else "") + " % of batched-matmul limit | peak mem (GiB) |",
              "|---|---|---|---|---|---|" + ("---|" if bf16 else "") + "---|---|"]

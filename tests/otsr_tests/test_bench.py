@@ -80,6 +80,13 @@ def test_bundle_bench_prints_gflops_and_its_share_of_both_limits():
     assert [c.strip() for c in row.strip("|").split("|")][3] == "–"
 
 
+def test_bundle_bench_runs_on_the_threads_asked_for():
+    report = bundles.run_bundle_bench(["mlp-gan-d16"], sizes=[1], steps=2, warmup=1, pack=False, limit_seconds=0,
+                                      threads=1)
+    assert report["cores"] == 1 and report["rows"]["mlp-gan-d16"]["bundles"][0]["threads"] == 1
+    assert "bundles use 1 thread(s)" in bundles.markdown(report)
+
+
 def test_speed_table_on_cuda_shows_shares_of_the_bf16_and_the_fp32_peak():
     lean = {"steps_per_s": 10.0, "samples_per_s": 640.0, "tflops": 50.0, "peak_mem_gib": 1.0}
     report = {"date": "d", "machine": "m", "torch": "t", "steps": 2, "compile": False,

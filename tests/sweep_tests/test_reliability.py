@@ -98,6 +98,7 @@ def test_mlflow_killed_mid_trial_loses_nothing(ray_cluster, workdir):
         resumed = subprocess.run([venv_bin("otsr-sweep"), "resume", str(folder), "--address", cluster.address,
                                   "--verbose", "0"], cwd=workdir, capture_output=True, text=True, timeout=300)
         assert resumed.returncode == 0, resumed.stderr[-3000:]
+        assert "View run" not in resumed.stdout  # MLflow's own line per ended run, even at --verbose 0
         q = folder / "tracking_queue.jsonl"
         assert not q.exists() or not q.read_text().strip()  # every queued write was delivered
         trials = assert_one_finished_run_per_trial(folder)
