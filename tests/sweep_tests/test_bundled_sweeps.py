@@ -1,4 +1,5 @@
-"""Sweeps whose methods train bundles: each member is its own Optuna trial, MLflow run and console line; ASHA
+"""Sweeps whose methods train bundles: each member is its own Optuna trial, MLflow run (on a tracking server, from
+the worker node) and console line; ASHA
 stops members one by one; an interrupted bundled sweep resumes every member with no duplicate metric points."""
 
 import json
@@ -29,14 +30,16 @@ def bundled_space(workdir, samples=6, bundle=3, steps=80, eval_every=20, schedul
     return space
 
 
-def test_bundled_search_gives_each_member_its_trial_run_and_line(ray_cluster, workdir):
-    cluster, _ = ray_cluster
+def test_bundled_search_on_the_worker_node_gives_each_member_its_trial_line_and_run_over_http(
+        ray_cluster, mlflow_server, workdir):
+    cluster, worker = ray_cluster
     space = bundled_space(workdir)
-    out = subprocess.run([venv_bin("otsr-sweep"), "run", str(space), "--address", cluster.address], cwd=workdir,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run([venv_bin("otsr-sweep"), "run", str(space), "--address", cluster.address,
+                          "--tracking-uri", mlflow_server], cwd=workdir, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     folder = only_sweep(workdir / "sweeps")
     members = assert_one_finished_run_per_trial(folder)
+    assert {m["metrics"]["node_id"] for m in members} == {worker.node_id}  # the space asks for the worker node
     gan = [m for m in members if m["phase"] == "gan"]
     assert len(gan) == 6  # samples counts configurations, not bundles
     assert len(members) == 6 + 1 + 2
@@ -65,6 +68,18 @@ def test_bundled_search_gives_each_member_its_trial_run_and_line(ray_cluster, wo
         assert "bias_sliced_w2" in trial.user_attrs and trial.params["lam"] == rec["settings"]["lam"]
     best = [m for m in members if m["role"] == "best"]
     assert {m["phase"] for m in best} == {"gan", "gan-best"}  # the chosen search member and its rerun
+    # what reached the tracking server over HTTP, for a member that trained to the end
+    assert state["tracking_uri"] == mlflow_server
+    client = MlflowClient(mlflow_server)
+    run = runs[next(m for m in members if m["phase"] == "ots")["trial_id"]][0]
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "run")} >= {
+        "run/map.png", "run/checkpoint.pt", "run/config.json", "run/result.json", "run/curves.png"}
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/l2_uvp")] == [20, 40, 60, 80]
+    losses = client.get_metric_history(run.info.run_id, "train/loss_map")
+    assert [m.step for m in losses] == [20, 40, 60, 80]  # log_every = 20 in the tiny space
+    assert all(m.timestamp > 1_600_000_000_000 for m in losses)  # real timestamps (ms), not 0
+    assert not {"final", "diverged", "iterations_since_restore", "eval/final"} & set(run.data.metrics)
+    assert run.data.params["pair.name"] == "gaussian-shift" and run.data.tags["method"] == "ots"
 
 
 def test_interrupted_bundled_sweep_resumes_every_member_without_duplicates(ray_cluster, workdir):

@@ -1,5 +1,5 @@
-"""Sweeps on a real multi-node Ray cluster on 127.0.0.1: placement, an HTTP MLflow server, a killed worker
-node and a killed driver."""
+"""Sweeps on a real multi-node Ray cluster on 127.0.0.1: a killed worker node, a killed driver, diverged trials,
+the SR demo's space (placement on the worker node and an HTTP MLflow server: test_bundled_sweeps)."""
 
 import json
 import os
@@ -17,30 +17,6 @@ from tests.sweep_tests.conftest import tiny_space, venv_bin
 from tests.sweep_tests.helpers import assert_one_finished_run_per_trial, only_sweep
 
 pytestmark = pytest.mark.ray
-
-
-def test_trials_run_on_the_worker_node_and_log_over_http(ray_cluster, mlflow_server, workdir):
-    cluster, worker = ray_cluster
-    opts = Options(address=cluster.address, tracking_uri=mlflow_server, verbose=0)
-    folder = create_sweep(tiny_space(workdir, custom="{worker: 1}"), opts)
-    run_sweep(folder, opts)
-    trials = assert_one_finished_run_per_trial(folder)
-    assert len(trials) == 3 + 1 + 2  # GAN search, GAN best with seed 1, OTS x 2 seeds
-    assert {t["metrics"]["node_id"] for t in trials} == {worker.node_id}
-    state = json.loads((folder / "state.json").read_text())
-    assert state["tracking_uri"] == mlflow_server
-    client = MlflowClient(mlflow_server)
-    done = [t for t in trials if t["final"]][0]
-    run = client.search_runs([state["experiment_id"]], filter_string=f"tags.`otsr.member` = '{done['trial_id']}'")[0]
-    assert {a.path for a in client.list_artifacts(run.info.run_id, "run")} >= {
-        "run/map.png", "run/checkpoint.pt", "run/config.json", "run/result.json", "run/curves.png"}
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "eval/l2_uvp")] == [20, 40, 60]
-    losses = client.get_metric_history(run.info.run_id, "train/loss_map")
-    assert [m.step for m in losses] == [20, 40, 60]  # log_every = 20 in the tiny space
-    assert all(m.timestamp > 1_600_000_000_000 for m in losses)  # real timestamps (ms), not 0
-    assert not {"final", "diverged", "iterations_since_restore", "eval/final"} & set(run.data.metrics)
-    assert run.data.params["pair.name"] == "gaussian-shift"
-    assert run.data.tags["method"] in ("gan", "ots")
 
 
 def _first_checkpoint(folder, timeout=120):
