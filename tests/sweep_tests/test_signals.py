@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from sweep.mlflow_sink import open_client
+from sweep.tracking import get_or_create_experiment
 from tests.sweep_tests.conftest import stop_process_group, tiny_space, venv_bin
 from tests.sweep_tests.helpers import only_sweep
 
@@ -56,7 +58,8 @@ def test_sigusr1_and_sighup_stop_gracefully(ray_cluster, workdir, sig):
 
 def test_sweeps_started_together_on_a_new_store_all_finish(ray_cluster, workdir):
     """The first use of an sqlite store migrates its schema; three drivers racing there once broke the store for
-    good (every later sweep exited 1)."""
+    good (every later sweep exited 1): all three finish, and the store then takes a new experiment, run and metric
+    through the same calls a sweep makes."""
     cluster, _ = ray_cluster
     drivers = []
     for i in range(3):
@@ -69,13 +72,15 @@ def test_sweeps_started_together_on_a_new_store_all_finish(ray_cluster, workdir)
     for p in drivers:
         _, err = p.communicate(timeout=600)
         assert p.returncode == 0, err[-3000:]
-    again = subprocess.run([venv_bin("otsr-sweep"), "run", str(workdir / "s0" / "tiny.yaml"), "--address",
-                            cluster.address, "--verbose", "0", "--storage", str(workdir / "s0" / "more")],
-                           cwd=workdir, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]  # the store still works
-    runs = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}").search_runs(
-        [MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}").get_experiment_by_name("otsr/tiny").experiment_id])
-    assert len([r for r in runs if r.data.tags.get("otsr.kind") == "sweep"]) == 4
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"  # the store still works for whoever opens it next, as a sweep does
+    exp = get_or_create_experiment(uri, "otsr/later", None)
+    client = open_client(uri)
+    later = client.create_run(exp)
+    client.log_metric(later.info.run_id, "eval/l2_uvp", 1.5, step=10)
+    client.set_terminated(later.info.run_id)
+    assert client.get_run(later.info.run_id).data.metrics == {"eval/l2_uvp": 1.5}
+    runs = client.search_runs([client.get_experiment_by_name("otsr/tiny").experiment_id])
+    assert len([r for r in runs if r.data.tags.get("otsr.kind") == "sweep"]) == 3
 
 
 def _tree(pid: int) -> list[int]:
