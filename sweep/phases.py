@@ -149,12 +149,11 @@ def run_phases(spec: SweepSpec, phases: list[Phase], state: SweepState, opts: Op
         if recorder is not None:
             recorder.finish()
         teller.close()  # every tell written before the study is read (best configuration, report)
-        state.save()  # with the members' told flags
+        state.save()  # with the members' told flags, on every way out
         interrupts.take_back()
         for run in runs:
             if run.asha_actor is not None:
                 import ray
 
                 ray.kill(run.asha_actor)
-    state.save()
     return all(run.done() for run in runs)
