@@ -67,6 +67,8 @@ class TrainConfig:
     checkpoint_every: int = 500  # steps between checkpoints when an output folder is given
     keep_best: bool = True  # return the latest evaluated state whose held-out bias is within noise of the best seen
     # (needs no T*; otsr.selection): a run that regresses late returns its pre-regression state
+    map_ema: float = 0.0  # decay of an exponential moving average of the map's weights (0 = off; e.g. 0.99): with
+    # it on, evaluations, the selection and the result use the average (otsr.averaging)
     precision: str = "auto"  # network bodies: 'auto' (bf16 autocast for conv nets on CUDA, else fp32), 'fp32' or
     # 'bf16'; bases, potential values, costs and losses are fp32 always
     channels_last: bool = True  # channels_last memory format for image nets on CUDA (faster convolutions)
@@ -98,14 +100,14 @@ class TrainConfig:
         if self.perceptual_weight and not self.perceptual_weights:
             raise ValueError("config key 'perceptual_weights': a VGG weights file is needed when "
                              f"perceptual_weight={self.perceptual_weight}")
-        for key in ("perceptual_weight", "lr_map", "lr_critic", "beta1", "beta2"):
+        for key in ("perceptual_weight", "lr_map", "lr_critic", "beta1", "beta2", "map_ema"):
             check_number(key, getattr(self, key))
         if self.perceptual_weight < 0:
             raise ValueError(f"config key 'perceptual_weight': {self.perceptual_weight} must be >= 0")
         for key in ("lr_map", "lr_critic"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"config key {key!r}: {getattr(self, key)} must be > 0")
-        for key in ("beta1", "beta2"):
+        for key in ("beta1", "beta2", "map_ema"):
             if not 0 <= getattr(self, key) < 1:
                 raise ValueError(f"config key {key!r}: {getattr(self, key)} must be in [0, 1)")
         for key in ("steps", "batch_size", "depth", "log_every", "eval_every", "eval_samples", "final_eval_samples",

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from otsr.averaging import MapAverage
 from otsr.config import TrainConfig, check_bundle
 from otsr.costs import cost as named_cost
 from otsr.methods import Method, get_method
@@ -57,6 +58,7 @@ class TrainState:
     active: torch.Tensor | None = None  # (K,) bool: members still training (diverged or stopped ones are frozen)
     fit: GaussianFit | None = None  # what the networks were built with (a member cut out is rebuilt the same way)
     image_stats: tuple[float, float] | None = None
+    average: MapAverage | None = None  # the map's weight average when ``cfg.map_ema`` > 0 (otsr.averaging)
 
     def __post_init__(self):
         k = len(self.members)
@@ -65,6 +67,8 @@ class TrainState:
         if self.active is None:
             self.active = torch.ones(k, dtype=torch.bool, device=self.device)
         self._seeds = [m.seed for m in self.members]
+        if self.average is None and self.cfg.map_ema > 0:
+            self.average = MapAverage(self.map, k, self.cfg.map_ema)
         self._values: dict[str, torch.Tensor] = {}
 
     @property
@@ -130,15 +134,18 @@ class TrainState:
     # --- checkpoints: one ordinary solo checkpoint per member ---
 
     def member_checkpoint(self, index: int, status: str = "running") -> dict[str, Any]:
-        """Member ``index`` as a solo checkpoint: config, pair, shapes, weights, optimisers, RNG, step, history."""
+        """Member ``index`` as a solo checkpoint: config, pair, shapes, weights (and the map's average, when one is
+        kept), optimisers, RNG, step, history."""
         pair = self.pair
-        return {"format": CHECKPOINT_FORMAT, "config": self.members[index].to_dict(), "pair": pair.spec().to_dict(),
-                "shapes": sample_shapes(pair), "precision": dict(self.precision), "step": self.step,
-                "status": status, "map": member_state(self.map, index),
-                "critic": member_state(self.critic, index), "opt_map": self.opt_map.member_state(index),
-                "opt_critic": self.opt_critic.member_state(index),
-                "generator": self.generators[self.members[index].seed].get_state(),
-                "history": json.dumps(self.history[index]), "evals": json.dumps(self.evals[index])}
+        extra = {"map_ema": self.average.member_state(index)} if self.average is not None else {}
+        return extra | {"format": CHECKPOINT_FORMAT, "config": self.members[index].to_dict(),
+                        "pair": pair.spec().to_dict(), "shapes": sample_shapes(pair),
+                        "precision": dict(self.precision), "step": self.step, "status": status,
+                        "map": member_state(self.map, index), "critic": member_state(self.critic, index),
+                        "opt_map": self.opt_map.member_state(index),
+                        "opt_critic": self.opt_critic.member_state(index),
+                        "generator": self.generators[self.members[index].seed].get_state(),
+                        "history": json.dumps(self.history[index]), "evals": json.dumps(self.evals[index])}
 
     def load_members(self, ckpts: list[dict[str, Any]]) -> None:
         """Restore every member from its checkpoint (``member_checkpoint`` dicts, in member order)."""
@@ -153,6 +160,9 @@ class TrainState:
             raise ValueError(f"members' checkpoints are at different steps {sorted(steps)}; a bundle moves together")
         for net, key in ((self.map, "map"), (self.critic, "critic")):
             _load_stacked(net, [c[key] for c in ckpts], key)
+        if self.average is not None:
+            self.average.load_members([c.get("map_ema") for c in ckpts])
+            self.average.updates = int(next(iter(ckpts))["step"])
         self.opt_map.load_members([c["opt_map"] for c in ckpts])
         self.opt_critic.load_members([c["opt_critic"] for c in ckpts])
         for seed, g in self.generators.items():

@@ -8,6 +8,7 @@ others go on; a member that a report callback stops (early stopping) is frozen w
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -132,6 +133,8 @@ class _Loop:
             s.set_lr(cfg.lr_factor(s.step))
             losses = s.method.step(s).detach().float()
             s.step += 1
+            if s.average is not None:
+                s.average.update()
             if self.on_step is not None:
                 self.on_step(s.step)
             acc += losses
@@ -163,6 +166,8 @@ class _Loop:
             if is_eval:
                 self._report(final=False)
         running = [i for i in range(s.k) if self.status[i] == "running"]
+        if running and s.average is not None:
+            s.average.commit()  # the result is the average (its selection and final evaluation too)
         if running:
             kept = self._select(running)
             final = self._evaluate(cfg.final_eval_samples, full=True, members=running)
@@ -189,7 +194,7 @@ class _Loop:
         if self.selection is None or self.signal is None:
             return {}
         s.map.eval()
-        try:
+        try:  # (called after the average, if any, was committed: the map holds it)
             end = evaluate_members(self._maps, s.pair, n=s.cfg.eval_samples, cost=s.cfg.cost, members=running,
                                    device=s.device, full=False, validate=False)
         finally:
@@ -239,6 +244,10 @@ class _Loop:
             self.s.active[i] = False
             self._finish(i)
 
+    def _averaged(self):
+        """The map as evaluations see it: its weight average when one is kept (``map_ema``), else itself."""
+        return self.s.average.applied() if self.s.average is not None else contextlib.nullcontext()
+
     def _maps(self, x: torch.Tensor) -> torch.Tensor:
         return self.s.map(x[None].expand(self.s.k, *x.shape))
 
@@ -248,15 +257,16 @@ class _Loop:
         members = members if members is not None else [i for i in range(s.k) if self.status[i] == "running"]
         if not members:
             return {}
-        s.map.eval()
-        try:
-            out = evaluate_members(self._maps, s.pair, n=n, cost=s.cfg.cost, members=members, device=s.device,
-                                   full=full)
-            change = None if full else self.change.measure(self._maps)
-        finally:
-            s.map.train()
-        if not full:
-            self._observe(members, out)
+        with self._averaged():
+            s.map.eval()
+            try:
+                out = evaluate_members(self._maps, s.pair, n=n, cost=s.cfg.cost, members=members, device=s.device,
+                                       full=full)
+                change = None if full else self.change.measure(self._maps)
+            finally:
+                s.map.train()
+            if not full:
+                self._observe(members, out)  # (a kept state is the average's)
         result = {}
         for i, m in zip(members, out):
             if change is not None:
