@@ -86,13 +86,13 @@ class TrainState:
         drawn = {seed: draw(g) for seed, g in self.generators.items()}
         return torch.stack([drawn[s] for s in self._seeds])
 
-    def sample_p(self) -> torch.Tensor:
-        """A training batch of P per member, (K, B, ...)."""
-        return self._per_member(lambda g: self.pair.sample_p(self.cfg.batch_size, g))
+    def sample_p(self, n: int | None = None) -> torch.Tensor:
+        """A training batch of P per member, (K, B, ...); B = ``n`` or the batch size."""
+        return self._per_member(lambda g: self.pair.sample_p(n or self.cfg.batch_size, g))
 
-    def sample_q(self) -> torch.Tensor:
-        """A training batch of Q per member, (K, B, ...)."""
-        return self._per_member(lambda g: self.pair.sample_q(self.cfg.batch_size, g))
+    def sample_q(self, n: int | None = None) -> torch.Tensor:
+        """A training batch of Q per member, (K, B, ...); B = ``n`` or the batch size."""
+        return self._per_member(lambda g: self.pair.sample_q(n or self.cfg.batch_size, g))
 
     def uniform(self, batch: int, extra_dims: int) -> torch.Tensor:
         """U(0, 1) numbers (K, batch, 1, ..., 1) with ``extra_dims`` trailing ones, from the members' generators."""

@@ -3,6 +3,7 @@ side (training is untouched: it always updates the iterate), and each is scored 
 steps and at the end, so one run compares every decay against no average (issue: OTS that does not fall apart late).
 
     python bench/diag/ema_trace.py --pair convex-mixture --dim 64 --seed 0 --out ema.json [key=value ...]
+    python bench/diag/ema_trace.py --pair convex-images --out ema.json
 """
 
 from __future__ import annotations
@@ -25,14 +26,17 @@ def main() -> None:
     """Train with the averaging hook and write the JSON."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--pair", default="convex-mixture")
-    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--dim", type=int, default=None, help="vector pairs: the dimension")
     ap.add_argument("--seed", type=int, default=0, help="pair seed")
+    ap.add_argument("--pair-param", action="append", default=[], metavar="KEY=VALUE", help="another pair parameter")
     ap.add_argument("--decays", default="0.99,0.995,0.998,0.999")
     ap.add_argument("--out", required=True)
     ap.add_argument("settings", nargs="*", help="TrainConfig overrides key=value")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    pair = make_pair(a.pair, dim=a.dim, seed=a.seed)
+    params = {"seed": a.seed, **({"dim": a.dim} if a.dim is not None else {})}
+    params.update((k, int(v) if v.isdigit() else v) for k, v in (kv.split("=", 1) for kv in a.pair_param))
+    pair = make_pair(a.pair, **params)
     base = resolve_config(pair, {"method": "ots"})
     extra = {k: (type(getattr(base, k))(v) if k != "lr_schedule" else v)
              for k, v in (kv.split("=", 1) for kv in a.settings)}
@@ -43,13 +47,15 @@ def main() -> None:
     method = get_method(cfg.method)
     orig = type(method).step
 
+    key = "l2_uvp"
+
     def score(s, n: int) -> dict[str, float]:
         s.map.eval()
         with torch.no_grad():
-            out = {"iterate": evaluate(lambda x: s.map(x[None])[0], pair, n=n, cost=cfg.cost, full=False)["l2_uvp"]}
+            out = {"iterate": evaluate(lambda x: s.map(x[None])[0], pair, n=n, cost=cfg.cost, full=False)[key]}
         for d, avg in averages.items():
             with avg.applied(), torch.no_grad():
-                out[str(d)] = evaluate(lambda x: s.map(x[None])[0], pair, n=n, cost=cfg.cost, full=False)["l2_uvp"]
+                out[str(d)] = evaluate(lambda x: s.map(x[None])[0], pair, n=n, cost=cfg.cost, full=False)[key]
         s.map.train()
         return out
 
@@ -69,7 +75,7 @@ def main() -> None:
     t0 = time.process_time()
     res = train(cfg, pair)
     evals = [{k: e.get(k) for k in ("step", "l2_uvp", "bias_sliced_w2", "map_change")} for e in res.evals]
-    json.dump({"config": cfg.to_dict(), "pair": [a.pair, a.dim, a.seed], "cpu_s": time.process_time() - t0,
+    json.dump({"config": cfg.to_dict(), "pair": [a.pair, params], "cpu_s": time.process_time() - t0,
                "final": res.metrics, "evals": evals, "averages": trace}, open(a.out, "w"), indent=1)
     print(json.dumps(evals))
 

@@ -9,7 +9,11 @@ points. It equals L2-UVP at the identity (f = 0) and matches the forward map's e
 the Jacobian of T*), so read it as what this potential class can express, not as the L2-UVP a perfect game would
 reach. If it is far below OTS's own L2-UVP on the pair, the game rather than the class is what stops OTS.
 
+With ``--fit map`` it fits the recipe's map instead, by regression on T*(x) (its optimiser, batch and rate; no
+game), and reports L2-UVP: what the map's class can express in that many updates.
+
     python bench/diag/potential_fit.py --pair convex-images --steps 3000 --out fit.json [KEY=VALUE ...]
+    python bench/diag/potential_fit.py --pair convex-mixture --fit map --steps 6000 --out fit.json dim=64
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--every", type=int, default=500)
     ap.add_argument("--n", type=int, default=1024, help="held-out samples")
+    ap.add_argument("--fit", choices=("potential", "map"), default="potential")
     ap.add_argument("--out", required=True)
     ap.add_argument("settings", nargs="*", help="pair parameters and TrainConfig settings, key=value "
                     "(lr_critic=... sets the fit's learning rate)")
@@ -63,9 +68,16 @@ def main() -> None:
     var_q = pair.var_q()
     curve, t0 = [], time.process_time()
 
+    def map_error(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return (s.map(x[None])[0] - y).flatten(1).pow(2).sum(1)
+
     def measure(step: int) -> None:
-        err = torch.cat([displacement_error(f, xc, yc, kap, False).detach() for xc, yc in
-                         zip(xe.split(256), ye.split(256))]).mean()
+        if a.fit == "map":
+            with torch.no_grad():
+                err = torch.cat([map_error(xc, yc) for xc, yc in zip(xe.split(256), ye.split(256))]).mean()
+        else:
+            err = torch.cat([displacement_error(f, xc, yc, kap, False).detach() for xc, yc in
+                             zip(xe.split(256), ye.split(256))]).mean()
         curve.append({"step": step, "fit_uvp": round(float(100 * err / var_q), 3),
                       "cpu_s": round(time.process_time() - t0, 1)})
         print(curve[-1], flush=True)
@@ -73,10 +85,15 @@ def main() -> None:
     measure(0)
     for step in range(1, a.steps + 1):
         x, y = pair.sample_with_target(cfg.batch_size, g)
-        s.update(s.opt_critic, (displacement_error(f, x, y, kap, True).mean() / var_q)[None])
+        if a.fit == "map":
+            s.set_lr(cfg.lr_factor(step - 1))
+            s.update(s.opt_map, (map_error(x, y).mean() / var_q)[None])
+        else:
+            s.update(s.opt_critic, (displacement_error(f, x, y, kap, True).mean() / var_q)[None])
         if step % a.every == 0 or step == a.steps:
             measure(step)
-    out = {"pair": pair.spec().to_dict(), "config": cfg.to_dict(), "lr": cfg.lr_critic,
+    out = {"pair": pair.spec().to_dict(), "config": cfg.to_dict(), "fit": a.fit,
+           "lr": cfg.lr_map if a.fit == "map" else cfg.lr_critic,
            "identity_uvp": curve[0]["fit_uvp"], "curve": curve}
     Path(a.out).write_text(json.dumps(out, indent=1))
 

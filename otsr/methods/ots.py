@@ -25,9 +25,15 @@ class OTSSettings:
     potential_contrast: float = 0.0  # OTS, ResNet potentials: > 0 also feeds the high-pass band divided by the
     # crop's next-octave RMS (this floor, in Q-normalised units; 0.01 measured): the potential then separates HR from
     # bicubic at once, but on the SR demo the map learns to please it (README "Images"), so it is off by default
+    potential_batch: int = 0  # OTS: samples of P and of Q per potential update (0 = batch_size): a larger batch
+    # only for the potential, the network OTS learns slowest, at the price of one update
 
     def __post_init__(self):
         check_count("map_steps", self.map_steps)
+        if isinstance(self.potential_batch, bool) or not isinstance(self.potential_batch, int) or \
+                self.potential_batch < 0:
+            raise ValueError(f"config key 'potential_batch': {self.potential_batch!r} must be an integer >= 0 "
+                             "(0 = batch_size)")
         check_number("potential_gain", self.potential_gain, 0.0, strict=True)
         check_number("potential_contrast", self.potential_contrast, 0.0)
 
@@ -79,7 +85,8 @@ class OTS(Method):
             s.update(s.opt_map, map_loss)
         s.critic.requires_grad_(True)
 
-        x, y = s.sample_p(), s.sample_q()
+        n = s.cfg.potential_batch or None
+        x, y = s.sample_p(n), s.sample_q(n)
         with torch.no_grad():
             tx = s.fwd_map(x)
         potential_loss = s.fwd_critic(tx).mean(1) - s.fwd_critic(y).mean(1)

@@ -55,3 +55,26 @@ def test_a_third_method_trains_solo_and_bundled_with_no_other_change(tmp_path):
         assert [r.status for r in bundle] == ["completed"] * 2
     finally:
         METHODS.pop("wgan-clip")
+
+
+def test_ots_potential_batch_sizes_only_the_potential_updates():
+    from otsr.pairs import GaussianShift
+
+    class Counting(GaussianShift):
+        def __post_init__(self):
+            super().__post_init__()
+            self.sizes = []
+
+        def sample_q(self, n, generator):
+            self.sizes.append(n)
+            return super().sample_q(n, generator)
+
+    pair = Counting(dim=4)
+    cfg = otsr.TrainConfig(method="ots", steps=3, batch_size=32, map_steps=2, potential_batch=96, width=8,
+                           critic_width=8, eval_every=10, eval_samples=64, final_eval_samples=64, device="cpu",
+                           keep_best=False)
+    pair.sizes = []
+    assert otsr.train(cfg, pair).status == "completed"
+    assert pair.sizes.count(96) == 3 and 32 not in pair.sizes  # Q is drawn only by the potential's updates
+    with pytest.raises(ValueError, match="potential_batch"):
+        otsr.TrainConfig(method="ots", potential_batch=-1)
