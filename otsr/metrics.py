@@ -8,6 +8,9 @@ users run. All functions take batches ``(n, ...)`` and flatten each sample. Rand
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+
 import numpy as np
 import torch
 
@@ -125,11 +128,32 @@ def sqrtm_psd(m: torch.Tensor) -> torch.Tensor:
     return (v * w.clamp_min(0).sqrt()) @ v.T
 
 
+_ROOTS: OrderedDict[bytes, torch.Tensor] = OrderedDict()  # square roots of recently seen matrices, by content
+_ROOTS_KEPT = 8
+
+
+def sqrtm_psd_cached(m: torch.Tensor) -> torch.Tensor:
+    """``sqrtm_psd`` remembered by the matrix's content: an evaluation compares every map with the same target
+    covariance (Q's, on the same held-out samples each time), whose root then costs one hash instead of an eigh."""
+    key = hashlib.blake2b(m.detach().contiguous().cpu().numpy().tobytes(), digest_size=16).digest() + \
+        str((tuple(m.shape), m.dtype, m.device)).encode()
+    root = _ROOTS.get(key)
+    if root is None:
+        root = _ROOTS[key] = sqrtm_psd(m)
+        while len(_ROOTS) > _ROOTS_KEPT:
+            _ROOTS.popitem(last=False)
+    else:
+        _ROOTS.move_to_end(key)
+    return root
+
+
 def bures_sq(m1: torch.Tensor, c1: torch.Tensor, m2: torch.Tensor, c2: torch.Tensor) -> float:
-    """Squared W2 between N(m1, c1) and N(m2, c2): |m1-m2|^2 + tr(c1 + c2 - 2 (c1^1/2 c2 c1^1/2)^1/2)."""
+    """Squared W2 between N(m1, c1) and N(m2, c2): |m1-m2|^2 + tr(c1 + c2 - 2 (c2^1/2 c1 c2^1/2)^1/2).
+
+    The second argument's root is remembered (``sqrtm_psd_cached``): pass the target as the second Gaussian."""
     m1, c1, m2, c2 = (t.double() for t in (m1, c1, m2, c2))
-    s1 = sqrtm_psd(c1)
-    cross = sqrtm_psd(s1 @ c2 @ s1)
+    s2 = sqrtm_psd_cached(c2)
+    cross = sqrtm_psd(s2 @ c1 @ s2)
     return float((m1 - m2).pow(2).sum() + torch.trace(c1 + c2 - 2 * cross))
 
 

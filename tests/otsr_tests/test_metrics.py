@@ -124,3 +124,21 @@ def test_theory_closed_forms():
     with pytest.raises(ValueError):
         theory.gan_shift(-1.0, 4.0, kappa)
     assert math.isclose(theory.shift_l2_uvp(1.0, 4.0, 16), 100 * 9 / 16)
+
+
+def test_bures_remembers_the_targets_root_and_gives_the_textbook_value():
+    from otsr import metrics
+
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(600, 12, generator=g, dtype=torch.float64), torch.randn(600, 12, generator=g,
+                                                                             dtype=torch.float64) * 1.5 + 0.3
+    ca, cb = torch.cov(a.T), torch.cov(b.T)
+    s1 = metrics.sqrtm_psd(ca)  # the textbook form, rooted at the first Gaussian
+    textbook = float((a.mean(0) - b.mean(0)).pow(2).sum() + torch.trace(ca + cb - 2 * metrics.sqrtm_psd(s1 @ cb @ s1)))
+    metrics._ROOTS.clear()
+    assert metrics.bures_sq(a.mean(0), ca, b.mean(0), cb) == pytest.approx(textbook, rel=1e-10)
+    root = next(iter(metrics._ROOTS.values()))
+    assert metrics.bures_sq(a.mean(0), ca * 2, b.mean(0), cb) != pytest.approx(textbook)  # another map, same target
+    assert len(metrics._ROOTS) == 1 and next(iter(metrics._ROOTS.values())) is root
+    assert metrics.bures_sq(a.mean(0), ca, b.mean(0), cb * 2) != pytest.approx(textbook)  # a new target is rooted
+    assert len(metrics._ROOTS) == 2
