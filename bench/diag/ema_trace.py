@@ -1,6 +1,7 @@
 """Trace weight averages of the map beside the iterate in one OTS run: several ``map_ema`` decays are kept on the
-side (training is untouched: it always updates the iterate), and each is scored by L2-UVP every ``eval_every``
-steps and at the end, so one run compares every decay against no average (issue: OTS that does not fall apart late).
+side (training is untouched: it always updates the iterate), and each is scored by L2-UVP (pairs without T*:
+the headline bias and PSNR) every ``eval_every`` steps and at the end, so one run compares every decay against
+no average (issue: OTS that does not fall apart late).
 
     python bench/diag/ema_trace.py --pair convex-mixture --dim 64 --seed 0 --out ema.json [key=value ...]
     python bench/diag/ema_trace.py --pair convex-images --out ema.json
@@ -47,15 +48,21 @@ def main() -> None:
     method = get_method(cfg.method)
     orig = type(method).step
 
-    key = "l2_uvp"
+    keys = ["l2_uvp"] if pair.has_true_map else []
+    keys += [pair.headline().bias, "psnr"]
 
-    def score(s, n: int) -> dict[str, float]:
+    def scores(s, n: int) -> float | dict[str, float]:
+        m = evaluate(lambda x: s.map(x[None])[0], pair, n=n, cost=cfg.cost, full=False)
+        got = {k: m[k] for k in keys if k in m}
+        return got["l2_uvp"] if pair.has_true_map else got  # (vector runs: L2-UVP alone, as first written)
+
+    def score(s, n: int) -> dict[str, float | dict[str, float]]:
         s.map.eval()
         with torch.no_grad():
-            out = {"iterate": evaluate(lambda x: s.map(x[None])[0], pair, n=n, cost=cfg.cost, full=False)[key]}
+            out = {"iterate": scores(s, n)}
         for d, avg in averages.items():
             with avg.applied(), torch.no_grad():
-                out[str(d)] = evaluate(lambda x: s.map(x[None])[0], pair, n=n, cost=cfg.cost, full=False)[key]
+                out[str(d)] = scores(s, n)
         s.map.train()
         return out
 
