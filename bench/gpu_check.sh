@@ -25,7 +25,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 py=${PYTHON:-python}
 if [[ -n "${GPU_CHECK_DRY:-}" ]]; then
   dry=--dry; dev=cpu; precision=(--steps 20 --eval-every 10 --batch-size 64 --final-eval-samples 512)
-  quality=(--dims 4 --budget 0.004 --quality-pairs convex-mixture:0,icnn-mixture:1 --methods ots)
+  quality=(--dims 4 --budget 0.002 --quality-pairs convex-mixture:0,icnn-mixture:1 --methods ots)
   bundles=(--bundle 1,2 --bundle-config mlp-gan-d16 --steps 2 --warmup 1 --no-pack)
   sr=(--steps 3 --sr-width 8 --sr-depth 2 --pair-param hr_crop=32 --eval-samples 256)
   potential=(hr_crop=32 workers=0 steps=4 critic_width=8 --eval-samples 64)
