@@ -38,7 +38,7 @@ def highpass_patches(z: torch.Tensor) -> torch.Tensor:
     low = F.conv2d(F.pad(low, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
     n, p = z.shape[0], HF_PATCH
     rows, cols = z.shape[2] // p, z.shape[3] // p
-    grid = (z - low)[:, :, :rows * p, :cols * p].reshape(n, c, rows, p, cols, p)  # a view: no patch is copied
+    grid = (z - low)[:, :, :rows * p, :cols * p].reshape(n, c, rows, p, cols, p)  # a view when H, W are multiples of 8
     idx = torch.linspace(0, rows * cols - 1, min(HF_PATCHES_PER_IMAGE, rows * cols), device=z.device).round().long()
     picked = grid[:, :, idx // cols, :, idx % cols, :]  # only the chosen patches: (16, n, C, 8, 8)
     return picked.permute(1, 0, 2, 3, 4).reshape(-1, c * p * p)

@@ -144,7 +144,7 @@ def sqrtm_psd_cached(m: torch.Tensor) -> torch.Tensor:
             _ROOTS.popitem(last=False)
     else:
         _ROOTS.move_to_end(key)
-    return root
+    return root.clone()  # callers may change what they get; the remembered root stays
 
 
 def bures_sq(m1: torch.Tensor, c1: torch.Tensor, m2: torch.Tensor, c2: torch.Tensor) -> float:

@@ -134,18 +134,23 @@ class TrainState:
     # --- checkpoints: one ordinary solo checkpoint per member ---
 
     def member_checkpoint(self, index: int, status: str = "running") -> dict[str, Any]:
-        """Member ``index`` as a solo checkpoint: config, pair, shapes, weights (and the map's average, when one is
-        kept), optimisers, RNG, step, history."""
+        """Member ``index`` as a solo checkpoint: config, pair, shapes, weights, optimisers, RNG, step, history.
+
+        With a weight average (``map_ema``), ``map`` holds the average (what evaluations scored and the result is)
+        and ``map_iterate`` the trained weights a resumed run continues from."""
         pair = self.pair
-        extra = {"map_ema": self.average.member_state(index)} if self.average is not None else {}
-        return extra | {"format": CHECKPOINT_FORMAT, "config": self.members[index].to_dict(),
-                        "pair": pair.spec().to_dict(), "shapes": sample_shapes(pair),
-                        "precision": dict(self.precision), "step": self.step, "status": status,
-                        "map": member_state(self.map, index), "critic": member_state(self.critic, index),
-                        "opt_map": self.opt_map.member_state(index),
-                        "opt_critic": self.opt_critic.member_state(index),
-                        "generator": self.generators[self.members[index].seed].get_state(),
-                        "history": json.dumps(self.history[index]), "evals": json.dumps(self.evals[index])}
+        weights = {"map": member_state(self.map, index)}
+        if self.average is not None:
+            weights = {"map": weights["map"] | self.average.average_state(index),
+                       "map_iterate": weights["map"] | self.average.iterate_state(index)}
+        return weights | {"format": CHECKPOINT_FORMAT, "config": self.members[index].to_dict(),
+                          "pair": pair.spec().to_dict(), "shapes": sample_shapes(pair),
+                          "precision": dict(self.precision), "step": self.step, "status": status,
+                          "critic": member_state(self.critic, index),
+                          "opt_map": self.opt_map.member_state(index),
+                          "opt_critic": self.opt_critic.member_state(index),
+                          "generator": self.generators[self.members[index].seed].get_state(),
+                          "history": json.dumps(self.history[index]), "evals": json.dumps(self.evals[index])}
 
     def load_members(self, ckpts: list[dict[str, Any]]) -> None:
         """Restore every member from its checkpoint (``member_checkpoint`` dicts, in member order)."""
@@ -158,10 +163,10 @@ class TrainState:
         steps = {int(c["step"]) for c in ckpts}
         if len(steps) != 1:
             raise ValueError(f"members' checkpoints are at different steps {sorted(steps)}; a bundle moves together")
-        for net, key in ((self.map, "map"), (self.critic, "critic")):
-            _load_stacked(net, [c[key] for c in ckpts], key)
+        _load_stacked(self.map, [c.get("map_iterate", c["map"]) for c in ckpts], "map")  # the trained weights
+        _load_stacked(self.critic, [c["critic"] for c in ckpts], "critic")
         if self.average is not None:
-            self.average.load_members([c.get("map_ema") for c in ckpts])
+            self.average.load_members([c["map"] if "map_iterate" in c else None for c in ckpts])
             self.average.updates = int(next(iter(ckpts))["step"])
         self.opt_map.load_members([c["opt_map"] for c in ckpts])
         self.opt_critic.load_members([c["opt_critic"] for c in ckpts])

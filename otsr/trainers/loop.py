@@ -134,7 +134,7 @@ class _Loop:
             losses = s.method.step(s).detach().float()
             s.step += 1
             if s.average is not None:
-                s.average.update()
+                s.average.update(s.active)
             if self.on_step is not None:
                 self.on_step(s.step)
             acc += losses
@@ -292,7 +292,8 @@ class _Loop:
         members = members if members is not None else [i for i in range(self.s.k) if self.status[i] == "running"]
         if not members:
             return
-        stop = self.report([self._progress(i, final) for i in members]) or ()
+        with self._averaged():  # the callback sees the map its metrics describe
+            stop = self.report([self._progress(i, final) for i in members]) or ()
         for i in stop:
             if self.status[i] == "running" and not final:
                 self.status[i] = "stopped"
@@ -309,14 +310,17 @@ class _Loop:
             f.save_checkpoint(s.member_checkpoint(i, self.status[i]) | self._extra(i))
 
     def _member_net(self, i: int, which: str) -> torch.nn.Module:
-        """Member i's network on its own (one-member layout), for its Result."""
+        """Member i's network on its own (one-member layout), for its Result: for the map, the average when one is
+        kept (a member that stopped before the end never had it committed)."""
         s = self.s
         net = s.map if which == "map" else s.critic
-        if s.k == 1:
+        averaged = which == "map" and s.average is not None and not s.average.swapped
+        if s.k == 1 and not averaged:
             return net
         solo = build_networks(s.members[i], s.pair.shape, s.pair.shape_q, s.fit, s.image_stats,
                               k=1)[0 if which == "map" else 1]
-        solo.load_state_dict(member_state(net, i))
+        state = member_state(net, i)
+        solo.load_state_dict(state | s.average.average_state(i) if averaged else state)
         solo.dtype = net.dtype
         return solo.to(s.device)
 

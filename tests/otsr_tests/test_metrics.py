@@ -142,3 +142,26 @@ def test_bures_remembers_the_targets_root_and_gives_the_textbook_value():
     assert len(metrics._ROOTS) == 1 and next(iter(metrics._ROOTS.values())) is root
     assert metrics.bures_sq(a.mean(0), ca, b.mean(0), cb * 2) != pytest.approx(textbook)  # a new target is rooted
     assert len(metrics._ROOTS) == 2
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 32, 32), (2, 1, 37, 53), (2, 3, 16, 70)])
+def test_highpass_patches_are_the_unfolded_patches_at_the_sixteen_positions(shape):
+    import torch.nn.functional as F
+
+    from otsr.features import HF_PATCH, highpass_patches
+
+    z = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    got = highpass_patches(z)
+    # the same band, patched the straightforward way: every 8x8 patch unfolded, 16 spread positions taken
+    r = 3
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    k = torch.exp(-(t**2) / 2)
+    k = k / k.sum()
+    c = shape[1]
+    low = F.conv2d(F.pad(z, (r, r, 0, 0), mode="reflect"), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    low = F.conv2d(F.pad(low, (0, 0, r, r), mode="reflect"), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    patches = F.unfold(z - low, HF_PATCH, stride=HF_PATCH)
+    idx = torch.linspace(0, patches.shape[-1] - 1, min(16, patches.shape[-1])).round().long()
+    expected = patches[..., idx].transpose(1, 2).reshape(-1, patches.shape[1])
+    assert got.shape == (shape[0] * min(16, (shape[2] // 8) * (shape[3] // 8)), c * 64)
+    assert torch.equal(got, expected)
