@@ -24,7 +24,6 @@ class MapAverage:
     def __init__(self, net: nn.Module, k: int, decay: float):
         self.decay, self.updates, self.k = decay, 0, k
         self.swapped = False  # whether the network holds the average (and ``other`` the iterate)
-        self.committed = False  # the end of training: the average stays in the network
         named = list(net.named_parameters())
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
@@ -74,7 +73,6 @@ class MapAverage:
         """The end of training: the map holds the average from now on (the result); the iterate is kept here."""
         if not self.swapped:
             self._swap()
-        self.committed = True
 
     def _member(self, tensors: list[torch.Tensor], index: int) -> dict[str, torch.Tensor]:
         out = {}
