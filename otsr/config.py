@@ -70,6 +70,8 @@ class TrainConfig:
     # (needs no T*; otsr.selection): a run that regresses late returns its pre-regression state
     map_ema: float = 0.0  # decay of an exponential moving average of the map's weights (0 = off; e.g. 0.99): with
     # it on, evaluations, the selection and the result use the average (otsr.averaging)
+    grad_clip: float = 0.0  # > 0: cap each network's gradient norm at this multiple of its running mean (per
+    # member; 0 = off; e.g. 2): a gradient spike cannot throw the max-min game (otsr.optim.MemberAdam)
     precision: str = "auto"  # network bodies: 'auto' (bf16 autocast for conv nets on CUDA, else fp32), 'fp32' or
     # 'bf16'; bases, potential values, costs and losses are fp32 always
     channels_last: bool = True  # channels_last memory format for image nets on CUDA (faster convolutions)
@@ -101,8 +103,11 @@ class TrainConfig:
         if self.perceptual_weight and not self.perceptual_weights:
             raise ValueError("config key 'perceptual_weights': a VGG weights file is needed when "
                              f"perceptual_weight={self.perceptual_weight}")
-        for key in ("perceptual_weight", "lr_map", "lr_critic", "beta1", "beta2", "map_ema"):
+        for key in ("perceptual_weight", "lr_map", "lr_critic", "beta1", "beta2", "map_ema", "grad_clip"):
             check_number(key, getattr(self, key))
+        if self.grad_clip != 0 and self.grad_clip < 1:
+            raise ValueError(f"config key 'grad_clip': {self.grad_clip} must be 0 (off) or >= 1 (a multiple of the "
+                             "running mean gradient norm; below 1 every update would be shrunk)")
         if self.perceptual_weight < 0:
             raise ValueError(f"config key 'perceptual_weight': {self.perceptual_weight} must be >= 0")
         for key in ("lr_map", "lr_critic"):

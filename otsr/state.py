@@ -309,11 +309,11 @@ def build_state(members: TrainConfig | list[TrainConfig], pair: Pair, fit: Gauss
         fwd_map = torch.compile(t)
         fwd_critic = torch.compile(f) if method.critic_is_potential else f  # double backward is not compilable
     betas = (cfg.beta1, cfg.beta2)
-    opt_map = MemberAdam(list(t.named_parameters()), k, [m.lr_map for m in members], betas)
+    opt_map = MemberAdam(list(t.named_parameters()), k, [m.lr_map for m in members], betas, clip=cfg.grad_clip)
     # Adam's eps in the potential's own units: a potential's learned part is scaled by 2 kappa s_q^2 (~2e-5 for
     # the 1/2 MSE cost on 3x32x32 images), so its gradients are ~1e-7 and a fixed eps of 1e-8 would damp its updates
     opt_critic = MemberAdam(list(f.named_parameters()), k, [m.lr_critic for m in members], betas,
-                            eps=1e-8 * min(1.0, float(f.scale)))
+                            eps=1e-8 * min(1.0, float(f.scale)), clip=cfg.grad_clip)
     generators = {s: torch.Generator(device=device).manual_seed(s) for s in dict.fromkeys(m.seed for m in members)}
     return TrainState(cfg=cfg, members=members, method=method, pair=pair, map=t, critic=f, opt_map=opt_map,
                       opt_critic=opt_critic, generators=generators, device=device, cost_fn=build_cost(cfg, device),

@@ -81,11 +81,12 @@ def test_ots_bundles_refuse_lambda():
         _members(GaussianShift(dim=4), "ots", lam=[0.0, 1.0])
 
 
-@pytest.mark.parametrize("map_ema", [0.0, 0.9], ids=["iterate", "averaged"])
-def test_bundle_resumes_exactly_from_member_checkpoints(tmp_path, map_ema):
+@pytest.mark.parametrize("map_ema,grad_clip", [(0.0, 0.0), (0.9, 0.0), (0.0, 1.0)],
+                         ids=["iterate", "averaged", "clipped"])
+def test_bundle_resumes_exactly_from_member_checkpoints(tmp_path, map_ema, grad_clip):
     pair = GaussianShift(dim=4)
     members = _members(pair, "gan", lam=[0.5, 2.0], seed=[0, 1], steps=40, checkpoint_every=20, eval_every=20,
-                       map_ema=map_ema)
+                       map_ema=map_ema, grad_clip=grad_clip)
     full = otsr.train_bundle(members, pair)
     folders = [tmp_path / "a", tmp_path / "b"]
 
