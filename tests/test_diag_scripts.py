@@ -44,8 +44,19 @@ def test_potential_fit_starts_at_the_identity_error_and_lowers_it(tmp_path):
           "size=8", "pool=128", "lr_critic=1e-2"], tmp_path)
     got = json.loads(out.read_text())
     assert [r["step"] for r in got["curve"]] == [0, 3, 6]
-    assert got["identity_uvp"] > 50  # a zero potential moves nothing: the identity's error
-    assert got["curve"][-1]["fit_uvp"] < got["identity_uvp"]
+    assert got["start_uvp"] > 50  # a zero potential moves nothing: the identity's error
+    assert got["curve"][-1]["fit_uvp"] < got["start_uvp"]
+
+
+def test_best_response_trains_the_map_against_the_frozen_fitted_potential(tmp_path):
+    out = tmp_path / "br.json"
+    _run(["bench/diag/potential_fit.py", "--fit", "best-response", "--steps", "6", "--map-updates", "6", "--every",
+          "3", "--n", "32", "--out", str(out), "size=8", "pool=128", "lr_critic=1e-2"], tmp_path)
+    got = json.loads(out.read_text())
+    assert [r["step"] for r in got["curve"]] == [0, 3, 6]  # the potential's fit
+    assert [r["step"] for r in got["map_curve"]] == [0, 3, 6]  # then the map against it, from the identity
+    assert got["map_curve"][0]["fit_uvp"] == got["start_uvp"]  # the map starts where the potential's fit started
+    assert got["map_curve"][-1]["fit_uvp"] != got["map_curve"][0]["fit_uvp"]  # and moved
 
 
 def test_lambda_search_replay_halves_on_the_recorded_curves(tmp_path):

@@ -12,8 +12,14 @@ reach. If it is far below OTS's own L2-UVP on the pair, the game rather than the
 With ``--fit map`` it fits the recipe's map instead, by regression on T*(x) (its optimiser, batch and rate; no
 game), and reports L2-UVP: what the map's class can express in that many updates.
 
+With ``--fit best-response`` it fits the potential as above, freezes it, then trains the recipe's map on OTS's own
+map loss E[c(x, T(x)) - f(T(x))] against it for ``--map-updates`` updates (the map's rate, on a cosine when the
+recipe has one) and reports L2-UVP: how close the map's best response to a nearly optimal potential gets. Far
+below OTS's L2-UVP: the potential the game learns is what is wrong; near it: the map's inner problem is.
+
     python bench/diag/potential_fit.py --pair convex-images --steps 3000 --out fit.json [KEY=VALUE ...]
     python bench/diag/potential_fit.py --pair convex-mixture --fit map --steps 6000 --out fit.json dim=64
+    python bench/diag/potential_fit.py --pair convex-images --fit best-response --map-updates 6000 --out br.json
 """
 
 from __future__ import annotations
@@ -49,7 +55,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3000)
     ap.add_argument("--every", type=int, default=500)
     ap.add_argument("--n", type=int, default=1024, help="held-out samples")
-    ap.add_argument("--fit", choices=("potential", "map"), default="potential")
+    ap.add_argument("--fit", choices=("potential", "map", "best-response"), default="potential")
+    ap.add_argument("--map-updates", type=int, default=6000, help="best-response: map updates against the fit")
     ap.add_argument("--out", required=True)
     ap.add_argument("settings", nargs="*", help="pair parameters and TrainConfig settings, key=value "
                     "(lr_critic=... sets the fit's learning rate)")
@@ -71,8 +78,8 @@ def main() -> None:
     def map_error(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (s.map(x[None])[0] - y).flatten(1).pow(2).sum(1)
 
-    def measure(step: int) -> None:
-        if a.fit == "map":
+    def measure(step: int, what: str = a.fit) -> None:
+        if what == "map":
             with torch.no_grad():
                 err = torch.cat([map_error(xc, yc) for xc, yc in zip(xe.split(256), ye.split(256))]).mean()
         else:
@@ -94,8 +101,27 @@ def main() -> None:
             measure(step)
     out = {"pair": pair.spec().to_dict(), "config": cfg.to_dict(), "fit": a.fit,
            "lr": cfg.lr_map if a.fit == "map" else cfg.lr_critic,
-           "identity_uvp": curve[0]["fit_uvp"], "curve": curve}
+           "start_uvp": curve[0]["fit_uvp"], "curve": list(curve)}
+    if a.fit == "best-response":
+        out["map_curve"] = best_response(s, pair, cfg, a.map_updates, a.every, g, measure, curve)
+        out["map_lr"] = cfg.lr_map
     Path(a.out).write_text(json.dumps(out, indent=1))
+
+
+def best_response(s, pair, cfg, updates: int, every: int, g: torch.Generator, measure, curve: list) -> list:
+    """Train the map alone on OTS's map loss against the frozen potential; its L2-UVP curve (the curve's tail)."""
+    s.critic.requires_grad_(False)
+    start = len(curve)
+    measure(0, "map")
+    for step in range(1, updates + 1):
+        factor = 0.5 * (1 + math.cos(math.pi * (step - 1) / updates)) if cfg.lr_schedule == "cosine" else 1.0
+        s.set_lr(factor)
+        x = pair.sample_p(cfg.batch_size, g)[None]
+        tx = s.fwd_map(x)
+        s.update(s.opt_map, s.content_cost(x, tx).mean(1) - s.fwd_critic(tx).mean(1))
+        if step % every == 0 or step == updates:
+            measure(step, "map")
+    return curve[start:]
 
 
 if __name__ == "__main__":
