@@ -24,6 +24,8 @@ def test_image_trace_records_the_potential_and_the_map_every_few_steps(tmp_path)
     assert [r["step"] for r in got["trace"]] == [1, 2, 4]
     assert all(0 <= r["auc"] <= 1 and r["move_rms"] >= 0 for r in got["trace"])
     assert got["trace"][-1]["move_rms"] > 0  # the map left its start
+    assert all(r["map_uvp"] > 0 and r["potential_uvp"] > 0 for r in got["trace"])  # convex-images has T*
+    assert got["trace"][0]["potential_uvp"] > 50  # a potential one update from zero: about the identity's error
 
 
 def test_c2st_scores_each_map_with_a_held_out_auc(tmp_path):

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from otsr.bench.potential_check import displacement_error
 from otsr.cli import split_settings
 from otsr.costs import kappa as cost_kappa
 from otsr.pairs import make_pair
@@ -39,13 +40,6 @@ from otsr.recipes import resolve_config
 from otsr.state import build_state
 
 HELD_OUT_SEED = 4243
-
-
-def displacement_error(f, x: torch.Tensor, y: torch.Tensor, kap: float, create_graph: bool) -> torch.Tensor:
-    """Per-sample |grad f(y) / (2 kappa) - (y - x)|^2, (B,)."""
-    y = y.detach().requires_grad_(True)
-    g = torch.autograd.grad(f(y[None]).sum(), y, create_graph=create_graph)[0]
-    return (g / (2 * kap) - (y - x)).flatten(1).pow(2).sum(1)
 
 
 def main() -> None:

@@ -43,6 +43,14 @@ def separation_auc(f_q: torch.Tensor, f_t: torch.Tensor) -> float:
     return float((ranks[:n].sum() - n * (n + 1) / 2) / (n * m))
 
 
+def displacement_error(f, x: torch.Tensor, y: torch.Tensor, kap: float, create_graph: bool = False) -> torch.Tensor:
+    """Per-sample |grad f(y) / (2 kappa) - (y - x)|^2 at y = T*(x), (B,): how far a potential f (one member) is from
+    the optimal one for the cost kappa |x - y|^2, whose gradient there is 2 kappa (y - x); 0 for an optimal f."""
+    y = y.detach().requires_grad_(True)
+    g = torch.autograd.grad(f(y[None]).sum(), y, create_graph=create_graph)[0]
+    return (g / (2 * kap) - (y - x)).flatten(1).pow(2).sum(1)
+
+
 def start_map(s: TrainState):
     """The map where training starts it, (K, B, ...) -> (K, B, ...): an image map's base (bicubic, the identity:
     its learned residual starts at zero, so this is exact and skips the network) or the vector map itself."""
