@@ -72,6 +72,17 @@ def main() -> None:
     def map_error(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return (s.map(x[None])[0] - y).flatten(1).pow(2).sum(1)
 
+    def map_losses() -> dict[str, float]:
+        """OTS's map loss E[c(x, T(x)) - f(T(x))] of the map and of T* (held out): if the map's is below T*'s, T* is
+        not the best response to this f (f is wrong off Q's support, where only the game trains it)."""
+        with torch.no_grad():
+            def loss(tx: torch.Tensor, xc: torch.Tensor) -> float:
+                return float((s.content_cost(xc[None], tx[None]) - s.fwd_critic(tx[None])).sum())
+
+            chunks = list(zip(xe.split(256), ye.split(256)))
+            return {"map_loss": sum(loss(s.map(xc[None])[0], xc) for xc, _ in chunks) / len(xe),
+                    "t_star_loss": sum(loss(yc, xc) for xc, yc in chunks) / len(xe)}
+
     def measure(step: int, what: str = a.fit) -> None:
         if what == "map":
             with torch.no_grad():
@@ -79,7 +90,8 @@ def main() -> None:
         else:
             err = torch.cat([displacement_error(f, xc, yc, kap, False).detach() for xc, yc in
                              zip(xe.split(256), ye.split(256))]).mean()
-        curve.append({"step": step, "fit_uvp": round(float(100 * err / var_q), 3),
+        extra = map_losses() if a.fit == "best-response" and what == "map" else {}
+        curve.append({"step": step, "fit_uvp": round(float(100 * err / var_q), 3), **extra,
                       "cpu_s": round(time.process_time() - t0, 1)})
         print(curve[-1], flush=True)
 
