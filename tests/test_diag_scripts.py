@@ -81,3 +81,21 @@ def test_lambda_search_replay_halves_on_the_recorded_curves(tmp_path):
     assert rows["to the end"] == [[400, 30.0], [800, 15.0], [1200, 10.0]]
     assert rows["halving eta=2"] == [[400, 30.0], [600, 20.0], [700, 19.0]]  # c was cut at the first rung
     assert rows["halving eta=4"] == [[400, 30.0], [500, 20.0], [600, 19.0]]
+
+
+def test_potential_readout_fits_a_map_on_the_potentials_inverse_map(tmp_path):
+    run = tmp_path / "run"
+    _run(["-m", "otsr.cli", "train", "--pair", "convex-images", "--pair-param", "size=8", "--pair-param", "pool=128",
+          "--steps", "20", "--eval-every", "10", "--eval-samples", "64", "--final-eval-samples", "64", "--out",
+          str(run)], tmp_path)
+    out = tmp_path / "readout.json"
+    _run(["bench/diag/potential_readout.py", str(run), "--steps", "6", "--every", "3", "--n", "32", "--out", str(out)],
+         tmp_path)
+    got = json.loads(out.read_text())
+    assert got["run_step"] == 20 and got["run_map_uvp"] > 0 and got["potential_uvp"] > 0
+    assert [r["step"] for r in got["curve"]] == [0, 3, 6]
+    assert got["curve"][-1]["readout_uvp"] != got["curve"][0]["readout_uvp"]  # the read-out map trained
+    _run(["bench/diag/potential_readout.py", str(run), "--steps", "0", "--start", "run", "--n", "32", "--out",
+          str(out)], tmp_path)
+    got = json.loads(out.read_text())
+    assert got["curve"][0]["readout_uvp"] == got["run_map_uvp"]  # started at the run's own map

@@ -48,7 +48,8 @@ def displacement_error(f, x: torch.Tensor, y: torch.Tensor, kap: float, create_g
     the optimal one for the cost kappa |x - y|^2, whose gradient there is 2 kappa (y - x); 0 for an optimal f."""
     y = y.detach().requires_grad_(True)
     g = torch.autograd.grad(f(y[None]).sum(), y, create_graph=create_graph)[0]
-    return (g / (2 * kap) - (y - x)).flatten(1).pow(2).sum(1)
+    err = (g / (2 * kap) - (y - x)).flatten(1).pow(2).sum(1)
+    return err if create_graph else err.detach()
 
 
 def start_map(s: TrainState):
