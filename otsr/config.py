@@ -45,6 +45,7 @@ class TrainConfig:
     potential_gain: float = 1.0  # OTS's
     potential_contrast: float = 0.0  # OTS's
     potential_batch: int = 0  # OTS's
+    readout_steps: int = 0  # OTS's
     critic_steps: int = 10  # the GAN's
     lr_map: float = 1e-4  # Adam learning rate of the map T
     lr_critic: float = 1e-4  # Adam learning rate of the potential / critic

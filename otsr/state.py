@@ -288,6 +288,7 @@ def build_state(members: TrainConfig | list[TrainConfig], pair: Pair, fit: Gauss
     """Networks (seeded per member, warm start, precision), optimisers and generators on the device."""
     members = [members] if isinstance(members, TrainConfig) else list(members)
     check_bundle(members)
+    get_method(members[0].method).check_pair(members[0], pair)
     cfg, k = members[0], len(members)
     method = get_method(cfg.method)
     device = resolve_device(cfg.device)

@@ -134,9 +134,17 @@ class Method(abc.ABC):
         ``dim`` (None: an image pair)."""
         return {}
 
+    def check_pair(self, cfg, pair) -> None:
+        """Raise ValueError naming the key when ``cfg``'s settings cannot run on ``pair`` (before any work)."""
+
     @abc.abstractmethod
     def step(self, s: TrainState) -> torch.Tensor:
         """One outer step of every member; returns the losses as a (K, len(losses)) device tensor (no host sync)."""
+
+    def finish(self, s: TrainState) -> str | None:
+        """Work after the last step, before the final evaluation (the selected state is in place); returns what it
+        did, for the run's message, or None."""
+        return None
 
 
 METHODS: dict[str, Method] = {}

@@ -170,9 +170,10 @@ class _Loop:
             s.average.commit()  # the result is the average (its selection and final evaluation too)
         if running:
             kept = self._select(running)
+            finished = s.method.finish(s)
             final = self._evaluate(cfg.final_eval_samples, full=True, members=running)
             for i in running:
-                note = f"; {kept[i]}" if i in kept else ""
+                note = "".join(f"; {n}" for n in (kept.get(i), finished) if n)
                 final[i]["selected_step"] = float(self.selection[i].step if i in kept else s.step) \
                     if self.selection is not None else float(s.step)
                 self.status[i], self.message[i], self.metrics[i] = "completed", f"completed {s.step} steps{note}", \

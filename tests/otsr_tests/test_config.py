@@ -52,7 +52,8 @@ def test_each_method_owns_its_settings():
         for f in dataclasses.fields(m.Settings):
             assert defaults[f.name] == f.default and owner(f.name) is m
     assert METHODS["gan"].settings == ("lam", "gp", "critic_steps")
-    assert METHODS["ots"].settings == ("map_steps", "potential_gain", "potential_contrast", "potential_batch")
+    assert METHODS["ots"].settings == ("map_steps", "potential_gain", "potential_contrast", "potential_batch",
+                                       "readout_steps")
     assert METHODS["gan"].bundle_fields >= {"lam", "gp"} and "critic_steps" not in METHODS["gan"].bundle_fields
     assert "lambda" in TrainConfig.field_help()["lam"] and "potential" in TrainConfig.field_help()["potential_gain"]
     assert owner("batch_size") is None

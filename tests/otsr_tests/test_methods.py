@@ -78,3 +78,37 @@ def test_ots_potential_batch_sizes_only_the_potential_updates():
     assert pair.sizes.count(96) == 3 and 32 not in pair.sizes  # Q is drawn only by the potential's updates
     with pytest.raises(ValueError, match="potential_batch"):
         otsr.TrainConfig(method="ots", potential_batch=-1)
+
+
+def _l2_uvp(s, pair) -> float:
+    from otsr.evaluation import evaluate
+
+    with torch.no_grad():
+        return evaluate(lambda x: s.map(x[None])[0], pair, n=2048, cost=s.cfg.cost, full=False)["l2_uvp"]
+
+
+def test_ots_readout_regresses_the_map_onto_the_potentials_inverse_map():
+    from otsr.pairs import Gaussian
+    from otsr.state import build_state
+
+    pair = Gaussian(dim=4)  # the Bures warm start puts the potential at the optimal quadratic of a Gaussian pair
+
+    def cfg(warm_start: str):
+        return otsr.TrainConfig(method="ots", steps=1, batch_size=256, width=16, lr_map=3e-3, readout_steps=400,
+                                warm_start=warm_start, device="cpu")
+
+    s = build_state(cfg("bures"), pair)
+    s.map.load_state_dict(build_state(cfg("identity"), pair).map.state_dict())  # the map back at the identity
+    before = _l2_uvp(s, pair)
+    potential = {k: v.clone() for k, v in s.critic.state_dict().items()}
+    assert s.method.finish(s) == "map read out from the potential in 400 updates"
+    assert _l2_uvp(s, pair) < 0.05 * before  # the map the optimal potential implies: T*
+    assert all(torch.equal(v, s.critic.state_dict()[k]) for k, v in potential.items())  # the potential is read only
+    assert all(p.requires_grad for p in s.critic.parameters())  # and left trainable
+
+
+def test_ots_readout_is_refused_by_name_where_it_does_not_apply():
+    with pytest.raises(ValueError, match="readout_steps"):
+        otsr.TrainConfig(method="ots", readout_steps=-1)
+    with pytest.raises(ValueError, match="readout_steps"):
+        otsr.TrainConfig(method="gan", readout_steps=10)  # an OTS setting
