@@ -112,3 +112,16 @@ def test_ots_readout_is_refused_by_name_where_it_does_not_apply():
         otsr.TrainConfig(method="ots", readout_steps=-1)
     with pytest.raises(ValueError, match="readout_steps"):
         otsr.TrainConfig(method="gan", readout_steps=10)  # an OTS setting
+
+
+def test_a_run_with_a_readout_scores_and_names_the_read_out_map():
+    from otsr.pairs import Gaussian
+    from otsr.testing import tiny_config
+
+    pair = Gaussian(dim=4)
+    plain = otsr.train(tiny_config("ots", keep_best=False), pair)
+    read = otsr.train(tiny_config("ots", keep_best=False, readout_steps=30), pair)
+    assert plain.message == "completed 20 steps"
+    assert read.message == "completed 20 steps; map read out from the potential in 30 updates"
+    assert read.history == plain.history  # the same game
+    assert read.metrics["l2_uvp"] != plain.metrics["l2_uvp"]  # the final evaluation scored the read-out map
