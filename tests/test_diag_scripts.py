@@ -95,6 +95,7 @@ def test_potential_readout_fits_a_map_on_the_potentials_inverse_map(tmp_path):
     assert got["run_step"] == 20 and got["run_map_uvp"] > 0 and got["potential_uvp"] > 0
     assert [r["step"] for r in got["curve"]] == [0, 3, 6]
     assert got["curve"][-1]["readout_uvp"] != got["curve"][0]["readout_uvp"]  # the read-out map trained
+    assert set(got["readout_metrics"]) == set(got["run_metrics"]) == {"l2_uvp", "bias_sliced_w2"}
     _run(["bench/diag/potential_readout.py", str(run), "--steps", "0", "--start", "run", "--n", "32", "--out",
           str(out)], tmp_path)
     got = json.loads(out.read_text())

@@ -5,7 +5,8 @@ y = T*(x). This script loads a finished OTS run (its checkpoint's potential, fro
 map by plain regression on the pairs (y - grad f(y) / (2 kappa), y): the game's potential, read out through its
 gradient on Q's support only, where the game trains it. It reports L2-UVP (% of Var(Q), held-out samples of a
 pair with a known map) of the run's own map, of the potential's inverse map (``potential_uvp``, the displacement
-error of ``potential_fit.py``), and of the read-out map as it trains. If the read-out map is far better than the
+error of ``potential_fit.py``), and of the read-out map as it trains, then both maps' L2-UVP and headline bias on
+the same 4,096 evaluation samples. If the read-out map is far better than the
 run's map, the potential had the answer and the map's inner problem is what lost it.
 
     otsr train --pair convex-images --out run --threads 1
@@ -26,6 +27,7 @@ from otsr.bench.potential_check import displacement_error
 from otsr.checkpoint import load_checkpoint
 from otsr.config import TrainConfig
 from otsr.costs import kappa as cost_kappa
+from otsr.evaluation import evaluate
 from otsr.pairs import PairSpec
 from otsr.state import build_state
 
@@ -94,6 +96,12 @@ def main() -> None:
         readout.set_lr(0.5 * (1 + math.cos(math.pi * step / a.steps)))
         loss = (readout.map(x_hat[None])[0] - y).flatten(1).pow(2).sum(1).mean() / var_q
         readout.update(readout.opt_map, loss[None])
+    keys = ("l2_uvp", pair.headline().bias)
+    for name, net in (("run_metrics", run.map), ("readout_metrics", readout.map)):  # the same 4,096 samples
+        with torch.no_grad():
+            m = evaluate(lambda x, net=net: net(x[None])[0], pair, n=4096, cost=cfg.cost, full=False)
+        out[name] = {k: m[k] for k in keys if k in m}
+    print({k: out[k] for k in ("run_metrics", "readout_metrics")}, flush=True)
     Path(a.out).write_text(json.dumps(out, indent=1))
 
 
