@@ -30,8 +30,8 @@ class OTSSettings:
     potential_batch: int = 0  # OTS: samples of P and of Q per potential update (0 = batch_size): a larger batch
     # only for the potential, the network OTS learns slowest, at the price of one update
     readout_steps: int = 0  # OTS, same-shape pairs: after the game, this many regression updates of the map on the
-    # potential's inverse map (y - grad f(y) / 2 kappa -> y, y from Q): the map read off the potential, which the game
-    # learns better than the map on convex-images (README "Images"); 0 = off
+    # potential's inverse map (y - grad f(y) / 2 kappa -> y, y from Q): the map read off the potential. convex-images:
+    # 31.5 -> 19.9 % L2-UVP; convex-mixture D = 64, where T* expands P: 4.1 -> 31.7 % (README "Images"); 0 = off
 
     def __post_init__(self):
         check_count("map_steps", self.map_steps)
