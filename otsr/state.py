@@ -288,9 +288,9 @@ def build_state(members: TrainConfig | list[TrainConfig], pair: Pair, fit: Gauss
     """Networks (seeded per member, warm start, precision), optimisers and generators on the device."""
     members = [members] if isinstance(members, TrainConfig) else list(members)
     check_bundle(members)
-    get_method(members[0].method).check_pair(members[0], pair)
     cfg, k = members[0], len(members)
     method = get_method(cfg.method)
+    method.check_pair(cfg, pair)
     device = resolve_device(cfg.device)
     shape, shape_q = tuple(pair.shape), tuple(pair.shape_q)
     if fit is None and len(shape) == 1 and shape == shape_q:

@@ -28,17 +28,11 @@ from otsr.checkpoint import load_checkpoint
 from otsr.config import TrainConfig
 from otsr.costs import kappa as cost_kappa
 from otsr.evaluation import evaluate
+from otsr.methods.ots import potential_inverse
 from otsr.pairs import PairSpec
 from otsr.state import build_state
 
 HELD_OUT_SEED = 4243  # as potential_fit.py
-
-
-def inverse_map(f, y: torch.Tensor, kap: float) -> torch.Tensor:
-    """y - grad f(y) / (2 kappa): the potential's estimate of T*^-1(y) for samples y (B, ...)."""
-    y = y.detach().requires_grad_(True)
-    (g,) = torch.autograd.grad(f(y[None]).sum(), y)
-    return (y - g / (2 * kap)).detach()
 
 
 def main() -> None:
@@ -92,7 +86,7 @@ def main() -> None:
         if step == a.steps:
             break
         y = pair.sample_q(cfg.batch_size, g)
-        x_hat = inverse_map(f, y, kap)
+        x_hat = potential_inverse(f, y[None], kap)[0]
         readout.set_lr(0.5 * (1 + math.cos(math.pi * step / a.steps)))
         loss = (readout.map(x_hat[None])[0] - y).flatten(1).pow(2).sum(1).mean() / var_q
         readout.update(readout.opt_map, loss[None])

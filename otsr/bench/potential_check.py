@@ -20,6 +20,7 @@ import torch
 
 from otsr.methods import comparison_methods, get_method
 from otsr.methods.gan import gradient_penalty
+from otsr.methods.ots import potential_inverse
 from otsr.models import from_channels, to_channels
 from otsr.pairs import Pair
 from otsr.recipes import resolve_config
@@ -46,10 +47,7 @@ def separation_auc(f_q: torch.Tensor, f_t: torch.Tensor) -> float:
 def displacement_error(f, x: torch.Tensor, y: torch.Tensor, kap: float, create_graph: bool = False) -> torch.Tensor:
     """Per-sample |grad f(y) / (2 kappa) - (y - x)|^2 at y = T*(x), (B,): how far a potential f (one member) is from
     the optimal one for the cost kappa |x - y|^2, whose gradient there is 2 kappa (y - x); 0 for an optimal f."""
-    y = y.detach().requires_grad_(True)
-    g = torch.autograd.grad(f(y[None]).sum(), y, create_graph=create_graph)[0]
-    err = (g / (2 * kap) - (y - x)).flatten(1).pow(2).sum(1)
-    return err if create_graph else err.detach()
+    return (potential_inverse(f, y[None], kap, create_graph)[0] - x).flatten(1).pow(2).sum(1)
 
 
 def start_map(s: TrainState):

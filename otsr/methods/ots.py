@@ -17,6 +17,15 @@ from otsr.costs import kappa as cost_kappa
 from otsr.methods._base import Method, check_count, check_number, register_method
 
 
+def potential_inverse(f, y: torch.Tensor, kap: float, create_graph: bool = False) -> torch.Tensor:
+    """y - grad f(y) / (2 kappa) for member batches y (K, B, ...): a potential's estimate of T*^-1(y), exact for the
+    optimal potential of the cost kappa |x - y|^2 at y = T*(x). Detached unless ``create_graph`` (to train f on it)."""
+    y = y.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(f(y).sum(), y, create_graph=create_graph)
+    x_hat = y - grad / (2 * kap)
+    return x_hat if create_graph else x_hat.detach()
+
+
 @dataclasses.dataclass(frozen=True)
 class OTSSettings:
     """OTS's own settings (flat keys of a config); none may differ inside a bundle."""
@@ -101,10 +110,8 @@ class OTS(Method):
         try:
             for t in range(n):
                 s.set_lr(0.5 * (1 + math.cos(math.pi * t / n)))
-                y = s.sample_q().requires_grad_(True)
-                (grad,) = torch.autograd.grad(s.fwd_critic(y).sum(), y)
-                x_hat = (y - grad / (2 * kap)).detach()
-                y = y.detach()
+                y = s.sample_q()
+                x_hat = potential_inverse(s.fwd_critic, y, kap)
                 s.update(s.opt_map, (s.fwd_map(x_hat) - y).flatten(2).pow(2).mean(2).mean(1))
         finally:
             s.critic.requires_grad_(True)
