@@ -76,12 +76,15 @@ class MemberAdam:
         """Scale each member's gradients (in place) so its norm is at most ``clip`` x its running mean norm."""
         norm = torch.stack([g.reshape(self.k, -1).float().pow(2).sum(1) for g in grads]).sum(0).sqrt()
         if self.norm_mean is None:
-            self.norm_mean = norm.detach().clone()
-        scale = torch.clamp(self.clip * self.norm_mean / norm.clamp_min(torch.finfo(norm.dtype).tiny), max=1.0)
+            self.norm_mean = torch.zeros_like(norm)
+        # a member whose gradients were all zero so far (OTS starts at the potential's best response: the map's first
+        # gradient is 0) has no scale to cap against; its mean starts at its first non-zero norm
+        mean = torch.where(self.norm_mean == 0, norm, self.norm_mean)
+        scale = torch.clamp(self.clip * mean / norm.clamp_min(torch.finfo(norm.dtype).tiny), max=1.0)
         scale = torch.where(torch.isfinite(scale), scale, torch.ones_like(scale))  # 0/0 or a diverged member
         for g in grads:  # splitting the first dimension is a view in any memory format
             g.unflatten(0, (self.k, -1)).mul_(scale.to(g.dtype).view(-1, *[1] * g.dim()))
-        self.norm_mean.mul_(self.NORM_DECAY).add_(norm * scale, alpha=1 - self.NORM_DECAY)
+        self.norm_mean.copy_(mean * self.NORM_DECAY + norm * scale * (1 - self.NORM_DECAY))
         self.clipped += scale < 1  # no host sync
 
     def member_state(self, index: int) -> dict:

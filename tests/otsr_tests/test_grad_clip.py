@@ -51,6 +51,19 @@ def test_a_bundled_member_is_clipped_as_it_would_be_alone():
     assert opt.clipped.sum() > 0  # the spike was capped somewhere
 
 
+def test_a_zero_first_gradient_does_not_freeze_the_member():
+    # OTS starts the map at the potential's best response (identity map, zero potential), so its first gradient is 0:
+    # a running mean started there would cap every later update at 0
+    w, opt = _adam(2, clip=2.0)
+    zero = torch.zeros(6, 2)
+    zero[3:] = 1.0  # member 1 has a gradient from the start
+    _step(w, opt, zero)
+    used = _step(w, opt, torch.ones(6, 2))
+    assert torch.equal(used, torch.ones(6, 2))  # member 0's first non-zero gradient passes whole
+    assert opt.norm_mean.tolist() == pytest.approx([6**0.5, 6**0.5])
+    assert w[:3].abs().sum() > 0  # and it moved
+
+
 def test_off_leaves_the_gradient_alone():
     w, opt = _adam(1, clip=0.0)
     for scale in (1.0, 100.0):
