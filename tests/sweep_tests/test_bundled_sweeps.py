@@ -1,6 +1,6 @@
 """Sweeps whose methods train bundles: each member is its own Optuna trial, MLflow run (on a tracking server, from
 the worker node) and console line; ASHA
-stops members one by one; an interrupted bundled sweep resumes every member with no duplicate metric points."""
+stops members one by one; a bundled sweep stopped by Ctrl-C resumes every member with no duplicate metric points."""
 
 import json
 import signal
@@ -11,10 +11,11 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+from sweep.lock import is_locked
 from sweep.phases import Options
 from sweep.runner import create_sweep, run_sweep
 from tests.sweep_tests.conftest import stop_process_group, tiny_space, venv_bin
-from tests.sweep_tests.helpers import assert_one_finished_run_per_trial, only_sweep, trial_runs
+from tests.sweep_tests.helpers import assert_one_finished_run_per_trial, only_sweep, plant_pickles, trial_runs
 
 pytestmark = pytest.mark.ray
 
@@ -82,7 +83,12 @@ def test_bundled_search_on_the_worker_node_gives_each_member_its_trial_line_and_
     assert run.data.params["pair.name"] == "gaussian-shift" and run.data.tags["method"] == "ots"
 
 
-def test_interrupted_bundled_sweep_resumes_every_member_without_duplicates(ray_cluster, workdir):
+def test_ctrl_c_stops_a_bundled_sweep_gracefully_and_resume_finishes_every_member_without_duplicates(
+        ray_cluster, workdir):
+    """A real SIGINT (what Ctrl-C sends; Tune installs its own SIGINT handler while a phase runs) during a bundled
+    search: exit 130, the sweep and the cut members' runs marked interrupted (KILLED in MLflow), the lock released;
+    the resume must not unpickle what is in the sweep folder, and it ends every member once, with no duplicate
+    metric points. SIGTERM, SIGHUP: test_parts' in-process signal test; SIGUSR1: test_signals."""
     cluster, _ = ray_cluster
     space = bundled_space(workdir, samples=4, bundle=2, steps=300, eval_every=50, scheduler="fifo")
     driver = subprocess.Popen([venv_bin("otsr-sweep"), "run", str(space), "--address", cluster.address],
@@ -93,14 +99,16 @@ def test_interrupted_bundled_sweep_resumes_every_member_without_duplicates(ray_c
         while not list(workdir.glob("sweeps/*/members/gan-*/checkpoint.pt")):
             assert driver.poll() is None and time.time() < deadline, "no checkpoint before the deadline"
             time.sleep(0.2)
-        driver.send_signal(signal.SIGTERM)  # what a batch scheduler sends
-        _, err = driver.communicate(timeout=300)
+        driver.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        out, err = driver.communicate(timeout=300)
     finally:
         if driver.poll() is None:
             stop_process_group(driver, signal.SIGKILL)
-    assert driver.returncode == 128 + signal.SIGTERM, err[-3000:]
-    assert "SIGTERM" in err and "otsr-sweep resume" in err
+    assert driver.returncode == 130, err[-3000:]
+    assert "interrupted (SIGINT)" in err and "otsr-sweep resume" in err
+    assert "finished" not in out.lower().split("mlflow runs")[0].split("trial")[0]  # never claims success
     folder = only_sweep(workdir / "sweeps")
+    assert not is_locked(folder)
     state = json.loads((folder / "state.json").read_text())
     assert state["status"] == "interrupted" and state["phases"]["gan"]["status"] == "interrupted"
     client = MlflowClient(state["tracking_uri"])
@@ -110,9 +118,12 @@ def test_interrupted_bundled_sweep_resumes_every_member_without_duplicates(ray_c
     assert all(client.get_run(runs[k]).info.status == "KILLED" for k in cut)  # never left RUNNING
     assert client.get_run(runs["parent"]).info.status == "KILLED"
 
+    marker = workdir / "pwned"
+    plant_pickles(folder, marker)
     resumed = subprocess.run([venv_bin("otsr-sweep"), "resume", str(folder), "--address", cluster.address,
                               "--verbose", "0"], cwd=workdir, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert not marker.exists(), "resume unpickled a file from the sweep folder"
     members = assert_one_finished_run_per_trial(folder)
     assert len(members) == 4 + 1 + 2 and all(m["status"] == "completed" for m in members)
     assert any(m["metrics"]["resumed_from"] > 0 for m in members)
@@ -121,6 +132,8 @@ def test_interrupted_bundled_sweep_resumes_every_member_without_duplicates(ray_c
             steps = [m.step for m in client.get_metric_history(runs[key], name)]
             assert steps == sorted(set(steps)), f"{key} {name}: duplicate points {steps}"
         assert [m.step for m in client.get_metric_history(runs[key], "eval/l2_uvp")] == list(range(50, 301, 50))
+    assert client.get_run(runs["parent"]).info.status == "FINISHED"
+    assert json.loads((folder / "state.json").read_text())["status"] == "finished"
 
 
 def test_a_stop_during_the_report_leaves_the_sweep_resumable(ray_cluster, workdir):

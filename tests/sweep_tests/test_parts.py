@@ -3,6 +3,7 @@ per-member ASHA rungs, the state file, the driver lock, phase planning and bundl
 
 import json
 import os
+import signal
 import time
 
 import pytest
@@ -313,3 +314,28 @@ def test_members_are_told_off_the_callers_thread_and_the_next_ask_waits_for_them
     teller.close()
     with pytest.raises(RuntimeError, match="closed"):
         teller.submit("late", print)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_the_driver_like_ctrl_c(sig):
+    """The driver's handler, given real signals in this process: the first one asks for a graceful stop and sets the
+    exit code (128 + the signal) and the name the driver prints, a second one stops at once. Real drivers:
+    SIGINT in test_bundled_sweeps, SIGUSR1 (which Tune takes over while a phase runs) in test_signals."""
+    from sweep import interrupts
+
+    saved = {s: signal.getsignal(s) for s in interrupts.SIGNALS}
+    try:
+        interrupts.install()
+        os.kill(os.getpid(), sig)
+        deadline = time.time() + 5
+        while not interrupts.STOP.is_set() and time.time() < deadline:
+            time.sleep(0.01)
+        assert interrupts.STOP.is_set()
+        assert interrupts.exit_code() == 128 + sig and interrupts.signal_name() == sig.name
+        with pytest.raises(KeyboardInterrupt, match=f"second {sig.name}"):
+            os.kill(os.getpid(), sig)
+            time.sleep(5)
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        interrupts.STOP.clear()
