@@ -53,9 +53,7 @@ def labelled_scatter(samples: dict[str, torch.Tensor], title: str = "") -> torch
     plt = _pyplot()
     if plt is None:
         return None
-    import io
-
-    from torchvision.io import decode_png
+    import numpy as np
 
     samples = {k: v.detach().cpu().float().flatten(1) for k, v in samples.items()}
     ref = samples.get("Q", next(iter(samples.values())))
@@ -81,11 +79,11 @@ def labelled_scatter(samples: dict[str, torch.Tensor], title: str = "") -> torch
     if title:
         fig.suptitle(title, fontsize=9)
     _fixed_margins(fig, bool(title))
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
+    fig.set_dpi(90)
+    fig.canvas.draw()  # Agg's own pixels: no PNG round trip (and no torchvision import)
+    rgba = np.asarray(fig.canvas.buffer_rgba())
     plt.close(fig)
-    img = decode_png(torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8))
-    return img[:3]
+    return torch.from_numpy(rgba[..., :3].copy()).permute(2, 0, 1).contiguous()
 
 
 def scatter_panels(samples: dict[str, torch.Tensor]) -> torch.Tensor:

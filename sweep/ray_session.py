@@ -108,11 +108,14 @@ def start(address: str | None, num_cpus: int | None, verbose: int) -> None:
     """Start (or connect to) Ray for this driver, once per process."""
     import ray
 
+    from sweep import interrupts
+
     level = logging.INFO if verbose >= 3 else logging.WARNING
     if ray.is_initialized():
         return
     if address:
         ray.init(address=address, log_to_driver=False, logging_level=level)
+        interrupts.take_back()  # ray.init put sys.exit on SIGTERM: a stop before Tune's first step stays graceful
         return
     keep_ray_on_loopback()
     clean_leftovers()
@@ -122,6 +125,7 @@ def start(address: str | None, num_cpus: int | None, verbose: int) -> None:
     # address="local": a new node of this driver's own. With no address Ray joins the cluster that
     # /tmp/ray/ray_current_cluster names (whatever `ray start` or a test cluster last wrote there).
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=level)
+    interrupts.take_back()
     _record_node()
 
 

@@ -320,12 +320,14 @@ def test_members_are_told_off_the_callers_thread_and_the_next_ask_waits_for_them
 def test_sigterm_and_sighup_stop_the_driver_like_ctrl_c(sig):
     """The driver's handler, given real signals in this process: the first one asks for a graceful stop and sets the
     exit code (128 + the signal) and the name the driver prints, a second one stops at once. Real drivers:
-    SIGINT in test_bundled_sweeps, SIGUSR1 (which Tune takes over while a phase runs) in test_signals."""
+    SIGINT in test_bundled_sweeps, SIGUSR1 (which Tune takes over while a phase runs) and SIGTERM (which ray.init
+    takes over) in test_signals."""
     from sweep import interrupts
 
     saved = {s: signal.getsignal(s) for s in interrupts.SIGNALS}
     try:
         interrupts.install()
+        assert signal.getsignal(sig) is interrupts._handler  # (else the signal below would end this worker)
         os.kill(os.getpid(), sig)
         deadline = time.time() + 5
         while not interrupts.STOP.is_set() and time.time() < deadline:
@@ -338,4 +340,5 @@ def test_sigterm_and_sighup_stop_the_driver_like_ctrl_c(sig):
     finally:
         for s, handler in saved.items():
             signal.signal(s, handler)
+        interrupts._received.clear()  # what install() clears: no signal name leaks into later tests
         interrupts.STOP.clear()

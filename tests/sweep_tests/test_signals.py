@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -149,3 +150,22 @@ def test_in_process_ray_listens_on_loopback_and_a_killed_drivers_processes_are_c
             os.killpg(driver.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def test_a_sigterm_right_after_ray_starts_still_stops_gracefully(ray_cluster):
+    """ray.init replaces a driver's SIGTERM handler with sys.exit; the driver takes its own back as soon as Ray is up,
+    so a SIGTERM (a batch scheduler's) before Tune's first step still asks for a graceful stop. A real process
+    connecting to the test cluster, a real signal."""
+    cluster, _ = ray_cluster
+    code = f"""
+import os, signal, time
+from sweep import interrupts, ray_session
+interrupts.install()
+ray_session.start({cluster.address!r}, None, 0)
+os.kill(os.getpid(), signal.SIGTERM)
+time.sleep(0.5)
+print("stop", interrupts.STOP.is_set(), interrupts.exit_code())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, f"rc {out.returncode}: {out.stderr[-2000:]}"
+    assert "stop True 143" in out.stdout
