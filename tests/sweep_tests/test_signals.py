@@ -32,7 +32,7 @@ def test_sigusr1_stops_gracefully_and_a_second_driver_is_refused_meanwhile(ray_c
     """SIGUSR1, the signal Tune takes over while a phase runs, stops the sweep like Ctrl-C; while the first driver
     runs, a second one on the same folder exits 3 naming the lock and its holder, and disturbs nothing."""
     cluster, _ = ray_cluster
-    space = tiny_space(workdir, custom="{worker: 1}", samples=2, seeds=1, steps=3000, eval_every=50)
+    space = tiny_space(workdir, custom="{worker: 1}", samples=2, seeds=1, steps=20000, eval_every=50)  # never ends
     driver = _driver(workdir, space, "--address", cluster.address, "--verbose", "0")
     try:
         deadline = time.time() + 300
