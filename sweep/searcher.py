@@ -22,6 +22,7 @@ from sweep.space import MethodSpec, SweepSpec
 from sweep.studies import StudyTeller, make_sampler, open_study
 
 PAIR_KEY = "pair"
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
 @dataclasses.dataclass
@@ -183,7 +184,8 @@ class PhaseRun:
         m = self.state.member(key)
         if self.study is None or m.optuna is None or m.told:
             return
-        if self.study._storage.get_trial(m.optuna_id).state.is_finished():  # told before a crash, not saved
+        ended = self.study.get_trials(deepcopy=False, states=FINISHED)
+        if any(t.number == m.optuna for t in ended):  # told before a crash, not saved
             m.told = True
             return
         trial = optuna.trial.Trial(self.study, m.optuna_id)
