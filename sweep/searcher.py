@@ -22,7 +22,6 @@ from sweep.space import MethodSpec, SweepSpec
 from sweep.studies import StudyTeller, make_sampler, open_study
 
 PAIR_KEY = "pair"
-FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
 @dataclasses.dataclass
@@ -184,16 +183,16 @@ class PhaseRun:
         m = self.state.member(key)
         if self.study is None or m.optuna is None or m.told:
             return
-        ended = self.study.get_trials(deepcopy=False, states=FINISHED)
-        if any(t.number == m.optuna for t in ended):  # told before a crash, not saved
-            m.told = True
-            return
         trial = optuna.trial.Trial(self.study, m.optuna_id)
         attrs = {"member": key, "seed": m.settings.get("seed"), "status": m.status.value, "step": m.step,
                  "mlflow_run_id": m.run_id, "reason": m.reason}
         attrs.update({k: v for k, v in m.metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)})
-        for k, v in attrs.items():
-            trial.set_user_attr(k, v)
+        try:
+            for k, v in attrs.items():
+                trial.set_user_attr(k, v)
+        except optuna.exceptions.UpdateFinishedTrialError:  # told before a crash, not saved
+            m.told = True
+            return
         if not self.spec.multi_objective:
             for step, value in sorted(m.objective.items(), key=lambda kv: int(kv[0])):
                 if math.isfinite(value):
