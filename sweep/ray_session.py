@@ -115,18 +115,17 @@ def start(address: str | None, num_cpus: int | None, verbose: int) -> None:
         return
     if address:
         ray.init(address=address, log_to_driver=False, logging_level=level)
-        interrupts.take_back()  # ray.init put sys.exit on SIGTERM: a stop before Tune's first step stays graceful
-        return
-    keep_ray_on_loopback()
-    clean_leftovers()
-    # RAY_AUTH_MODE is left as the user has it: unset, Ray enables token auth for a new local node and makes
-    # ~/.ray/auth_token once (its notice is dropped in console.py). Setting it here, after ``ray`` was imported,
-    # reached Ray's child processes but not its cached config: on a machine without a token the GCS aborted.
-    # address="local": a new node of this driver's own. With no address Ray joins the cluster that
-    # /tmp/ray/ray_current_cluster names (whatever `ray start` or a test cluster last wrote there).
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=level)
-    interrupts.take_back()
-    _record_node()
+    else:
+        keep_ray_on_loopback()
+        clean_leftovers()
+        # RAY_AUTH_MODE is left as the user has it: unset, Ray enables token auth for a new local node and makes
+        # ~/.ray/auth_token once (its notice is dropped in console.py). Setting it here, after ``ray`` was imported,
+        # reached Ray's child processes but not its cached config: on a machine without a token the GCS aborted.
+        # address="local": a new node of this driver's own. With no address Ray joins the cluster that
+        # /tmp/ray/ray_current_cluster names (whatever `ray start` or a test cluster last wrote there).
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, logging_level=level)
+        _record_node()
+    interrupts.take_back()  # ray.init put sys.exit on SIGTERM: a stop before Tune's first step stays graceful
 
 
 def stop() -> None:
