@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -68,3 +70,19 @@ def plant_pickles(folder: Path, marker: Path) -> None:
     for p in planted:
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(pickle.dumps(Payload(marker)))
+
+
+def wait_for(cond, proc: subprocess.Popen, what: str, timeout: float = 180) -> None:
+    """Poll ``cond`` until it holds, failing if the driver process ``proc`` ends first or ``timeout`` s pass."""
+    deadline = time.time() + timeout
+    while not cond():
+        if proc.poll() is not None:
+            err = proc.stderr.read()[-2000:] if proc.stderr else ""
+            raise AssertionError(f"driver ended (rc {proc.returncode}) before {what}: {err}")
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def gan_checkpoint(workdir: Path):
+    """A condition for ``wait_for``: some GAN member of the sweep under ``workdir`` has checkpointed."""
+    return lambda: list(Path(workdir).glob("sweeps/*/members/gan-*/checkpoint.pt"))

@@ -5,7 +5,6 @@ stops members one by one; a bundled sweep stopped by Ctrl-C resumes every member
 import json
 import signal
 import subprocess
-import time
 
 import optuna
 import pytest
@@ -15,7 +14,14 @@ from sweep.lock import is_locked
 from sweep.phases import Options
 from sweep.runner import create_sweep, run_sweep
 from tests.sweep_tests.conftest import stop_process_group, tiny_space, venv_bin
-from tests.sweep_tests.helpers import assert_one_finished_run_per_trial, only_sweep, plant_pickles, trial_runs
+from tests.sweep_tests.helpers import (
+    assert_one_finished_run_per_trial,
+    gan_checkpoint,
+    only_sweep,
+    plant_pickles,
+    trial_runs,
+    wait_for,
+)
 
 pytestmark = pytest.mark.ray
 
@@ -95,10 +101,7 @@ def test_ctrl_c_stops_a_bundled_sweep_gracefully_and_resume_finishes_every_membe
                               cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                               start_new_session=True)
     try:
-        deadline = time.time() + 300
-        while not list(workdir.glob("sweeps/*/members/gan-*/checkpoint.pt")):
-            assert driver.poll() is None and time.time() < deadline, "no checkpoint before the deadline"
-            time.sleep(0.2)
+        wait_for(gan_checkpoint(workdir), driver, "a checkpoint", timeout=300)
         driver.send_signal(signal.SIGINT)  # what Ctrl-C sends
         out, err = driver.communicate(timeout=300)
     finally:

@@ -5,13 +5,12 @@ folder: test_signals.)"""
 import json
 import signal
 import subprocess
-import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.sweep_tests.conftest import start_mlflow_server, stop_process_group, tiny_space, venv_bin
-from tests.sweep_tests.helpers import assert_one_finished_run_per_trial, only_sweep
+from tests.sweep_tests.helpers import assert_one_finished_run_per_trial, only_sweep, wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -19,15 +18,6 @@ pytestmark = pytest.mark.ray
 def _start_driver(workdir, space, *args):
     return subprocess.Popen([venv_bin("otsr-sweep"), "run", str(space), *args], cwd=workdir,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def _wait_for(cond, proc, what: str, timeout: float = 180):
-    deadline = time.time() + timeout
-    while not cond():
-        if proc.poll() is not None:
-            raise AssertionError(f"driver ended (rc {proc.returncode}) before {what}: {proc.stderr.read()[-2000:]}")
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
 
 
 def test_mlflow_killed_mid_trial_loses_nothing(ray_cluster, workdir):
@@ -41,7 +31,7 @@ def test_mlflow_killed_mid_trial_loses_nothing(ray_cluster, workdir):
             f = list(workdir.glob("sweeps/*/tracking_runs.json"))
             return f and len(json.loads(f[0].read_text())) >= 2  # the parent and one trial
 
-        _wait_for(a_trial_run_exists, driver, "the first trial's MLflow run")
+        wait_for(a_trial_run_exists, driver, "the first trial's MLflow run")
         stop_process_group(server, signal.SIGKILL)  # the tracking server dies while trials train
         out, err = driver.communicate(timeout=400)
     finally:

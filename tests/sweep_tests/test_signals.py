@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from sweep.mlflow_sink import open_client
 from sweep.tracking import get_or_create_experiment
 from tests.sweep_tests.conftest import stop_process_group, tiny_space, venv_bin
-from tests.sweep_tests.helpers import assert_one_finished_run_per_trial, only_sweep
+from tests.sweep_tests.helpers import assert_one_finished_run_per_trial, gan_checkpoint, only_sweep, wait_for
 
 pytestmark = pytest.mark.ray
 
@@ -35,10 +35,7 @@ def test_sigusr1_stops_gracefully_and_a_second_driver_is_refused_meanwhile(ray_c
     space = tiny_space(workdir, custom="{worker: 1}", samples=2, seeds=1, steps=20000, eval_every=50)  # never ends
     driver = _driver(workdir, space, "--address", cluster.address, "--verbose", "0")
     try:
-        deadline = time.time() + 300
-        while not list(workdir.glob("sweeps/*/members/gan-*/checkpoint.pt")):
-            assert driver.poll() is None and time.time() < deadline, "no checkpoint before the deadline"
-            time.sleep(0.2)
+        wait_for(gan_checkpoint(workdir), driver, "a checkpoint", timeout=300)
         folder = only_sweep(workdir / "sweeps")
         second = subprocess.run([venv_bin("otsr-sweep"), "resume", str(folder), "--address", cluster.address],
                                 cwd=workdir, capture_output=True, text=True, timeout=120)
@@ -112,11 +109,8 @@ def test_in_process_ray_listens_on_loopback_and_a_killed_drivers_processes_are_c
     driver = subprocess.Popen([venv_bin("otsr-sweep"), "run", str(space), "--verbose", "0"], cwd=tmp_path, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.time() + 300
-        while not list(tmp_path.glob("cache/inprocess-ray/*.json")) or \
-                not list(tmp_path.glob("sweeps/*/members/gan-*/checkpoint.pt")):
-            assert driver.poll() is None and time.time() < deadline
-            time.sleep(0.5)
+        wait_for(lambda: list(tmp_path.glob("cache/inprocess-ray/*.json")) and gan_checkpoint(tmp_path)(), driver,
+                 "Ray's record and a checkpoint", timeout=300)
         time.sleep(0.5)
         pids = _tree(driver.pid)
         addrs = _listening(pids)
