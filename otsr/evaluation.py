@@ -244,6 +244,11 @@ class MapChange:
             return None
         return (100.0 * (now - before).pow(2).sum(2).mean(1) / self.var_q).tolist()
 
+    def keep(self, rows: list[int]) -> None:
+        """Keep only these members' remembered outputs (a bundle that dropped its ended members)."""
+        if self.before is not None:
+            self.before = self.before[rows]
+
 
 def probe_map(pair: Pair) -> Callable[[torch.Tensor], torch.Tensor]:
     """A map of the right output shape that needs no training: identity, or bicubic upsampling for SR pairs."""

@@ -99,12 +99,13 @@ class MemberAdam:
             state["norm_mean"] = float(self.norm_mean[index])
         return state
 
-    def load_members(self, states: list[dict]) -> None:
-        """Restore from one state per member (``member_state`` dicts, in member order)."""
+    def load_members(self, states: list[dict], t: int | None = None) -> None:
+        """Restore from one state per member (``member_state`` dicts, in member order); ``t``, the bundle's update
+        count, when some member's state is older (a member that ended earlier)."""
         steps = {int(s["t"]) for s in states}
-        if len(steps) != 1:
+        if t is None and len(steps) != 1:
             raise ValueError(f"members' optimisers are at different steps {sorted(steps)}; a bundle moves together")
-        self.t = steps.pop()
+        self.t = t if t is not None else steps.pop()
         for i, name in enumerate(self.names):
             self.m[i].copy_(torch.cat([s["m"][name] for s in states]).to(self.m[i].device))
             self.v[i].copy_(torch.cat([s["v"][name] for s in states]).to(self.v[i].device))

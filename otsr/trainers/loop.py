@@ -3,7 +3,9 @@ checkpoints), resume and outputs. The adversarial updates themselves are the met
 
 A bundle trains K configurations that share shapes and the loop; ``train`` is a bundle of one. Each member has
 its own status: a member whose loss goes non-finite is frozen and reported ``diverged at step N`` while the
-others go on; a member that a report callback stops (early stopping) is frozen with its last evaluation.
+others go on; a member that a report callback stops (early stopping) is frozen with its last evaluation. At the
+next readout the bundle drops its ended members (rebuilt from the survivors' checkpoints), so they stop costing
+compute: a successive-halving search in a bundle saves wall time, not only member-steps.
 """
 
 from __future__ import annotations
@@ -74,11 +76,18 @@ def train_bundle(members: list[TrainConfig], pair: Pair, *, report: Report | Non
 
 
 class _Loop:
-    """One training run of a bundle: the state plus each member's status and outputs."""
+    """One training run of a bundle: the state plus each member's status and outputs.
+
+    Members keep their bundle index ``i`` throughout; ``self.row[i]`` is their row in the current state (None once
+    dropped). When members end (stopped early or diverged) the state is rebuilt from the survivors' checkpoints
+    (``_drop_ended``), so an ended member stops costing its share of every step.
+    """
 
     def __init__(self, state: TrainState, report, on_log, folders: list[RunFolder] | None, on_step=None):
         self.s, self.report, self.on_log, self.folders, self.on_step = state, report, on_log, folders, on_step
         k = state.k
+        self.members = list(state.members)
+        self.row: list[int | None] = list(range(k))
         self.status = ["running"] * k
         self.message = [""] * k
         self.metrics: list[dict[str, float]] = [{} for _ in range(k)]
@@ -86,14 +95,24 @@ class _Loop:
         self.change = MapChange(state.pair, state.device)
         self.selection = [MemberSelection() for _ in range(k)] if state.cfg.keep_best else None
         self.signal: str | None = None  # the bias the selection follows, fixed at the first evaluation
+        self.ended_at: dict[int, int] = {}  # members that had ended before a resume: the step they ended at
         self.t0 = time.perf_counter()
+
+    @property
+    def k(self) -> int:
+        """Members of the bundle as started (ended ones included)."""
+        return len(self.members)
+
+    def _rows(self) -> list[tuple[int, int]]:
+        """(member, row in the state) of the members the state still holds."""
+        return [(i, r) for i, r in enumerate(self.row) if r is not None]
 
     # --- resume ---
 
     def restore(self, ckpts: list[dict[str, Any]]) -> None:
-        """Load the members' checkpoints; members that had ended stay ended."""
+        """Load the members' checkpoints; members that had ended stay ended (and leave the state)."""
         s = self.s
-        for i, (c, m) in enumerate(zip(ckpts, s.members)):
+        for i, (c, m) in enumerate(zip(ckpts, self.members)):
             if c["config"].get("method") != m.method:
                 raise CheckpointError(f"checkpoint of member {i} is a {c['config'].get('method')!r} run, not "
                                       f"{m.method!r}")
@@ -112,16 +131,22 @@ class _Loop:
                 self.status[i] = "running"  # a longer run continues a completed one
             if self.status[i] != "running":
                 s.active[i] = False
+                self.ended_at[i] = int(c["step"])
         if self.folders is not None:
             for i, f in enumerate(self.folders):
-                f.start(s.members[i], s.pair, keep_result=self.status[i] != "running")
+                f.start(self.members[i], s.pair, keep_result=self.status[i] != "running")
+        if s.step < s.cfg.steps:
+            for i in range(self.k):
+                if self.status[i] != "running":
+                    self._finish(i)
+            self._drop_ended(save=False)  # their checkpoints are already on disk
 
     # --- the loop ---
 
     def run(self) -> list[Result]:
         s, cfg = self.s, self.s.cfg
         if self.folders is not None and s.step == 0:
-            for f, m in zip(self.folders, s.members):
+            for f, m in zip(self.folders, self.members):
                 f.start(m, s.pair)
         if s.step == 0:  # the start (identity, Bures or bicubic map): the first point of every curve
             self._evaluate(cfg.eval_samples, full=False)
@@ -148,13 +173,11 @@ class _Loop:
                 continue
             self._check_divergence(first_bad.tolist())  # host sync
             mean = (acc / n_acc).tolist()
-            rows = []
-            for i in range(s.k):
-                row = None
+            rows: list[dict[str, float] | None] = [None] * self.k
+            for i, r in self._rows():
                 if self.status[i] == "running":
-                    row = {"step": step, **{f"loss_{name}": v for name, v in zip(s.method.losses, mean[i])}}
-                    s.history[i].append(row)
-                rows.append(row)
+                    rows[i] = {"step": step, **{f"loss_{name}": v for name, v in zip(s.method.losses, mean[r])}}
+                    s.history[r].append(rows[i])
             acc.zero_()
             n_acc = 0
             if self.on_log is not None:
@@ -165,7 +188,11 @@ class _Loop:
                 self._save_all()
             if is_eval:
                 self._report(final=False)
-        running = [i for i in range(s.k) if self.status[i] == "running"]
+            if step < cfg.steps and self._drop_ended():
+                s = self.s
+                acc = torch.zeros(s.k, n_losses, device=s.device)
+                first_bad = torch.full((s.k, n_losses), math.inf, device=s.device)
+        running = [i for i in range(self.k) if self.status[i] == "running"]
         if running and s.average is not None:
             s.average.commit()  # the result is the average (its selection and final evaluation too)
         if running:
@@ -180,12 +207,31 @@ class _Loop:
                     final[i]
             if self.folders is not None:
                 self._save_all()
-        for i in range(s.k):
+        for i in range(self.k):
             if self.results[i] is None:
                 self._finish(i)  # run folders complete before the final report
         if running:
             self._report(final=True, members=running)
         return list(self.results)
+
+    def _drop_ended(self, save: bool = True) -> bool:
+        """Rebuild the state from the running members' checkpoints (the exact-resume path) when some member it holds
+        has ended; each ended member's checkpoint is written first (``save``), as its last. Returns whether it did."""
+        s = self.s
+        keep = [i for i, _ in self._rows() if self.status[i] == "running"]
+        if not keep or len(keep) == s.k:
+            return False
+        if save and self.folders is not None:
+            for i, r in self._rows():
+                if i not in keep:
+                    self.folders[i].save_checkpoint(s.member_checkpoint(r, self.status[i]) | self._extra(i))
+        rows = [self.row[i] for i in keep]
+        smaller = build_state([self.members[i] for i in keep], s.pair, fit=s.fit)
+        smaller.load_members([s.member_checkpoint(r) for r in rows])
+        self.change.keep(rows)
+        self.s = smaller
+        self.row = [keep.index(i) if i in keep else None for i in range(self.k)]
+        return True
 
     def _select(self, running: list[int]) -> dict[int, str]:
         """The T*-free selection (``otsr.selection``): evaluate the end state at the periodic size (not recorded: the
@@ -196,8 +242,9 @@ class _Loop:
             return {}
         s.map.eval()
         try:  # (called after the average, if any, was committed: the map holds it)
-            end = evaluate_members(self._maps, s.pair, n=s.cfg.eval_samples, cost=s.cfg.cost, members=running,
-                                   device=s.device, full=False, validate=False)
+            end = evaluate_members(self._maps, s.pair, n=s.cfg.eval_samples, cost=s.cfg.cost,
+                                   members=[self.row[i] for i in running], device=s.device, full=False,
+                                   validate=False)
         finally:
             s.map.train()
         self._observe(running, end)
@@ -205,7 +252,7 @@ class _Loop:
         for i, m in zip(running, end):
             sel, value = self.selection[i], m.get(self.signal, math.nan)
             if sel.snapshot is not None and not sel.acceptable(value) and sel.step < s.step:
-                restore_member(s.map, s.k, i, sel.snapshot)
+                restore_member(s.map, s.k, self.row[i], sel.snapshot)
                 kept[i] = sel.reason(s.step, value, self.signal)
         return kept
 
@@ -227,22 +274,23 @@ class _Loop:
                 sel.floor = floor
         for i, m in zip(members, out):
             self.selection[i].observe(s.step, m.get(self.signal, math.nan),
-                                      lambda i=i: member_snapshot(s.map, s.k, i))
+                                      lambda r=self.row[i]: member_snapshot(s.map, s.k, r))
 
     def _any_active(self) -> bool:
         return any(st == "running" for st in self.status)
 
     def _check_divergence(self, bad: list[list[float]]) -> None:
-        """Freeze members whose losses went non-finite, naming the step and the loss."""
+        """Freeze members whose losses went non-finite, naming the step and the loss (``bad``: per state row)."""
         names = self.s.method.losses
-        for i, row in enumerate(bad):
+        for i, r in self._rows():
+            row = bad[r]
             if self.status[i] != "running" or not any(math.isfinite(b) for b in row):
                 continue
             which = min(range(len(row)), key=lambda j: row[j])
             self.status[i] = "diverged"
             self.message[i] = f"diverged at step {int(row[which])} in the {names[which]} loss (non-finite value)"
             self.metrics[i] = {}
-            self.s.active[i] = False
+            self.s.active[r] = False
             self._finish(i)
 
     def _averaged(self):
@@ -255,14 +303,14 @@ class _Loop:
     def _evaluate(self, n: int, full: bool, members: list[int] | None = None) -> dict[int, dict[str, float]]:
         """Evaluate the running members (or ``members``) and record the metrics in their histories."""
         s = self.s
-        members = members if members is not None else [i for i in range(s.k) if self.status[i] == "running"]
+        members = members if members is not None else [i for i, _ in self._rows() if self.status[i] == "running"]
         if not members:
             return {}
         with self._averaged():
             s.map.eval()
             try:
-                out = evaluate_members(self._maps, s.pair, n=n, cost=s.cfg.cost, members=members, device=s.device,
-                                       full=full)
+                out = evaluate_members(self._maps, s.pair, n=n, cost=s.cfg.cost, members=[self.row[i] for i in members],
+                                       device=s.device, full=full)
                 change = None if full else self.change.measure(self._maps)
             finally:
                 s.map.train()
@@ -271,26 +319,26 @@ class _Loop:
         result = {}
         for i, m in zip(members, out):
             if change is not None:
-                m["map_change"] = change[i]
-            s.evals[i].append({"step": s.step, **m})
+                m["map_change"] = change[self.row[i]]
+            s.evals[self.row[i]].append({"step": s.step, **m})
             result[i] = m
             if not full:
                 self.metrics[i] = m
         return result
 
     def _progress(self, i: int, final: bool) -> Progress:
-        s = self.s
-        losses = {key: v for key, v in (s.history[i][-1].items() if s.history[i] else []) if key != "step"}
+        s, r = self.s, self.row[i]
+        losses = {key: v for key, v in (s.history[r][-1].items() if s.history[r] else []) if key != "step"}
 
-        def save(folder: Path, i: int = i) -> Path:
-            return RunFolder(folder).save_checkpoint(s.member_checkpoint(i, self.status[i]) | self._extra(i))
+        def save(folder: Path) -> Path:
+            return RunFolder(folder).save_checkpoint(s.member_checkpoint(r, self.status[i]) | self._extra(i))
 
-        return Progress(s.step, {**self.metrics[i], **losses}, final, save, MemberView(s.map, i), member=i)
+        return Progress(s.step, {**self.metrics[i], **losses}, final, save, MemberView(s.map, r), member=i)
 
     def _report(self, final: bool, members: list[int] | None = None) -> None:
         if self.report is None:
             return
-        members = members if members is not None else [i for i in range(self.s.k) if self.status[i] == "running"]
+        members = members if members is not None else [i for i, _ in self._rows() if self.status[i] == "running"]
         if not members:
             return
         with self._averaged():  # the callback sees the map its metrics describe
@@ -299,38 +347,42 @@ class _Loop:
             if self.status[i] == "running" and not final:
                 self.status[i] = "stopped"
                 self.message[i] = f"stopped early at step {self.s.step}"
-                self.s.active[i] = False
+                self.s.active[self.row[i]] = False
                 self._finish(i)
 
     def _extra(self, i: int) -> dict[str, Any]:
-        return {"message": self.message[i], "metrics": self.metrics[i] if self.status[i] == "completed" else {}}
+        """What a member's checkpoint adds to its state: its message, and its result's metrics once it has one (a
+        stopped member's are its last evaluation, kept across a resume)."""
+        return {"message": self.message[i],
+                "metrics": self.metrics[i] if self.status[i] in ("completed", "stopped") else {}}
 
     def _save_all(self) -> None:
+        """Checkpoint every member the state holds (a dropped member's last checkpoint was written as it left)."""
         s = self.s
-        for i, f in enumerate(self.folders):
-            f.save_checkpoint(s.member_checkpoint(i, self.status[i]) | self._extra(i))
+        for i, r in self._rows():
+            self.folders[i].save_checkpoint(s.member_checkpoint(r, self.status[i]) | self._extra(i))
 
     def _member_net(self, i: int, which: str) -> torch.nn.Module:
         """Member i's network on its own (one-member layout), for its Result: for the map, the average when one is
         kept (a member that stopped before the end never had it committed)."""
-        s = self.s
+        s, r = self.s, self.row[i]
         net = s.map if which == "map" else s.critic
         averaged = which == "map" and s.average is not None and not s.average.swapped
         if s.k == 1 and not averaged:
             return net
-        solo = build_networks(s.members[i], s.pair.shape, s.pair.shape_q, s.fit, s.image_stats,
+        solo = build_networks(self.members[i], s.pair.shape, s.pair.shape_q, s.fit, s.image_stats,
                               k=1)[0 if which == "map" else 1]
-        state = member_state(net, i)
-        solo.load_state_dict(state | s.average.average_state(i) if averaged else state)
+        state = member_state(net, r)
+        solo.load_state_dict(state | s.average.average_state(r) if averaged else state)
         solo.dtype = net.dtype
         return solo.to(s.device)
 
     def _finish(self, i: int) -> None:
-        s = self.s
-        res = Result(s.members[i], s.pair, self.status[i], self.message[i], s.step,
-                     self.metrics[i] if self.status[i] in ("completed", "stopped") else {}, s.history[i],
+        s, r = self.s, self.row[i]
+        res = Result(self.members[i], s.pair, self.status[i], self.message[i], self.ended_at.get(i, s.step),
+                     self.metrics[i] if self.status[i] in ("completed", "stopped") else {}, s.history[r],
                      MemberView(self._member_net(i, "map")), MemberView(self._member_net(i, "critic")),
-                     time.perf_counter() - self.t0, dict(s.precision), list(s.evals[i]))
+                     time.perf_counter() - self.t0, dict(s.precision), list(s.evals[r]))
         self.results[i] = res
         if self.folders is not None:
             self.folders[i].finish(res, s.device)

@@ -40,6 +40,7 @@ def test_bundle_of_four_matches_four_solo_runs(method, lists):
 
 
 def test_a_diverging_member_is_frozen_and_the_others_finish(tmp_path):
+    """The diverged member leaves the bundle at the next readout; the healthy ones did not notice."""
     pair = GaussianShift(dim=4)
     members = _members(pair, "gan", lam=[1.0, 1.0, 1.0], lr_critic=[1e-4, 1e30, 1e-4], beta1=0.0)
     results = otsr.train_bundle(members, pair, out_dirs=[tmp_path / str(i) for i in range(3)])
@@ -66,6 +67,63 @@ def test_a_member_stopped_by_the_report_keeps_its_last_evaluation():
     assert results[1].step == 15 and results[1].message == "stopped early at step 15"
     assert results[1].metrics["l2_uvp"] == results[1].evals[-1]["l2_uvp"]
     assert seen == [[(0, 15, False), (1, 15, False)], [(0, 30, True)]]
+
+
+def _stopping(at: int, which: list[int], sizes: list | None = None, crash_at: int | None = None):
+    """A report callback that stops members ``which`` at step ``at``, records the state's size at each report (the
+    bundled map each Progress views) and raises at ``crash_at``."""
+
+    def report(progress):
+        if sizes is not None:
+            sizes.append((progress[0].step, progress[0].map.net.k))
+        if progress[0].step == crash_at:
+            raise _Crash
+        return which if progress[0].step == at else None
+
+    return report
+
+
+class _Crash(Exception):
+    pass
+
+
+@pytest.mark.parametrize("map_ema", [0.0, 0.9], ids=["iterate", "averaged"])
+def test_members_stopped_early_leave_the_bundle_and_the_others_train_on_unchanged(map_ema):
+    """After two of four members stop at step 15 the bundle trains 2 members, and the survivors end exactly where
+    they end when nobody stops (their samples, weights, optimiser and average carried over)."""
+    pair = GaussianShift(dim=4)
+    members = _members(pair, "gan", lam=[0.5, 1.0, 2.0, 4.0], seed=[0, 1, 0, 2], steps=45, map_ema=map_ema)
+    full = otsr.train_bundle(members, pair)
+    sizes = []
+    cut = otsr.train_bundle(members, pair, report=_stopping(15, [1, 3], sizes))
+    assert sizes == [(15, 4), (30, 2), (45, 2)]
+    assert [r.status for r in cut] == ["completed", "stopped", "completed", "stopped"]
+    assert [r.step for r in cut] == [45, 15, 45, 15]
+    for i in (0, 2):
+        assert cut[i].metrics == full[i].metrics and cut[i].history == full[i].history
+        for x, y in zip(cut[i].map.state_dict().values(), full[i].map.state_dict().values()):
+            assert torch.equal(x, y)
+    assert cut[1].metrics["l2_uvp"] == cut[1].evals[-1]["l2_uvp"] == full[1].evals[1]["l2_uvp"]
+
+
+def test_a_bundle_that_dropped_members_resumes_exactly(tmp_path):
+    """A member that left the bundle keeps the checkpoint of the step it ended at; the resumed bundle holds only
+    the others and finishes as the uninterrupted run does."""
+    pair = GaussianShift(dim=4)
+    members = _members(pair, "gan", lam=[0.5, 1.0, 2.0], seed=[0, 1, 2], steps=45, checkpoint_every=15)
+    full = otsr.train_bundle(members, pair, report=_stopping(15, [1]))
+    folders = [tmp_path / str(i) for i in range(3)]
+    with pytest.raises(_Crash):
+        otsr.train_bundle(members, pair, report=_stopping(15, [1], crash_at=30), out_dirs=folders)
+    assert [load_checkpoint(f)["step"] for f in folders] == [30, 15, 30]
+    assert load_checkpoint(folders[1])["status"] == "stopped"
+    sizes = []
+    resumed = otsr.train_bundle(members, pair, resume=folders, out_dirs=folders, report=_stopping(-1, [], sizes))
+    assert sizes == [(45, 2)]
+    assert [r.status for r in resumed] == ["completed", "stopped", "completed"]
+    assert resumed[1].step == 15 and resumed[1].metrics == full[1].metrics
+    for a, b in zip(full, resumed):
+        assert a.metrics == b.metrics and a.history == b.history
 
 
 @pytest.mark.parametrize("lists,match", [({"lam": [1.0, 2.0], "width": [8, 16]}, "config key 'width'"),
