@@ -1,6 +1,8 @@
 """Asynchronous successive halving (ASHA) per member configuration, so that a bundle's members are stopped
 one by one: the rule of Ray Tune's ASHAScheduler (rungs at grace * rf^i; at the first rung a member reaches, it
-goes on only if its objective is in the best 1/rf of those recorded there so far), applied to members.
+goes on only if its objective is in the best 1/rf of those recorded there so far, its own and those of the
+members arriving with it included), applied to members. A bundle then drops the members it stops
+(``otsr.trainers``), so halving saves wall time.
 
 The rungs live in a named Ray actor of the driver's job, which trials on any node ask at each evaluation. A
 resumed driver rebuilds the rungs from the members' recorded objective values.
@@ -24,23 +26,33 @@ class Rungs:
             m *= reduction_factor
         self.rungs: dict[int, dict[str, float]] = {m: {} for m in reversed(milestones)}  # largest first
 
+    def _rung(self, key: str, step: int) -> dict[str, float] | None:
+        """The records of the highest rung ``step`` reached that ``key`` has not passed (None: no new rung)."""
+        return next((recorded for milestone, recorded in self.rungs.items()
+                     if step >= milestone and key not in recorded), None)
+
+    def _goes_on(self, recorded: dict[str, float], reward: float) -> bool:
+        cutoff = float(np.nanpercentile(list(recorded.values()), (1 - 1 / self.rf) * 100))
+        return reward >= cutoff
+
     def decide(self, key: str, step: int, value: float) -> bool:
         """Record ``value`` at the highest rung ``step`` reached that ``key`` has not passed; False = stop it."""
-        reward = self.sign * value if math.isfinite(value) else -math.inf
-        for milestone, recorded in self.rungs.items():
-            if step < milestone or key in recorded:
-                continue
-            go_on = True
-            if recorded:
-                cutoff = float(np.nanpercentile(list(recorded.values()), (1 - 1 / self.rf) * 100))
-                go_on = reward >= cutoff
-            recorded[key] = reward
-            return go_on
-        return True
+        return key not in self.decide_many([(key, step, value)])
 
     def decide_many(self, items: list[tuple[str, int, float]]) -> list[str]:
-        """Decide for several members at once; returns the keys to stop."""
-        return [key for key, step, value in items if not self.decide(key, step, value)]
+        """Decide for several members at once (a bundle's report); returns the keys to stop.
+
+        Members reaching a rung together are recorded together, then each is judged against every record there, so
+        a bundle of K keeps its best 1/rf whatever the members' order (one by one, the first of an empty rung would
+        always go on)."""
+        arriving = []
+        for key, step, value in items:
+            recorded = self._rung(key, step)
+            if recorded is not None:
+                arriving.append((key, recorded, self.sign * value if math.isfinite(value) else -math.inf))
+        for key, recorded, reward in arriving:
+            recorded[key] = reward
+        return [key for key, recorded, reward in arriving if len(recorded) > 1 and not self._goes_on(recorded, reward)]
 
     def seed(self, history: dict[str, dict[int, float]]) -> None:
         """Replay recorded objective values (member -> {step: value}) in step order (a resumed driver)."""

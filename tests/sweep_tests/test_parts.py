@@ -69,6 +69,10 @@ def test_asha_rungs_stop_the_worse_half_at_each_rung():
     assert rungs.decide("a", 10, 1.0) and rungs.decide("b", 10, 2.0) is False  # b worse than the only record
     assert rungs.decide("c", 10, 0.5)
     assert rungs.decide_many([("d", 10, 5.0), ("e", 10, 0.1)]) == ["d"]
+    bundle = Rungs(grace=10, reduction_factor=4, max_t=80, mode="min")  # a bundle of 8 reaches an empty rung
+    values = [3.0, 8.0, 1.0, 7.0, 6.0, 2.0, 5.0, 4.0]
+    assert sorted(bundle.decide_many([(f"m{i}", 10, v) for i, v in enumerate(values)])) == \
+        ["m0", "m1", "m3", "m4", "m6", "m7"]  # its best quarter goes on (m2, m5), the first member too only if good
     replay = Rungs(grace=10, reduction_factor=2, max_t=80, mode="min")
     replay.seed({"a": {10: 1.0}, "b": {10: 2.0}})
     assert replay.rungs[10] == {"a": -1.0, "b": -2.0}
