@@ -14,60 +14,72 @@ import math
 
 import numpy as np
 
+Values = dict[str, float]  # metric -> value (the objective, and the scheduler's ``also_rank_by`` metrics)
+
 
 class Rungs:
-    """The rung records of one search phase (member key -> objective at each rung)."""
+    """The rung records of one search phase (member key -> reward per ranked metric at each rung).
 
-    def __init__(self, grace: int, reduction_factor: int, max_t: int, mode: str):
-        self.rf, self.sign = reduction_factor, (1.0 if mode == "max" else -1.0)
+    ``modes`` names the ranked metrics and their better direction, the objective first. A member goes on when it
+    is in the best 1/rf by any of them: with the pair's bias ranked too, halving by L2-UVP keeps the members that
+    match Q best (the small-lambda GANs that show what tuning lambda trades), not only the most accurate."""
+
+    def __init__(self, grace: int, reduction_factor: int, max_t: int, modes: dict[str, str]):
+        self.rf = reduction_factor
+        self.signs = {metric: 1.0 if mode == "max" else -1.0 for metric, mode in modes.items()}
         milestones, m = [], grace
         while m < max_t:
             milestones.append(m)
             m *= reduction_factor
-        self.rungs: dict[int, dict[str, float]] = {m: {} for m in reversed(milestones)}  # largest first
+        self.rungs: dict[int, dict[str, Values]] = {m: {} for m in reversed(milestones)}  # largest first
 
-    def _rung(self, key: str, step: int) -> dict[str, float] | None:
+    def _rung(self, key: str, step: int) -> dict[str, Values] | None:
         """The records of the highest rung ``step`` reached that ``key`` has not passed (None: no new rung)."""
         return next((recorded for milestone, recorded in self.rungs.items()
                      if step >= milestone and key not in recorded), None)
 
-    def _goes_on(self, recorded: dict[str, float], reward: float) -> bool:
-        cutoff = float(np.nanpercentile(list(recorded.values()), (1 - 1 / self.rf) * 100))
-        return reward >= cutoff
+    def _rewards(self, values: Values) -> Values:
+        return {m: sign * values[m] if math.isfinite(values.get(m, math.nan)) else -math.inf
+                for m, sign in self.signs.items()}
 
-    def decide(self, key: str, step: int, value: float) -> bool:
-        """Record ``value`` at the highest rung ``step`` reached that ``key`` has not passed; False = stop it."""
-        return key not in self.decide_many([(key, step, value)])
+    def _goes_on(self, recorded: dict[str, Values], rewards: Values) -> bool:
+        q = (1 - 1 / self.rf) * 100
+        return any(r >= float(np.nanpercentile([v[m] for v in recorded.values()], q)) for m, r in rewards.items())
 
-    def decide_many(self, items: list[tuple[str, int, float]]) -> list[str]:
+    def decide(self, key: str, step: int, values: Values) -> bool:
+        """Record ``values`` at the highest rung ``step`` reached that ``key`` has not passed; False = stop it."""
+        return key not in self.decide_many([(key, step, values)])
+
+    def decide_many(self, items: list[tuple[str, int, Values]]) -> list[str]:
         """Decide for several members at once (a bundle's report); returns the keys to stop.
 
         Members reaching a rung together are recorded together, then each is judged against every record there, so
         a bundle of K keeps its best 1/rf whatever the members' order (one by one, the first of an empty rung would
         always go on)."""
         arriving = []
-        for key, step, value in items:
+        for key, step, values in items:
             recorded = self._rung(key, step)
             if recorded is not None:
-                arriving.append((key, recorded, self.sign * value if math.isfinite(value) else -math.inf))
-        for key, recorded, reward in arriving:
-            recorded[key] = reward
-        return [key for key, recorded, reward in arriving if len(recorded) > 1 and not self._goes_on(recorded, reward)]
+                arriving.append((key, recorded, self._rewards(values)))
+        for key, recorded, rewards in arriving:
+            recorded[key] = rewards
+        return [key for key, recorded, rewards in arriving
+                if len(recorded) > 1 and not self._goes_on(recorded, rewards)]
 
-    def seed(self, history: dict[str, dict[int, float]]) -> None:
-        """Replay recorded objective values (member -> {step: value}) in step order (a resumed driver)."""
-        events = sorted((step, key, v) for key, h in history.items() for step, v in h.items())
-        for step, key, v in events:
-            if int(step) in self.rungs:
-                self.decide(key, int(step), v)
+    def seed(self, history: dict[str, dict[int, Values]]) -> None:
+        """Replay recorded values (member -> {step: {metric: value}}) in step order (a resumed driver)."""
+        events = sorted((int(step), key) for key, h in history.items() for step in h)
+        for step, key in events:
+            if step in self.rungs:
+                self.decide(key, step, history[key][step])
 
 
-def start_actor(name: str, grace: int, reduction_factor: int, max_t: int, mode: str,
-                history: dict[str, dict[int, float]]):
+def start_actor(name: str, grace: int, reduction_factor: int, max_t: int, modes: dict[str, str],
+                history: dict[str, dict[int, Values]]):
     """The named rung actor of a phase (restarted empty by a new driver, then seeded from ``history``)."""
     import ray
 
     actor = ray.remote(num_cpus=0)(Rungs).options(name=name, lifetime=None).remote(grace, reduction_factor, max_t,
-                                                                                   mode)
+                                                                                   modes)
     ray.get(actor.seed.remote(history))
     return actor

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from otsr.metric_registry import metric_direction
 from sweep import interrupts
 from sweep.asha import start_actor
 from sweep.folder import SweepState
@@ -96,10 +97,18 @@ def _asha(spec: SweepSpec, phase: Phase, run: PhaseRun, state: SweepState) -> st
     if phase.kind != "search" or sched["type"] != "asha" or spec.multi_objective:
         return None
     name = f"otsr-asha-{state.folder.name}-{phase.name}"
-    history = {k: {int(s): v for s, v in m["objective"].items()} for k, m in state.members(phase.name).items()}
+    objective = spec.objectives[0]
+    modes = {objective.metric: objective.mode} | {m: metric_direction(m) for m in sched["also_rank_by"]}
     run.asha_actor = start_actor(name, min(sched["grace_period"], spec.steps), sched["reduction_factor"], spec.steps,
-                                 spec.objectives[0].mode, history)
+                                 modes, rung_history(objective.metric, state.members(phase.name)))
     return name
+
+
+def rung_history(objective: str, records: dict[str, Any]) -> dict[str, dict[int, dict[str, float]]]:
+    """What the members reported at each evaluation that a rung actor ranks by (member -> {step: {metric: value}}):
+    the objective and the ``also_rank_by`` metrics, from the driver's records (a resumed driver replays them)."""
+    return {k: {int(s): {objective: v, **m.ranks.get(s, {})} for s, v in m.objective.items()}
+            for k, m in records.items()}
 
 
 def _progress():

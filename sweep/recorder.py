@@ -148,7 +148,8 @@ class MemberRecorder(Callback):
         if rows:
             self.tracker.log_metric_rows(key, rows)
             rec.logged_train = max(r[3] for r in rows)
-        objective = self._run(key).spec.objectives[0].metric
+        spec = self._run(key).spec
+        objective, also = spec.objectives[0].metric, spec.scheduler["also_rank_by"]
         for ev in sorted(entry.evals, key=lambda e: e.get("step", 0)):
             s = int(ev.get("step", 0))
             finite = _finite(ev)
@@ -157,6 +158,8 @@ class MemberRecorder(Callback):
                 rec.logged_eval = s
             if objective in finite:
                 rec.objective[str(s)] = finite[objective]
+                if also:  # what a resumed driver's rung actor replays
+                    rec.ranks[str(s)] = {m: finite[m] for m in also if m in finite}
         metrics = _finite(entry.metrics)
         if metrics:
             rec.metrics = metrics

@@ -87,6 +87,7 @@ class MemberRecord:
     step: int = 0
     metrics: dict[str, float] = dataclasses.field(default_factory=dict)  # the latest (finite) metrics
     objective: dict[str, float] = dataclasses.field(default_factory=dict)  # objective value by step (Optuna)
+    ranks: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)  # step -> also_rank_by values
     logged_eval: int = -1  # last step whose evaluation reached MLflow's queue
     logged_train: int = -1  # last step whose loss readout reached MLflow's queue
     reason: str = ""

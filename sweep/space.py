@@ -30,7 +30,7 @@ TOP_KEYS = {"name", "description", "pair", "methods", "objective", "budget", "sc
 METHOD_KEYS = {"samples", "fixed", "search", "bundle"}
 MAX_STEPS, MAX_SAMPLES, MAX_BUNDLE = 10**8, 10**5, 1024  # beyond these a value is a typo, not a plan
 BUDGET_KEYS = {"steps", "seeds", "eval_every"}
-SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor"}
+SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor", "also_rank_by"}
 RESOURCE_KEYS = {"cpu", "gpu", "threads", "max_concurrent", "custom", "max_failures"}
 DIST_KEYS = {"type", "low", "high", "log", "step", "choices", "values"}
 SWEEP_OWNED = {"method", "seed", "steps", "eval_every"}  # set by the sweep, not by fixed/search blocks
@@ -255,7 +255,10 @@ def parse_space(raw: Any, src: str = "<dict>", overrides: dict[str, Any] | None 
         raise _err(src, "scheduler.type", f"unknown scheduler {sched.get('type')!r} (valid: asha, fifo)")
     sched = {"type": sched.get("type", "asha"),
              "grace_period": _int(src, "scheduler.grace_period", sched.get("grace_period", eval_every), 1),
-             "reduction_factor": _int(src, "scheduler.reduction_factor", sched.get("reduction_factor", 2), 2)}
+             "reduction_factor": _int(src, "scheduler.reduction_factor", sched.get("reduction_factor", 2), 2),
+             "also_rank_by": sched.get("also_rank_by") or []}
+    if isinstance(sched["also_rank_by"], str):
+        sched["also_rank_by"] = [sched["also_rank_by"]]
     res = _check_keys(src, "resources", raw.get("resources") or {}, RESOURCE_KEYS)
     custom = res.get("custom") or {}
     if not isinstance(custom, dict):
@@ -295,6 +298,12 @@ def parse_space(raw: Any, src: str = "<dict>", overrides: dict[str, Any] | None 
     if sched["type"] == "asha" and len(objectives) == 1 and objectives[0].metric not in periodic:
         raise _err(src, "objective.metric", f"{objectives[0].metric!r} is computed only at the end of a trial; "
                    f"ASHA needs one of {sorted(periodic)} (or scheduler.type: fifo)")
+    for metric in sched["also_rank_by"]:
+        if sched["type"] != "asha":
+            raise _err(src, "scheduler.also_rank_by", "only ASHA ranks members (scheduler.type: asha)")
+        if metric not in periodic:
+            raise _err(src, "scheduler.also_rank_by", f"{metric!r} is not computed at periodic evaluations of this "
+                       f"pair; valid: {sorted(periodic)}")
 
     for m in methods:
         device = resolve_config(pair, {**m.fixed, "method": m.method}).device

@@ -77,7 +77,7 @@ def run_trial(config: dict[str, Any]) -> None:
     where = {"node_id": ray.get_runtime_context().get_node_id(),  # placement, visible in results and MLflow
              "resumed_from": int(resume[0]["step"]) if resume else 0}
     asha = ray.get_actor(config["asha"]) if config.get("asha") else None
-    objective = config["objective"]
+    rank_by = config.get("rank_by") or [config["objective"]]  # what the rung actor judges members by
     losses: list[list[dict]] = [[] for _ in keys]  # loss readouts since the last report (MLflow's train/*)
 
     def on_log(step: int, rows) -> None:
@@ -95,7 +95,8 @@ def run_trial(config: dict[str, Any]) -> None:
     def report(progress: list[Progress]):
         stop = []
         if asha is not None and not progress[0].final:
-            items = [(keys[p.member], p.step, float(p.metrics.get(objective, math.nan))) for p in progress]
+            items = [(keys[p.member], p.step, {m: float(p.metrics.get(m, math.nan)) for m in rank_by})
+                     for p in progress]
             losers = set(ray.get(asha.decide_many.remote(items)))
             stop = [p.member for p in progress if keys[p.member] in losers]
         out = {}

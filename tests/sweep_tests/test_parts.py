@@ -12,7 +12,9 @@ from sweep.asha import Rungs
 from sweep.folder import SweepState, SweepStateError
 from sweep.lock import SweepBusy, driver_lock, is_locked
 from sweep.mlflow_sink import MlflowSink, op_from_json
+from sweep.phases import rung_history
 from sweep.queue import DurableQueue
+from sweep.records import MemberRecord
 from sweep.searcher import PhaseRun, plan_groups
 from sweep.space import load_space
 from sweep.tracking import Tracker, get_or_create_experiment
@@ -64,18 +66,34 @@ def test_typed_operations_reach_a_real_store_and_runs_are_found_again(tmp_path):
 
 
 def test_asha_rungs_stop_the_worse_half_at_each_rung():
-    rungs = Rungs(grace=10, reduction_factor=2, max_t=80, mode="min")
+    rungs = Rungs(grace=10, reduction_factor=2, max_t=80, modes={"l2_uvp": "min"})
     assert sorted(rungs.rungs) == [10, 20, 40]
-    assert rungs.decide("a", 10, 1.0) and rungs.decide("b", 10, 2.0) is False  # b worse than the only record
-    assert rungs.decide("c", 10, 0.5)
-    assert rungs.decide_many([("d", 10, 5.0), ("e", 10, 0.1)]) == ["d"]
-    bundle = Rungs(grace=10, reduction_factor=4, max_t=80, mode="min")  # a bundle of 8 reaches an empty rung
+    assert rungs.decide("a", 10, {"l2_uvp": 1.0}) and rungs.decide("b", 10, {"l2_uvp": 2.0}) is False
+    assert rungs.decide("c", 10, {"l2_uvp": 0.5})
+    assert rungs.decide_many([("d", 10, {"l2_uvp": 5.0}), ("e", 10, {"l2_uvp": 0.1})]) == ["d"]
+    bundle = Rungs(grace=10, reduction_factor=4, max_t=80, modes={"l2_uvp": "min"})  # 8 members, an empty rung
     values = [3.0, 8.0, 1.0, 7.0, 6.0, 2.0, 5.0, 4.0]
-    assert sorted(bundle.decide_many([(f"m{i}", 10, v) for i, v in enumerate(values)])) == \
+    assert sorted(bundle.decide_many([(f"m{i}", 10, {"l2_uvp": v}) for i, v in enumerate(values)])) == \
         ["m0", "m1", "m3", "m4", "m6", "m7"]  # its best quarter goes on (m2, m5), the first member too only if good
-    replay = Rungs(grace=10, reduction_factor=2, max_t=80, mode="min")
-    replay.seed({"a": {10: 1.0}, "b": {10: 2.0}})
-    assert replay.rungs[10] == {"a": -1.0, "b": -2.0}
+    replay = Rungs(grace=10, reduction_factor=2, max_t=80, modes={"l2_uvp": "min"})
+    replay.seed({"a": {10: {"l2_uvp": 1.0}}, "b": {10: {"l2_uvp": 2.0}}})
+    assert replay.rungs[10] == {"a": {"l2_uvp": -1.0}, "b": {"l2_uvp": -2.0}}
+
+
+def test_asha_also_ranking_by_bias_keeps_the_least_biased_members():
+    """Halving by L2-UVP alone stops the small-lambda members that match Q best; ranked by the bias too, they go on."""
+    uvp = [16.3, 16.8, 17.8, 20.2, 24.3, 25.2, 43.7, 81.3]
+    bias = [3.1, 2.4, 2.7, 5.2, 2.2, 2.18, 7.2, 12.7]
+    items = [(f"m{i}", 100, {"l2_uvp": u, "bias_sliced_w2": b}) for i, (u, b) in enumerate(zip(uvp, bias))]
+    by_uvp = Rungs(grace=100, reduction_factor=4, max_t=400, modes={"l2_uvp": "min"})
+    assert sorted(set(k for k, *_ in items) - set(by_uvp.decide_many(items))) == ["m0", "m1"]
+    both = Rungs(grace=100, reduction_factor=4, max_t=400, modes={"l2_uvp": "min", "bias_sliced_w2": "min"})
+    assert sorted(set(k for k, *_ in items) - set(both.decide_many(items))) == ["m0", "m1", "m4", "m5"]
+    records = {k: MemberRecord("gan", {}, "search", objective={"100": v["l2_uvp"]},
+                               ranks={"100": {"bias_sliced_w2": v["bias_sliced_w2"]}}) for k, _, v in items}
+    replay = Rungs(grace=100, reduction_factor=4, max_t=400, modes={"l2_uvp": "min", "bias_sliced_w2": "min"})
+    replay.seed(rung_history("l2_uvp", records))  # what a resumed driver's rung actor starts from
+    assert replay.rungs == both.rungs
 
 
 def test_state_file_errors_name_the_file(tmp_path):
