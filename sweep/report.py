@@ -223,12 +223,26 @@ def explain(summary: dict[str, Any]) -> list[str]:
     for m in summary["methods"]:
         if (summary.get("best") or {}).get(m["name"]):
             out.append(f"The {m['label']}'s best configuration was chosen by {obj.get('metric')} ({obj.get('mode')}) "
-                       f"among the search's completed trials, then run again with the other seeds.")
+                       f"among the search's completed trials, then run again with the other seeds"
+                       f"{_by_seed(summary, m['name'], obj.get('metric'))}.")
     acc = (summary.get("headline_metrics") or {}).get("accuracy")
     for t in summary.get("less_biased_not_ot", []):
         out.append(f"{t['label']} ended less biased than {refs} ({t['bias']} {_num(t.get(t['bias']))}) but is "
                    f"not the OT map: {acc} {_num(t.get(acc))}, OT-consistency {_num(t.get('ot_consistency'))}.")
     return out
+
+
+def _by_seed(summary: dict[str, Any], method: str, metric: str | None) -> str:
+    """': l2_uvp 8.065 with seed 0 (the search's), 37.7 with seed 1': a choice made on one seed shows whether the
+    other seeds confirm it."""
+    tabled = sorted((t for t in summary.get("trials", []) if t["method"] == method and t["tabled"]),
+                    key=lambda t: (t["phase"] != method, t["seed"] if t["seed"] is not None else -1))
+    parts = []
+    for t in tabled:
+        if t["metrics"].get(metric) is not None:
+            searched = " (the search's)" if t["phase"] == method else ""
+            parts.append(f"{_num(t['metrics'][metric])} with seed {t['seed']}{searched}")
+    return f": {metric} {', '.join(parts)}" if len(parts) > 1 else ""
 
 
 def comparison_table(summary: dict[str, Any]) -> dict[str, list]:

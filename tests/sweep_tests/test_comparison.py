@@ -15,7 +15,7 @@ from otsr.evaluation import metric_names
 from otsr.methods import METHODS, OTS, Method, register_method
 from otsr.pairs import make_pair, pair_names
 from sweep.mlflow_views import headline_metrics, view_tags
-from sweep.report import _panels, summarise, sweep_headline, write_report
+from sweep.report import _panels, explain, summarise, sweep_headline, write_report
 from sweep.tracking import member_run_name, run_params
 
 FAST = ["--steps", "20", "--eval-every", "10", "--batch-size", "32", "--width", "16", "--critic-width", "16",
@@ -97,6 +97,7 @@ def test_report_compares_swept_methods_against_references(tmp_path):
     # lam=1 is less biased than OTS (mean shift 0.1 < 0.2) but farther from the OT map: the paper's point
     assert [t["knob"] for t in summary["less_biased_not_ot"]] == [1.0]
     assert summary["headline"]["best_gan_l2_uvp"] == pytest.approx(10.25)
+    assert explain(summary)[0].endswith("other seeds: l2_uvp 10 with seed 0 (the search's), 10.5 with seed 1.")
 
 
 def test_a_third_method_appears_in_the_report_the_views_and_tracking(tmp_path, third_method):
