@@ -102,6 +102,8 @@ def test_quick_bias_actually_searches():
     gan = next(m for m in spec.methods if m.method == "gan")
     assert spec.sampler["type"] == "qmc" and gan.samples >= 16 and gan.bundle > 1
     assert gan.search["lam"].log and gan.search["lam"].high / gan.search["lam"].low >= 1e4
+    # halving keeps the least biased too: 'bias' names the pair's headline bias
+    assert spec.scheduler["type"] == "asha" and spec.scheduler["also_rank_by"] == ["bias_sliced_w2"]
 
 
 def test_metric_the_pair_cannot_compute():
