@@ -5,7 +5,7 @@ Each member writes an ordinary run folder under ``<sweep>/members/<key>/`` (chec
 result, metrics, curves, map), and the trial reports every evaluation to Tune as ``{"members": {key: ...}}``.
 A trial restarted by Tune (a failed node) or by ``otsr-sweep resume`` continues from those checkpoints, loaded
 as tensors only. In a search phase with ASHA, each member is judged at each evaluation by the phase's rung
-actor and frozen when it loses.
+actor and stopped when it loses; the bundle then drops it (``otsr.trainers``).
 """
 
 from __future__ import annotations

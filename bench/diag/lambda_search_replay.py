@@ -1,7 +1,8 @@
 """Replay a finished λ search on its recorded curves: best objective found against member-steps trained, for the
 search as it ran (every member to the end) and for successive halving across its members (rungs at the periodic
-evaluations; keep the best 1/eta at each rung). A replay, not a run: it shows what early stopping *would* buy
-if a bundle dropped its stopped members (today a frozen member still costs its share).
+evaluations; keep the best 1/eta at each rung). A replay, not a run: it shows what other rungs would buy on
+the same curves (bundles now drop their stopped members, so a run's saving is wall time too: README, "The main
+job's time").
 
     python bench/diag/lambda_search_replay.py SWEEP_FOLDER [SWEEP_FOLDER ...] [--phase gan] [--metric l2_uvp]
         [--rungs 100,200] [--eta 3,4] [--within 1.03] [--mode min] [--out FILE.json]
