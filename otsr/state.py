@@ -172,7 +172,7 @@ class TrainState:
         _load_stacked(self.critic, [c["critic"] for c in ckpts], "critic")
         if self.average is not None:
             self.average.load_members([c["map"] if "map_iterate" in c else None for c in ckpts])
-            self.average.updates = int(next(iter(ckpts))["step"])
+            self.average.updates = step
         self.opt_map.load_members([c["opt_map"] for c in ckpts], t=int(ckpts[lead]["opt_map"]["t"]))
         self.opt_critic.load_members([c["opt_critic"] for c in ckpts], t=int(ckpts[lead]["opt_critic"]["t"]))
         for seed, g in self.generators.items():

@@ -145,8 +145,8 @@ class PhaseRun:
         """The Tune trial config of a bundle: the pair, shared settings, and each member's own."""
         return {PAIR_KEY: self.spec.pair, "base": self.base_settings(), "sweep": str(self.state.folder),
                 "phase": self.phase.name, "bundle": bundle, "asha": self.asha_name,
-                "rank_by": [self.spec.objectives[0].metric, *self.spec.scheduler["also_rank_by"]],
-                "objective": self.spec.objectives[0].metric, "threads": self.spec.resources["threads"],
+                "rank_by": [self.spec.objectives[0].metric, *self.spec.scheduler["also_rank_by"]],  # objective first
+                "threads": self.spec.resources["threads"],
                 "members": [{"key": k, "settings": self.state.member(k).settings,
                              "status": self.state.member(k).status.value} for k in self.record["bundles"][bundle]]}
 

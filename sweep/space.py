@@ -298,7 +298,8 @@ def parse_space(raw: Any, src: str = "<dict>", overrides: dict[str, Any] | None 
     if sched["type"] == "asha" and len(objectives) == 1 and objectives[0].metric not in periodic:
         raise _err(src, "objective.metric", f"{objectives[0].metric!r} is computed only at the end of a trial; "
                    f"ASHA needs one of {sorted(periodic)} (or scheduler.type: fifo)")
-    sched["also_rank_by"] = [pair.headline().bias if m == "bias" else m for m in sched["also_rank_by"]]  # the pair's
+    # 'bias' names the pair's headline bias
+    sched["also_rank_by"] = [pair.headline().bias if m == "bias" else m for m in sched["also_rank_by"]]
     for metric in sched["also_rank_by"]:
         if sched["type"] != "asha":
             raise _err(src, "scheduler.also_rank_by", "only ASHA ranks members (scheduler.type: asha)")

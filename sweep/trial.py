@@ -77,7 +77,7 @@ def run_trial(config: dict[str, Any]) -> None:
     where = {"node_id": ray.get_runtime_context().get_node_id(),  # placement, visible in results and MLflow
              "resumed_from": int(resume[0]["step"]) if resume else 0}
     asha = ray.get_actor(config["asha"]) if config.get("asha") else None
-    rank_by = config.get("rank_by") or [config["objective"]]  # what the rung actor judges members by
+    rank_by = config["rank_by"]  # what the rung actor judges members by: the objective, then also_rank_by
     losses: list[list[dict]] = [[] for _ in keys]  # loss readouts since the last report (MLflow's train/*)
 
     def on_log(step: int, rows) -> None:

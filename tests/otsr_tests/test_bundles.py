@@ -106,22 +106,25 @@ def test_members_stopped_early_leave_the_bundle_and_the_others_train_on_unchange
     assert cut[1].metrics["l2_uvp"] == cut[1].evals[-1]["l2_uvp"] == full[1].evals[1]["l2_uvp"]
 
 
-def test_a_bundle_that_dropped_members_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("cut,map_ema", [(1, 0.0), (0, 0.9)], ids=["middle", "first-averaged"])
+def test_a_bundle_that_dropped_members_resumes_exactly(tmp_path, cut, map_ema):
     """A member that left the bundle keeps the checkpoint of the step it ended at; the resumed bundle holds only
-    the others and finishes as the uninterrupted run does."""
+    the others and finishes as the uninterrupted run does (its step, optimiser count, sample streams and weight
+    average taken from a member at the bundle's step, whichever checkpoint comes first)."""
     pair = GaussianShift(dim=4)
-    members = _members(pair, "gan", lam=[0.5, 1.0, 2.0], seed=[0, 1, 2], steps=45, checkpoint_every=15)
-    full = otsr.train_bundle(members, pair, report=_stopping(15, [1]))
+    members = _members(pair, "gan", lam=[0.5, 1.0, 2.0], seed=[0, 1, 2], steps=45, checkpoint_every=15,
+                       map_ema=map_ema)
+    full = otsr.train_bundle(members, pair, report=_stopping(15, [cut]))
     folders = [tmp_path / str(i) for i in range(3)]
     with pytest.raises(_Crash):
-        otsr.train_bundle(members, pair, report=_stopping(15, [1], crash_at=30), out_dirs=folders)
-    assert [load_checkpoint(f)["step"] for f in folders] == [30, 15, 30]
-    assert load_checkpoint(folders[1])["status"] == "stopped"
+        otsr.train_bundle(members, pair, report=_stopping(15, [cut], crash_at=30), out_dirs=folders)
+    assert [load_checkpoint(f)["step"] for f in folders] == [15 if i == cut else 30 for i in range(3)]
+    assert load_checkpoint(folders[cut])["status"] == "stopped"
     sizes = []
     resumed = otsr.train_bundle(members, pair, resume=folders, out_dirs=folders, report=_stopping(-1, [], sizes))
     assert sizes == [(45, 2)]
-    assert [r.status for r in resumed] == ["completed", "stopped", "completed"]
-    assert resumed[1].step == 15 and resumed[1].metrics == full[1].metrics
+    assert [r.status for r in resumed] == ["stopped" if i == cut else "completed" for i in range(3)]
+    assert resumed[cut].step == 15 and resumed[cut].metrics == full[cut].metrics
     for a, b in zip(full, resumed):
         assert a.metrics == b.metrics and a.history == b.history
 
