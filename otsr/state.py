@@ -31,6 +31,7 @@ from otsr.sampling import draw_q, var_q
 from otsr.warm_start import FIT_SEED, MAX_WARM_DIM, GaussianFit, fit_gaussians
 
 CHECKPOINT_FORMAT = 2  # 2: bundled-layer weights in the one-member layout (otsr >= 0.3)
+GOING_ON = ("running", "completed")  # checkpoint statuses of members a resumed bundle trains (a longer run continues)
 
 
 @dataclasses.dataclass
@@ -153,31 +154,32 @@ class TrainState:
                           "history": json.dumps(self.history[index]), "evals": json.dumps(self.evals[index])}
 
     def load_members(self, ckpts: list[dict[str, Any]]) -> None:
-        """Restore every member from its checkpoint (``member_checkpoint`` dicts, in member order); a member that
-        ended (status other than running) may be at an earlier step: the bundle goes on from the latest."""
+        """Restore every member from its checkpoint (``member_checkpoint`` dicts, in member order). A member that
+        ended early (status stopped or diverged) may be at another step: its checkpoint is the one it left with; the
+        bundle's step, optimiser count and sample streams come from the members that go on."""
         if len(ckpts) != self.k:
             raise ValueError(f"{len(ckpts)} checkpoint(s) for a bundle of {self.k}")
         for c in ckpts:
             if c.get("format") != CHECKPOINT_FORMAT:
                 raise ValueError("checkpoint was written by an older otsr (before bundles, format "
                                  f"{c.get('format', 1)}); its networks cannot be loaded: train a new run")
-        steps = [int(c["step"]) for c in ckpts]
-        step = max(steps)
-        behind = sorted({n for c, n in zip(ckpts, steps) if n < step and c.get("status", "running") == "running"})
-        if behind:
-            raise ValueError(f"members' checkpoints are at different steps {sorted(set(steps))}; a bundle moves "
-                             "together (only a member that ended may be behind)")
-        lead = steps.index(step)  # a member at the bundle's step: its optimiser count and sample stream go on
+        going = [c for c in ckpts if c.get("status", "running") in GOING_ON]
+        steps = {int(c["step"]) for c in going}
+        if len(steps) > 1:
+            raise ValueError(f"members' checkpoints are at different steps {sorted(steps)}; a bundle moves together "
+                             "(only a member that ended early may be at another step)")
+        lead = max(going or ckpts, key=lambda c: int(c["step"]))  # its step and optimiser count go on
+        step = int(lead["step"])
         _load_stacked(self.map, [c.get("map_iterate", c["map"]) for c in ckpts], "map")  # the trained weights
         _load_stacked(self.critic, [c["critic"] for c in ckpts], "critic")
         if self.average is not None:
             self.average.load_members([c["map"] if "map_iterate" in c else None for c in ckpts])
             self.average.updates = step
-        self.opt_map.load_members([c["opt_map"] for c in ckpts], t=int(ckpts[lead]["opt_map"]["t"]))
-        self.opt_critic.load_members([c["opt_critic"] for c in ckpts], t=int(ckpts[lead]["opt_critic"]["t"]))
-        for seed, g in self.generators.items():
-            first = max((c for c, m in zip(ckpts, self.members) if m.seed == seed), key=lambda c: int(c["step"]))
-            g.set_state(first["generator"].cpu())
+        self.opt_map.load_members([c["opt_map"] for c in ckpts], t=int(lead["opt_map"]["t"]))
+        self.opt_critic.load_members([c["opt_critic"] for c in ckpts], t=int(lead["opt_critic"]["t"]))
+        for seed, g in self.generators.items():  # a seed's stream from a member that goes on, if it has one
+            mine = [c for c, m in zip(ckpts, self.members) if m.seed == seed]
+            g.set_state(next((c for c in mine if any(c is o for o in going)), mine[0])["generator"].cpu())
         self.step = step
         self.history = [json.loads(c["history"]) for c in ckpts]
         self.evals = [json.loads(c.get("evals", "[]")) for c in ckpts]

@@ -43,8 +43,12 @@ class Rungs:
                 for m, sign in self.signs.items()}
 
     def _goes_on(self, recorded: dict[str, Values], rewards: Values) -> bool:
-        q = (1 - 1 / self.rf) * 100
-        return any(r >= float(np.nanpercentile([v[m] for v in recorded.values()], q)) for m, r in rewards.items())
+        """Whether ``rewards`` are in the best 1/rf of the records by some metric. A member with no finite value
+        (reward -inf) counts as the lowest, but interpolating between -infs would give NaN (nobody passes), so the
+        cutoff is taken over values floored at -1e300 (far below any metric, far from overflowing)."""
+        q, floor = (1 - 1 / self.rf) * 100, -1e300
+        return any(r >= float(np.percentile(np.maximum([v[m] for v in recorded.values()], floor), q))
+                   for m, r in rewards.items())
 
     def decide(self, key: str, step: int, values: Values) -> bool:
         """Record ``values`` at the highest rung ``step`` reached that ``key`` has not passed; False = stop it."""

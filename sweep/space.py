@@ -259,6 +259,8 @@ def parse_space(raw: Any, src: str = "<dict>", overrides: dict[str, Any] | None 
              "also_rank_by": sched.get("also_rank_by") or []}
     if isinstance(sched["also_rank_by"], str):
         sched["also_rank_by"] = [sched["also_rank_by"]]
+    if not isinstance(sched["also_rank_by"], list) or not all(isinstance(m, str) for m in sched["also_rank_by"]):
+        raise _err(src, "scheduler.also_rank_by", f"{sched['also_rank_by']!r} must be a list of metric names")
     res = _check_keys(src, "resources", raw.get("resources") or {}, RESOURCE_KEYS)
     custom = res.get("custom") or {}
     if not isinstance(custom, dict):
@@ -300,6 +302,10 @@ def parse_space(raw: Any, src: str = "<dict>", overrides: dict[str, Any] | None 
                    f"ASHA needs one of {sorted(periodic)} (or scheduler.type: fifo)")
     # 'bias' names the pair's headline bias
     sched["also_rank_by"] = [pair.headline().bias if m == "bias" else m for m in sched["also_rank_by"]]
+    if sched["also_rank_by"] and len(objectives) > 1:
+        raise _err(src, "scheduler.also_rank_by", "a multi-objective search keeps every member (no ASHA): leave it "
+                   "out")
+    sched["also_rank_by"] = [m for m in dict.fromkeys(sched["also_rank_by"]) if m != objectives[0].metric]
     for metric in sched["also_rank_by"]:
         if sched["type"] != "asha":
             raise _err(src, "scheduler.also_rank_by", "only ASHA ranks members (scheduler.type: asha)")

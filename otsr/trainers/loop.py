@@ -96,6 +96,7 @@ class _Loop:
         self.selection = [MemberSelection() for _ in range(k)] if state.cfg.keep_best else None
         self.signal: str | None = None  # the bias the selection follows, fixed at the first evaluation
         self.ended_at: dict[int, int] = {}  # members that had ended before a resume: the step they ended at
+        self.saved_ended: set[int] = set()  # members that ended early and wrote their last checkpoint
         self.t0 = time.perf_counter()
 
     @property
@@ -139,7 +140,8 @@ class _Loop:
             for i in range(self.k):
                 if self.status[i] != "running":
                     self._finish(i)
-            self._drop_ended(save=False)  # their checkpoints are already on disk
+            self.saved_ended.update(i for i in range(self.k) if self.status[i] != "running")  # already on disk
+            self._drop_ended()
 
     # --- the loop ---
 
@@ -192,6 +194,7 @@ class _Loop:
                 s = self.s
                 acc = torch.zeros(s.k, n_losses, device=s.device)
                 first_bad = torch.full((s.k, n_losses), math.inf, device=s.device)
+        self._save_ended()  # members that ended with no readout after (every member, or at the last step)
         running = [i for i in range(self.k) if self.status[i] == "running"]
         if running and s.average is not None:
             s.average.commit()  # the result is the average (its selection and final evaluation too)
@@ -214,17 +217,16 @@ class _Loop:
             self._report(final=True, members=running)
         return list(self.results)
 
-    def _drop_ended(self, save: bool = True) -> bool:
+    def _drop_ended(self) -> bool:
         """Rebuild the state from the running members' checkpoints (the exact-resume path) when some member it holds
-        has ended; each ended member's checkpoint is written first (``save``), as its last. Returns whether it did."""
+        has ended; each ended member's checkpoint is written first, as its last. Returns whether it rebuilt."""
         s = self.s
         keep = [i for i, _ in self._rows() if self.status[i] == "running"]
-        if not keep or len(keep) == s.k:
+        if len(keep) == s.k:
             return False
-        if save and self.folders is not None:
-            for i, r in self._rows():
-                if i not in keep:
-                    self.folders[i].save_checkpoint(s.member_checkpoint(r, self.status[i]) | self._extra(i))
+        self._save_ended()
+        if not keep:
+            return False
         rows = [self.row[i] for i in keep]
         smaller = build_state([self.members[i] for i in keep], s.pair, fit=s.fit)
         smaller.load_members([s.member_checkpoint(r) for r in rows])
@@ -232,6 +234,15 @@ class _Loop:
         self.s = smaller
         self.row = [keep.index(i) if i in keep else None for i in range(self.k)]
         return True
+
+    def _save_ended(self) -> None:
+        """Write the checkpoint of each member of the state that ended early and has not written it yet (its last)."""
+        if self.folders is None:
+            return
+        for i, r in self._rows():
+            if self.status[i] in ("stopped", "diverged") and i not in self.saved_ended:
+                self.folders[i].save_checkpoint(self.s.member_checkpoint(r, self.status[i]) | self._extra(i))
+                self.saved_ended.add(i)
 
     def _select(self, running: list[int]) -> dict[int, str]:
         """The T*-free selection (``otsr.selection``): evaluate the end state at the periodic size (not recorded: the

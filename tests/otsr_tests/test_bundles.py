@@ -129,6 +129,41 @@ def test_a_bundle_that_dropped_members_resumes_exactly(tmp_path, cut, map_ema):
         assert a.metrics == b.metrics and a.history == b.history
 
 
+def test_a_member_that_left_after_the_last_checkpoint_does_not_block_the_resume(tmp_path):
+    """Stopped at step 20, between checkpoints at 15 and 30, a member's last checkpoint is *ahead* of the others';
+    the resume goes on from the others' step and ends as the uninterrupted run does."""
+    pair = GaussianShift(dim=4)
+    members = _members(pair, "gan", lam=[0.5, 1.0, 2.0], seed=[0, 1, 2], steps=45, eval_every=5, checkpoint_every=15)
+    full = otsr.train_bundle(members, pair, report=_stopping(20, [1]))
+    folders = [tmp_path / str(i) for i in range(3)]
+    with pytest.raises(_Crash):
+        otsr.train_bundle(members, pair, report=_stopping(20, [1], crash_at=25), out_dirs=folders)
+    assert [load_checkpoint(f)["step"] for f in folders] == [15, 20, 15]
+    resumed = otsr.train_bundle(members, pair, resume=folders, out_dirs=folders)
+    assert [(r.status, r.step) for r in resumed] == [("completed", 45), ("stopped", 20), ("completed", 45)]
+    for a, b in zip(full, resumed):
+        assert a.metrics == b.metrics and a.history == b.history
+
+
+def test_the_last_members_to_stop_write_their_stopped_checkpoint(tmp_path):
+    """When the last members of a bundle stop there is no smaller bundle to build, but their checkpoints still say
+    stopped: a resume does not train them on."""
+    pair = GaussianShift(dim=4)
+    members = _members(pair, "gan", lam=[0.5, 1.0, 2.0], seed=[0, 1, 2], steps=45)
+    folders = [tmp_path / str(i) for i in range(3)]
+
+    def report(progress):
+        return {15: [0, 1], 30: [2]}.get(progress[0].step)
+
+    first = otsr.train_bundle(members, pair, report=report, out_dirs=folders)
+    assert [(r.status, r.step) for r in first] == [("stopped", 15), ("stopped", 15), ("stopped", 30)]
+    assert [(load_checkpoint(f)["status"], load_checkpoint(f)["step"]) for f in folders] == \
+        [("stopped", 15), ("stopped", 15), ("stopped", 30)]
+    resumed = otsr.train_bundle(members, pair, resume=folders, out_dirs=folders)
+    assert [(r.status, r.step) for r in resumed] == [("stopped", 15), ("stopped", 15), ("stopped", 30)]
+    assert [r.metrics for r in resumed] == [r.metrics for r in first]
+
+
 @pytest.mark.parametrize("lists,match", [({"lam": [1.0, 2.0], "width": [8, 16]}, "config key 'width'"),
                                          ({"lam": [1.0, 2.0, 3.0], "seed": [0, 1]}, "equal lengths"),
                                          ({"lam": [], "seed": 0}, "empty list")])

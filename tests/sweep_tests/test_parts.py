@@ -2,6 +2,7 @@
 per-member ASHA rungs, the state file, the driver lock, phase planning and bundling."""
 
 import json
+import math
 import os
 import signal
 import time
@@ -94,6 +95,9 @@ def test_asha_also_ranking_by_bias_keeps_the_least_biased_members():
     replay = Rungs(grace=100, reduction_factor=4, max_t=400, modes={"l2_uvp": "min", "bias_sliced_w2": "min"})
     replay.seed(rung_history("l2_uvp", records))  # what a resumed driver's rung actor starts from
     assert replay.rungs == both.rungs
+    nan = Rungs(grace=100, reduction_factor=4, max_t=400, modes={"l2_uvp": "min"})  # diverged members report NaN
+    assert nan.decide_many([(f"d{i}", 100, {"l2_uvp": math.nan}) for i in range(3)] +
+                           [("ok", 100, {"l2_uvp": 5.0})]) == ["d0", "d1", "d2"]  # the finite one goes on
 
 
 def test_state_file_errors_name_the_file(tmp_path):

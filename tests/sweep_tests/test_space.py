@@ -50,6 +50,8 @@ def test_short_form_becomes_optuna_distributions():
      r"scheduler.also_rank_by: 'bias_typo' is not computed at periodic evaluations"),
     (lambda d: d.update(scheduler={"type": "fifo", "also_rank_by": "bias_sliced_w2"}),
      r"scheduler.also_rank_by: only ASHA ranks members"),
+    (lambda d: d.update(scheduler={"type": "asha", "also_rank_by": {"bias": 1}}),
+     r"scheduler.also_rank_by: \{'bias': 1\} must be a list of metric names"),
     (lambda d: d.update(resources={"max_failures": -1}), r"resources.max_failures: -1 must be an integer >= 0"),
     (lambda d: d["methods"]["gan"].update(fixed={"device": "tpu"}), r"methods.gan.fixed: .*'tpu' is not supported"),
     (lambda d: d["methods"]["gan"].update(fixed={"map_model": "transformer"}), r"unknown model 'transformer'"),
