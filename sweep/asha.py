@@ -71,11 +71,12 @@ class Rungs:
                 if len(recorded) > 1 and not self._goes_on(recorded, rewards)]
 
     def seed(self, history: dict[str, dict[int, Values]]) -> None:
-        """Replay recorded values (member -> {step: {metric: value}}) in step order (a resumed driver)."""
+        """Replay recorded values (member -> {step: {metric: value}}) in step order (a resumed driver): every
+        evaluation, as the live rungs saw them, so a milestone between two evaluations is recorded at the first
+        evaluation past it, as it was live."""
         events = sorted((int(step), key) for key, h in history.items() for step in h)
         for step, key in events:
-            if step in self.rungs:
-                self.decide(key, step, history[key][step])
+            self.decide(key, step, history[key][step])
 
 
 def start_actor(name: str, grace: int, reduction_factor: int, max_t: int, modes: dict[str, str],

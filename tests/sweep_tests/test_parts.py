@@ -95,6 +95,13 @@ def test_asha_also_ranking_by_bias_keeps_the_least_biased_members():
     replay = Rungs(grace=100, reduction_factor=4, max_t=400, modes={"l2_uvp": "min", "bias_sliced_w2": "min"})
     replay.seed(rung_history("l2_uvp", records))  # what a resumed driver's rung actor starts from
     assert replay.rungs == both.rungs
+    live = Rungs(grace=150, reduction_factor=2, max_t=1000, modes={"l2_uvp": "min"})  # milestones between evaluations
+    curves = {"a": {100: 3.0, 200: 2.0, 300: 1.5, 400: 1.2}, "b": {100: 4.0, 200: 3.5}}
+    for step in (100, 200, 300, 400):
+        live.decide_many([(k, step, {"l2_uvp": c[step]}) for k, c in curves.items() if step in c])
+    replayed = Rungs(grace=150, reduction_factor=2, max_t=1000, modes={"l2_uvp": "min"})
+    replayed.seed({k: {s: {"l2_uvp": v} for s, v in c.items()} for k, c in curves.items()})
+    assert replayed.rungs == live.rungs and live.rungs[150] and live.rungs[300]
     nan = Rungs(grace=100, reduction_factor=4, max_t=400, modes={"l2_uvp": "min"})  # diverged members report NaN
     assert nan.decide_many([(f"d{i}", 100, {"l2_uvp": math.nan}) for i in range(3)] +
                            [("ok", 100, {"l2_uvp": 5.0})]) == ["d0", "d1", "d2"]  # the finite one goes on
