@@ -34,6 +34,17 @@ CHECKPOINT_FORMAT = 2  # 2: bundled-layer weights in the one-member layout (otsr
 GOING_ON = ("running", "completed")  # checkpoint statuses of members a resumed bundle trains (a longer run continues)
 
 
+def goes_on(ckpt: dict[str, Any]) -> bool:
+    """Whether a resumed bundle trains this member on (not one that stopped or diverged early)."""
+    return ckpt.get("status", "running") in GOING_ON
+
+
+def bundle_lead(ckpts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The checkpoint a resumed bundle takes its step and optimiser count from: a member that goes on (the latest
+    checkpoint when none does; members that ended early hold the step they left at)."""
+    return max([c for c in ckpts if goes_on(c)] or ckpts, key=lambda c: int(c["step"]))
+
+
 @dataclasses.dataclass
 class TrainState:
     """Everything a step mutates and a checkpoint must restore (see the module docstring)."""
@@ -163,12 +174,11 @@ class TrainState:
             if c.get("format") != CHECKPOINT_FORMAT:
                 raise ValueError("checkpoint was written by an older otsr (before bundles, format "
                                  f"{c.get('format', 1)}); its networks cannot be loaded: train a new run")
-        going = [c for c in ckpts if c.get("status", "running") in GOING_ON]
-        steps = {int(c["step"]) for c in going}
+        steps = {int(c["step"]) for c in ckpts if goes_on(c)}
         if len(steps) > 1:
             raise ValueError(f"members' checkpoints are at different steps {sorted(steps)}; a bundle moves together "
                              "(only a member that ended early may be at another step)")
-        lead = max(going or ckpts, key=lambda c: int(c["step"]))  # its step and optimiser count go on
+        lead = bundle_lead(ckpts)
         step = int(lead["step"])
         _load_stacked(self.map, [c.get("map_iterate", c["map"]) for c in ckpts], "map")  # the trained weights
         _load_stacked(self.critic, [c["critic"] for c in ckpts], "critic")
@@ -179,7 +189,7 @@ class TrainState:
         self.opt_critic.load_members([c["opt_critic"] for c in ckpts], t=int(lead["opt_critic"]["t"]))
         for seed, g in self.generators.items():  # a seed's stream from a member that goes on, if it has one
             mine = [c for c, m in zip(ckpts, self.members) if m.seed == seed]
-            g.set_state(next((c for c in mine if any(c is o for o in going)), mine[0])["generator"].cpu())
+            g.set_state(next((c for c in mine if goes_on(c)), mine[0])["generator"].cpu())
         self.step = step
         self.history = [json.loads(c["history"]) for c in ckpts]
         self.evals = [json.loads(c.get("evals", "[]")) for c in ckpts]

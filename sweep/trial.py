@@ -25,7 +25,7 @@ from otsr.evaluation import metric_names
 from otsr.pairs import PairSpec
 from otsr.recipes import resolve_config
 from otsr.result import Progress
-from otsr.state import GOING_ON
+from otsr.state import bundle_lead
 from otsr.trainers import train_bundle
 from sweep.records import MemberReport, MemberStatus
 
@@ -77,7 +77,7 @@ def run_trial(config: dict[str, Any]) -> None:
     folders = [Path(config["sweep"]) / "members" / k for k in keys]
     resume = _resume_points(folders, members)
     where = {"node_id": ray.get_runtime_context().get_node_id(),  # placement, visible in results and MLflow
-             "resumed_from": _bundle_step(resume) if resume else 0}
+             "resumed_from": int(bundle_lead(resume)["step"]) if resume else 0}
     asha = ray.get_actor(config["asha"]) if config.get("asha") else None
     rank_by = config["rank_by"]  # what the rung actor judges members by: the objective, then also_rank_by
     losses: list[list[dict]] = [[] for _ in keys]  # loss readouts since the last report (MLflow's train/*)
@@ -116,7 +116,7 @@ def run_trial(config: dict[str, Any]) -> None:
                            f"torch build")
     if resume:  # what the checkpoints hold that the driver may not have received (it keeps each step once)
         tune.report({"members": {k: _catch_up(c) for k, c in zip(keys, resume)},
-                     "step": _bundle_step(resume), **where})
+                     "step": int(bundle_lead(resume)["step"]), **where})
     results = train_bundle(cfgs, pair, resume=resume, out_dirs=folders, report=report, on_log=on_log)
     names = metric_names(pair)
     final = {}
@@ -124,12 +124,6 @@ def run_trial(config: dict[str, Any]) -> None:
         metrics = _numeric(res.metrics) if res.status != MemberStatus.DIVERGED else dict.fromkeys(names, math.nan)
         final[keys[i]] = entry(i, res.status, res.step, metrics, res.message)
     tune.report({"members": final, "step": max(r.step for r in results), "final": 1, **where})
-
-
-def _bundle_step(ckpts: list[dict[str, Any]]) -> int:
-    """The step a resumed bundle goes on from: that of its members that go on (the latest when none does)."""
-    going = [int(c["step"]) for c in ckpts if c.get("status", "running") in GOING_ON]
-    return max(going or [int(c["step"]) for c in ckpts])
 
 
 def _catch_up(ckpt: dict[str, Any]) -> dict[str, Any]:
