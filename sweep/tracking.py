@@ -13,7 +13,6 @@ direct call: it is the check, before anything exists, that the tracking URI work
 from __future__ import annotations
 
 import math
-import subprocess
 import sys
 import time
 import urllib.error
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from otsr.methods import METHODS
+from otsr.provenance import code_version
 from sweep.mlflow_sink import (
     CreateRun,
     LogArtifacts,
@@ -93,19 +93,6 @@ def server_answers(uri: str, timeout: float = 1.0) -> bool:
             return r.status == 200
     except (urllib.error.URLError, OSError, ValueError):
         return False
-
-
-def code_version() -> str:
-    """The git commit of the working tree (with '+dirty'), or 'unknown' outside a checkout."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                             timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def version_tags() -> dict[str, str]:

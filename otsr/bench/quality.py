@@ -4,8 +4,10 @@ next to the best affine map and the identity, so a recipe or speed change is jud
 not tuned on. Published Wasserstein-2 benchmark figures are shown for orientation only: they were measured on the
 benchmark's own pairs, not these.
 
-Each result is stored in a JSON file as soon as it finishes (with its evaluation curve), so a long CPU run can be
-stopped and continued, and the README table is written from that file.
+Each result is stored in a JSON file as soon as it finishes (with its evaluation curve, the date and the code's
+commit), and the README table is written from that file. A run trains in its own folder next to the JSON and
+checkpoints there, so a bench stopped mid-run (a D = 128 row takes hours on a CPU) continues from the run's last
+checkpoint, with its CPU seconds carried over.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import dataclasses
 import datetime as dt
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -21,9 +24,11 @@ from typing import Any
 import torch
 
 from otsr.bench.speed import machine_name, write_readme
+from otsr.checkpoint import CHECKPOINT_NAME, atomic_write_json, load_checkpoint
 from otsr.evaluation import evaluate, probe_map
 from otsr.methods import comparison_methods
 from otsr.pairs import best_affine_l2_uvp, make_pair
+from otsr.provenance import code_version
 from otsr.recipes import resolve_config, resolve_members
 from otsr.trainers import train, train_bundle
 
@@ -51,6 +56,7 @@ class QualityOptions:
     lambdas: tuple[float, ...] = GAN_LAMBDAS
     pairs: tuple[tuple[str, int], ...] = PAIRS
     gan_pairs: tuple[tuple[str, int], ...] = GAN_PAIRS
+    redo: bool = False  # measure the chosen rows again (their stored results and run folders are dropped first)
 
 
 def parse_pairs(text: str) -> tuple[tuple[str, int], ...]:
@@ -76,17 +82,48 @@ def curve_keys(pair) -> tuple[str, ...]:
 def _row(res, cfg, wall: float, pair) -> dict[str, Any]:
     out = {"status": res.status, "steps": res.step, "seconds": round(wall, 1), "config": cfg.to_dict(),
            "precision": res.precision, "curve": [{k: e.get(k) for k in curve_keys(pair)} for e in res.evals],
-           "bias_metric": pair.headline().bias}
+           "bias_metric": pair.headline().bias, "date": dt.date.today().isoformat(), "code": code_version()}
     out.update({k: res.metrics.get(k, math.nan) for k in bench_metrics(pair)})
     return out
 
 
-def _train(pair, method: str, steps: int, device: str, **extra) -> dict[str, Any]:
+class _CpuLedger:
+    """CPU seconds of a run that may span several processes: the total at each checkpoint, so a continued run
+    adds its own seconds to those spent up to the checkpoint it resumed from (what came after it is redone)."""
+
+    def __init__(self, folder: Path, start_step: int):
+        self.path = folder / "cpu_seconds.json"
+        self.at = {int(k): v for k, v in json.loads(self.path.read_text()).items()} if self.path.exists() else {}
+        self.base = self.at.get(start_step, 0.0)
+        self.t0 = time.process_time()
+
+    def total(self) -> float:
+        return self.base + time.process_time() - self.t0
+
+    def note(self, step: int) -> None:
+        self.at[step] = self.total()
+        atomic_write_json(self.path, self.at)
+
+
+def _train(pair, method: str, steps: int, device: str, folder: Path | None = None, **extra) -> dict[str, Any]:
+    """Train one run; with ``folder``, checkpoint there and continue from its checkpoint if one is there."""
     cfg = resolve_config(pair, {"method": method, "device": device, **extra})
     cfg = cfg.replace(steps=steps, eval_every=max(1, steps // 8))
-    t0 = time.process_time()
-    res = train(cfg, pair)
-    return _row(res, cfg, time.process_time() - t0, pair)
+    if folder is None:
+        t0 = time.process_time()
+        res = train(cfg, pair)
+        return _row(res, cfg, time.process_time() - t0, pair)
+    resume = load_checkpoint(folder) if (folder / CHECKPOINT_NAME).exists() else None
+    if resume is not None and resume["config"] != cfg.to_dict():
+        raise ValueError(f"{folder}: its checkpoint is of another configuration; pass --redo to start it again")
+    ledger = _CpuLedger(folder, int(resume["step"]) if resume else 0)
+
+    def on_log(step: int, _row) -> None:
+        if step % cfg.checkpoint_every == 0:
+            ledger.note(step)
+
+    res = train(cfg, pair, resume=resume, out_dir=folder, on_log=on_log)
+    return _row(res, cfg, ledger.total(), pair)
 
 
 def _gan_sweep(pair, lambdas, steps: int, device: str) -> dict[str, dict[str, Any]]:
@@ -99,9 +136,12 @@ def _gan_sweep(pair, lambdas, steps: int, device: str) -> dict[str, dict[str, An
     return {str(lam): _row(r, m, wall, pair) for lam, r, m in zip(lambdas, results, members)}
 
 
-def run_pair(family: str, seed: int, dim: int, opts: QualityOptions, row: dict[str, Any], save) -> None:
-    """Fill ``row`` (affine and identity baselines, OTS, GAN sweep and best GAN), saving after each piece."""
+def run_pair(family: str, seed: int, dim: int, opts: QualityOptions, row: dict[str, Any], save,
+             runs: Path | None = None) -> None:
+    """Fill ``row`` (affine and identity baselines, OTS, GAN sweep and best GAN), saving after each piece; OTS and
+    the best GAN train in folders under ``runs`` (resumable), when given."""
     pair = make_pair(family, dim=dim, seed=seed)
+    folder = (lambda method: runs / f"{family}-{seed}-d{dim}-{method}") if runs is not None else (lambda m: None)
     if "affine_l2_uvp" not in row:
         row["affine_l2_uvp"] = best_affine_l2_uvp(pair)
         row["identity"] = {k: v for k, v in evaluate(probe_map(pair), pair, n=1 << 14, cost="mean").items()
@@ -109,7 +149,7 @@ def run_pair(family: str, seed: int, dim: int, opts: QualityOptions, row: dict[s
         save()
     steps = max(1, round(resolve_config(pair, {"method": "ots"}).steps * opts.budget))
     if "ots" in opts.methods and "ots" not in row:
-        row["ots"] = _train(pair, "ots", steps, opts.device)
+        row["ots"] = _train(pair, "ots", steps, opts.device, folder("ots"))
         save()
     if "gan" in opts.methods and (family, seed) in opts.gan_pairs:
         gan_steps = max(1, round(resolve_config(pair, {"method": "gan"}).steps * opts.budget))
@@ -121,13 +161,30 @@ def run_pair(family: str, seed: int, dim: int, opts: QualityOptions, row: dict[s
             ok = {k: v for k, v in sweep.items() if v["status"] == "completed" and math.isfinite(v["l2_uvp"])}
             if ok:
                 best = min(ok, key=lambda k: ok[k]["l2_uvp"])
-                row["gan"] = {**_train(pair, "gan", gan_steps, opts.device, lam=float(best)), "lam": float(best)}
+                row["gan"] = {**_train(pair, "gan", gan_steps, opts.device, folder("gan"), lam=float(best)),
+                              "lam": float(best)}
                 save()
 
 
+def _drop(row: dict[str, Any], opts: QualityOptions, gan_pair: bool, runs: Path | None, name: str) -> None:
+    """Forget a row's chosen results (and their run folders), so they are measured again."""
+    keys = [m for m in opts.methods if m == "ots" or gan_pair] + (["gan_sweep"] if "gan" in opts.methods and gan_pair
+                                                                   else [])
+    for key in keys:
+        row.pop(key, None)
+        if runs is not None and key != "gan_sweep":
+            shutil.rmtree(runs / f"{name}-{key}", ignore_errors=True)
+
+
+def runs_folder(out: Path) -> Path:
+    """Where the runs of the results file ``out`` train: ``NAME.runs/`` beside it."""
+    return out.with_name(out.stem + ".runs")
+
+
 def run_quality(opts: QualityOptions, out: Path, quiet: bool = False) -> dict[str, Any]:
-    """Run (or continue) the quality benchmark, storing results in ``out`` (JSON)."""
+    """Run (or continue) the quality benchmark, storing results in ``out`` (JSON) and runs under ``runs_folder``."""
     results = json.loads(out.read_text()) if out.exists() else {}
+    runs = runs_folder(out)
     results.setdefault("machine", machine_name(opts.device if opts.device != "auto" else None))
     results.setdefault("torch", torch.__version__)
     results.setdefault("threads", torch.get_num_threads())
@@ -140,7 +197,9 @@ def run_quality(opts: QualityOptions, out: Path, quiet: bool = False) -> dict[st
     for d in opts.dims:
         for family, seed in opts.pairs:
             row = pairs.setdefault(f"{family}:{seed}", {}).setdefault(str(d), {})
-            run_pair(family, seed, d, opts, row, save)
+            if opts.redo:
+                _drop(row, opts, (family, seed) in opts.gan_pairs, runs, f"{family}-{seed}-d{d}")
+            run_pair(family, seed, d, opts, row, save, runs)
             if not quiet:
                 print(markdown(results, only=(f"{family}:{seed}", str(d)), header=False), flush=True)
     save()
@@ -149,6 +208,14 @@ def run_quality(opts: QualityOptions, out: Path, quiet: bool = False) -> dict[st
 
 def _fmt(v, spec: str = ".2f") -> str:
     return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
+
+
+def _measured(r: dict[str, Any]) -> str:
+    """'2026-12-07, 2cf433d': the row's date and the commit it ran on (short; '+dirty' kept)."""
+    code = str(r.get("code", "–"))
+    sha, plus, rest = code.partition("+")
+    short = sha[:7] if len(sha) == 40 else sha
+    return f"{r.get('date', '–')}, {short}{plus}{rest}"
 
 
 def _rows(results: dict[str, Any]):
@@ -161,11 +228,12 @@ def markdown(results: dict[str, Any], only: tuple[str, str] | None = None, heade
     """The README table: per pair and dimension, OTS and the best-lambda GAN next to the affine map and identity."""
     lines = []
     if header:
-        lines += [f"Measured {results.get('date')} on {results.get('machine')}, torch {results.get('torch')}, "
-                  f"{results.get('threads')} thread(s); L2-UVP on 2^14 samples (lower is better), bias = sliced W2 of "
-                  f"T#P to Q (lower is better); CPU seconds of the run.", "",
+        lines += [f"Run on {results.get('machine')}, torch {results.get('torch')}, {results.get('threads')} thread(s) "
+                  f"(last run {results.get('date')}; each row says when and on which commit it was measured); L2-UVP "
+                  f"on 2^14 samples (lower is better), bias = sliced W2 of T#P to Q (lower is better); CPU seconds of "
+                  f"the run.", "",
                   "| pair (seed) | D | method | steps | CPU s | L2-UVP % | cos | bias (sliced W2) | OT-consistency "
-                  "| best affine % | identity % |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| best affine % | identity % | measured |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, d, row in _rows(results):
         if only and (name, d) != only:
             continue
@@ -178,7 +246,7 @@ def markdown(results: dict[str, Any], only: tuple[str, str] | None = None, heade
                          f"{_fmt(r['l2_uvp'])} | {_fmt(r['cos'], '.3f')} | "
                          f"{_fmt(r[r.get('bias_metric', 'bias_sliced_w2')], '.3f')} | "
                          f"{_fmt(r['ot_consistency'], '.3f')} | {_fmt(row.get('affine_l2_uvp'), '.1f')} | "
-                         f"{_fmt((row.get('identity') or {}).get('l2_uvp'), '.0f')} |")
+                         f"{_fmt((row.get('identity') or {}).get('l2_uvp'), '.0f')} | {_measured(r)} |")
     return "\n".join(lines)
 
 

@@ -2,16 +2,18 @@
 
 import json
 import math
+import time
 
 import pytest
 import torch
 
 from otsr import bench
-from otsr.bench import bundles
+from otsr.bench import bundles, quality
 from otsr.bench.quality import QualityOptions, markdown, run_quality
 from otsr.bench.speed import count_flops
+from otsr.checkpoint import load_checkpoint
 from otsr.models import Linear
-from otsr.pairs import ConvexMixture
+from otsr.pairs import ConvexMixture, make_pair
 from otsr.recipes import resolve_members
 from otsr.state import build_state
 from otsr.testing import TINY
@@ -135,3 +137,36 @@ def test_default_recipe_holds_on_both_pair_families_at_a_tenth_of_its_budget(tmp
     curve = [c["l2_uvp"] for c in row["ots"]["curve"]]
     assert curve[-1] < curve[0] / 5  # it learned: the start is the Bures map
     assert f"| {family} ({seed}) | 16 | OTS | 1500 |" in markdown(json.loads(out.read_text()))
+
+
+def test_a_quality_run_stopped_midway_continues_from_its_checkpoint_with_its_cpu_seconds(tmp_path, monkeypatch):
+    """A D = 128 row takes hours on a CPU: the bench trains it in a folder and a second call continues it from the
+    last checkpoint, ending exactly where an uninterrupted run ends, with the first call's CPU seconds counted."""
+    pair = make_pair("convex-mixture", dim=4)
+    small = {"checkpoint_every": 10, "final_eval_samples": 512, "eval_samples": 256}
+    whole = quality._train(pair, "ots", 40, "cpu", tmp_path / "whole", **small)
+    note = quality._CpuLedger.note
+
+    def stop_at_30(self, step):
+        note(self, step)
+        if step == 30:
+            raise RuntimeError("killed")
+
+    monkeypatch.setattr(quality._CpuLedger, "note", stop_at_30)
+    folder = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="killed"):
+        quality._train(pair, "ots", 40, "cpu", folder, **small)
+    monkeypatch.setattr(quality._CpuLedger, "note", note)
+    spent = json.loads((folder / "cpu_seconds.json").read_text())
+    assert load_checkpoint(folder)["step"] == 20 and set(spent) == {"10", "20", "30"}
+    t0 = time.process_time()
+    row = quality._train(pair, "ots", 40, "cpu", folder, **small)
+    resumed = time.process_time() - t0
+    assert row["status"] == "completed" and row["steps"] == 40
+    assert row["l2_uvp"] == whole["l2_uvp"]
+    # the same curve (map_change restarts after a resume: the outputs it compares with are not checkpointed)
+    assert [(c["step"], c["l2_uvp"]) for c in row["curve"]] == [(c["step"], c["l2_uvp"]) for c in whole["curve"]]
+    assert row["seconds"] > resumed + spent["20"] / 2  # the seconds up to the checkpoint it continued from count
+    assert row["code"] and row["date"]
+    with pytest.raises(ValueError, match="another configuration; pass --redo"):
+        quality._train(pair, "ots", 40, "cpu", folder, **{**small, "lr_map": 1e-4})
