@@ -670,7 +670,7 @@ def _bench_parser(sub) -> None:
     b.add_argument("--budget", type=float, default=1.0, help="quality: multiplies the recipe's steps")
     b.add_argument("--redo", action="store_true", help="quality: measure the chosen pairs, dimensions and methods "
                    "again (without it, stored rows are kept and a run stopped midway continues from its checkpoint "
-                   "in the folder NAME.runs/ beside --out)")
+                   "in the folder NAME.runs/ beside --out; so drop --redo to continue a stopped bench)")
     b.add_argument("--methods", type=lambda s: s.split(","), default=["ots", "gan"], help="quality: ots,gan")
     b.add_argument("--bundle", type=lambda s: [int(v) for v in s.split(",")],
                    help="bundle sizes, e.g. 1,4,16,64: summed member steps/s, GFLOP/s (share of the matmul peak and "

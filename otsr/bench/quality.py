@@ -25,6 +25,7 @@ import torch
 
 from otsr.bench.speed import machine_name, write_readme
 from otsr.checkpoint import CHECKPOINT_NAME, atomic_write_json, load_checkpoint
+from otsr.config import TrainConfig
 from otsr.evaluation import evaluate, probe_map
 from otsr.methods import comparison_methods
 from otsr.pairs import best_affine_l2_uvp, make_pair
@@ -87,14 +88,20 @@ def _row(res, cfg, wall: float, pair) -> dict[str, Any]:
     return out
 
 
+IDENTITY_FREE = ("device", "log_every", "compile")  # where and how visibly a run computes, not what it computes
+
+
 class _CpuLedger:
-    """CPU seconds of a run that may span several processes: the total at each checkpoint, so a continued run
-    adds its own seconds to those spent up to the checkpoint it resumed from (what came after it is redone)."""
+    """CPU seconds of a run that may span several processes: the total at each checkpoint (and at the end), so a
+    continued run adds its own seconds to those spent up to the checkpoint it resumed from (what came after it is
+    redone); also the commits the run's processes ran on."""
 
     def __init__(self, folder: Path, start_step: int):
         self.path = folder / "cpu_seconds.json"
-        self.at = {int(k): v for k, v in json.loads(self.path.read_text()).items()} if self.path.exists() else {}
-        self.base = self.at.get(start_step, 0.0)
+        stored = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.at = {int(k): v for k, v in stored.items() if k.isdigit()}
+        self.code = [c for c in stored.get("code", []) if c != code_version()] + [code_version()]
+        self.base = max(((k, v) for k, v in self.at.items() if k <= start_step), default=(0, 0.0))[1]
         self.t0 = time.process_time()
 
     def total(self) -> float:
@@ -102,28 +109,44 @@ class _CpuLedger:
 
     def note(self, step: int) -> None:
         self.at[step] = self.total()
-        atomic_write_json(self.path, self.at)
+        atomic_write_json(self.path, {**{str(k): v for k, v in self.at.items()}, "code": self.code})
+
+
+def _check_resume(folder: Path, stored: dict[str, Any], cfg: TrainConfig) -> None:
+    """Refuse to continue a run whose checkpoint computes something else, naming the keys that differ."""
+    have = TrainConfig.from_stored(stored).to_dict()
+    want = cfg.to_dict()
+    differ = [k for k in want if k not in IDENTITY_FREE and have.get(k) != want[k]]
+    if differ:
+        raise ValueError(f"{folder}: its checkpoint has " + ", ".join(f"{k}={have.get(k)!r}" for k in differ)
+                         + " where this bench wants " + ", ".join(f"{k}={want[k]!r}" for k in differ)
+                         + "; pass --redo to start the run again")
 
 
 def _train(pair, method: str, steps: int, device: str, folder: Path | None = None, **extra) -> dict[str, Any]:
-    """Train one run; with ``folder``, checkpoint there and continue from its checkpoint if one is there."""
+    """Train one run; with ``folder``, checkpoint there (every tenth of the run) and continue from its checkpoint
+    if one is there."""
     cfg = resolve_config(pair, {"method": method, "device": device, **extra})
-    cfg = cfg.replace(steps=steps, eval_every=max(1, steps // 8))
+    cfg = cfg.replace(steps=steps, eval_every=max(1, steps // 8), checkpoint_every=max(1, steps // 10))
     if folder is None:
         t0 = time.process_time()
         res = train(cfg, pair)
         return _row(res, cfg, time.process_time() - t0, pair)
     resume = load_checkpoint(folder) if (folder / CHECKPOINT_NAME).exists() else None
-    if resume is not None and resume["config"] != cfg.to_dict():
-        raise ValueError(f"{folder}: its checkpoint is of another configuration; pass --redo to start it again")
+    if resume is not None:
+        _check_resume(folder, resume["config"], cfg)
     ledger = _CpuLedger(folder, int(resume["step"]) if resume else 0)
+    if resume is not None:
+        print(f"quality: continuing {folder} from step {resume['step']} of {steps} ({ledger.base:.0f} CPU s so far)",
+              flush=True)
 
     def on_log(step: int, _row) -> None:
         if step % cfg.checkpoint_every == 0:
             ledger.note(step)
 
     res = train(cfg, pair, resume=resume, out_dir=folder, on_log=on_log)
-    return _row(res, cfg, ledger.total(), pair)
+    ledger.note(res.step)  # a run that ends but is not yet in the results file keeps its seconds
+    return {**_row(res, cfg, ledger.total(), pair), "code": " + ".join(ledger.code)}
 
 
 def _gan_sweep(pair, lambdas, steps: int, device: str) -> dict[str, dict[str, Any]]:
@@ -192,7 +215,7 @@ def run_quality(opts: QualityOptions, out: Path, quiet: bool = False) -> dict[st
     pairs = results.setdefault("pairs", {})
 
     def save():
-        out.write_text(json.dumps(results, indent=2, sort_keys=True))
+        atomic_write_json(out, results)
 
     for d in opts.dims:
         for family, seed in opts.pairs:
