@@ -189,14 +189,14 @@ def run_pair(family: str, seed: int, dim: int, opts: QualityOptions, row: dict[s
                 save()
 
 
-def _drop(row: dict[str, Any], opts: QualityOptions, gan_pair: bool, runs: Path | None, name: str) -> None:
-    """Forget a row's chosen results (and their run folders), so they are measured again."""
-    keys = [m for m in opts.methods if m == "ots" or gan_pair] + (["gan_sweep"] if "gan" in opts.methods and gan_pair
-                                                                   else [])
-    for key in keys:
-        row.pop(key, None)
-        if runs is not None and key != "gan_sweep":
-            shutil.rmtree(runs / f"{name}-{key}", ignore_errors=True)
+def _drop(row: dict[str, Any], opts: QualityOptions, runs: Path | None, name: str) -> None:
+    """Forget a row's results of the chosen methods (a method's sweep included) and their run folders, so they are
+    measured again."""
+    for method in opts.methods:
+        for key in (method, f"{method}_sweep"):
+            row.pop(key, None)
+        if runs is not None:
+            shutil.rmtree(runs / f"{name}-{method}", ignore_errors=True)
 
 
 def runs_folder(out: Path) -> Path:
@@ -221,7 +221,7 @@ def run_quality(opts: QualityOptions, out: Path, quiet: bool = False) -> dict[st
         for family, seed in opts.pairs:
             row = pairs.setdefault(f"{family}:{seed}", {}).setdefault(str(d), {})
             if opts.redo:
-                _drop(row, opts, (family, seed) in opts.gan_pairs, runs, f"{family}-{seed}-d{d}")
+                _drop(row, opts, runs, f"{family}-{seed}-d{d}")
             run_pair(family, seed, d, opts, row, save, runs)
             if not quiet:
                 print(markdown(results, only=(f"{family}:{seed}", str(d)), header=False), flush=True)

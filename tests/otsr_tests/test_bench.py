@@ -191,3 +191,17 @@ def test_a_quality_run_stopped_midway_continues_from_its_checkpoint_with_its_cpu
     assert quality._train(pair, "ots", 40, "cpu", folder, **small)["seconds"] >= row["seconds"]
     with pytest.raises(ValueError, match=r"lr_map=0.001 where this bench wants lr_map=0.0001; pass --redo"):
         quality._train(pair, "ots", 40, "cpu", folder, **{**small, "lr_map": 1e-4})
+
+
+def test_the_quality_bench_keeps_stored_rows_and_redo_measures_them_again(tmp_path):
+    out = tmp_path / "q.json"
+    opts = QualityOptions(dims=(4,), methods=("ots",), budget=0.002, device="cpu", pairs=(("convex-mixture", 0),))
+    run_quality(opts, out, quiet=True)
+    stored = json.loads(out.read_text())
+    stored["pairs"]["convex-mixture:0"]["4"]["ots"]["l2_uvp"] = -1.0  # a mark a new measurement would replace
+    out.write_text(json.dumps(stored))
+    assert run_quality(opts, out, quiet=True)["pairs"]["convex-mixture:0"]["4"]["ots"]["l2_uvp"] == -1.0
+    opts.redo = True
+    again = run_quality(opts, out, quiet=True)["pairs"]["convex-mixture:0"]["4"]["ots"]
+    assert again["l2_uvp"] > 0 and again["steps"] == 30
+    assert (tmp_path / "q.runs" / "convex-mixture-0-d4-ots" / "result.json").exists()
