@@ -101,3 +101,15 @@ def test_user_pair_with_wrong_shape_is_rejected():
 
 def test_pair_parameters_lists_defaults():
     assert pair_parameters("gaussian-shift") == {"dim": 16, "shift": 4.0}
+
+
+def test_icnn_mixture_samples_p_as_each_sample_times_its_gathered_factor():
+    """The CPU sampler applies each component's factor through a broadcast view; the numbers are those of the
+    plain formula (each sample multiplied by its own gathered factor), so earlier figures on these pairs stand."""
+    pair = make_pair("icnn-mixture", dim=16, seed=1)
+    got = pair.sample_p(512, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)
+    comp = torch.multinomial(pair.weights, 512, replacement=True, generator=g)
+    z = torch.randn(512, 16, generator=g)
+    assert len(set(comp.tolist())) == pair.components  # every component drawn
+    assert torch.equal(got, pair.means[comp] + torch.einsum("nij,nj->ni", pair.chols[comp], z))
