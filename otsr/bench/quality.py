@@ -83,7 +83,8 @@ def curve_keys(pair) -> tuple[str, ...]:
 def _row(res, cfg, wall: float, pair) -> dict[str, Any]:
     out = {"status": res.status, "steps": res.step, "seconds": round(wall, 1), "config": cfg.to_dict(),
            "precision": res.precision, "curve": [{k: e.get(k) for k in curve_keys(pair)} for e in res.evals],
-           "bias_metric": pair.headline().bias, "date": dt.date.today().isoformat(), "code": code_version()}
+           "bias_metric": pair.headline().bias, "date": dt.date.today().isoformat(), "code": code_version(),
+           "machine": machine_name(cfg.device if cfg.device != "auto" else None).split(",")[0]}
     out.update({k: res.metrics.get(k, math.nan) for k in bench_metrics(pair)})
     return out
 
@@ -234,11 +235,12 @@ def _fmt(v, spec: str = ".2f") -> str:
 
 
 def _measured(r: dict[str, Any]) -> str:
-    """'2026-12-07, 2cf433d': the row's date and the commit it ran on (short; '+dirty' kept)."""
+    """'2026-12-07, 2cf433d, AMD EPYC': the row's date, the commit it ran on (short; '+dirty' kept), the machine."""
     code = str(r.get("code", "–"))
     sha, plus, rest = code.partition("+")
     short = sha[:7] if len(sha) == 40 else sha
-    return f"{r.get('date', '–')}, {short}{plus}{rest}"
+    where = f", {r['machine']}" if r.get("machine") else ""
+    return f"{r.get('date', '–')}, {short}{plus}{rest}{where}"
 
 
 def _rows(results: dict[str, Any]):
@@ -251,8 +253,9 @@ def markdown(results: dict[str, Any], only: tuple[str, str] | None = None, heade
     """The README table: per pair and dimension, OTS and the best-lambda GAN next to the affine map and identity."""
     lines = []
     if header:
-        lines += [f"Run on {results.get('machine')}, torch {results.get('torch')}, {results.get('threads')} thread(s) "
-                  f"(last run {results.get('date')}; each row says when and on which commit it was measured); L2-UVP "
+        lines += [f"{results.get('threads')} thread(s) per run, torch {results.get('torch')} (last run "
+                  f"{results.get('date')}; each row says when, on which commit and on "
+                  f"which machine it was measured, so compare CPU seconds only between rows of one machine); L2-UVP "
                   f"on 2^14 samples (lower is better), bias = sliced W2 of T#P to Q (lower is better); CPU seconds of "
                   f"the run.", "",
                   "| pair (seed) | D | method | steps | CPU s | L2-UVP % | cos | bias (sliced W2) | OT-consistency "
