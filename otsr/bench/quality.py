@@ -209,7 +209,6 @@ def run_quality(opts: QualityOptions, out: Path, quiet: bool = False) -> dict[st
     """Run (or continue) the quality benchmark, storing results in ``out`` (JSON) and runs under ``runs_folder``."""
     results = json.loads(out.read_text()) if out.exists() else {}
     runs = runs_folder(out)
-    results.setdefault("machine", machine_name(opts.device if opts.device != "auto" else None))
     results.setdefault("torch", torch.__version__)
     results.setdefault("threads", torch.get_num_threads())
     results["date"] = dt.date.today().isoformat()
