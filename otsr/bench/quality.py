@@ -80,10 +80,11 @@ def curve_keys(pair) -> tuple[str, ...]:
     return tuple(k for k in ("step", head.accuracy, head.bias, "map_change") if k)
 
 
-def _row(res, cfg, wall: float, pair) -> dict[str, Any]:
+def _row(res, cfg, wall: float, pair, code: str | None = None) -> dict[str, Any]:
     out = {"status": res.status, "steps": res.step, "seconds": round(wall, 1), "config": cfg.to_dict(),
            "precision": res.precision, "curve": [{k: e.get(k) for k in curve_keys(pair)} for e in res.evals],
-           "bias_metric": pair.headline().bias, "date": dt.date.today().isoformat(), "code": code_version(),
+           "bias_metric": pair.headline().bias, "date": dt.date.today().isoformat(),
+           "code": code or code_version(),
            "machine": machine_name(cfg.device if cfg.device != "auto" else None).split(",")[0]}
     out.update({k: res.metrics.get(k, math.nan) for k in bench_metrics(pair)})
     return out
@@ -101,7 +102,8 @@ class _CpuLedger:
         self.path = folder / "cpu_seconds.json"
         stored = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.at = {int(k): v for k, v in stored.items() if k.isdigit()}
-        self.code = [c for c in stored.get("code", []) if c != code_version()] + [code_version()]
+        now = code_version()
+        self.code = [c for c in stored.get("code", []) if c != now] + [now]
         self.base = max(((k, v) for k, v in self.at.items() if k <= start_step), default=(0, 0.0))[1]
         self.t0 = time.process_time()
 
@@ -147,7 +149,7 @@ def _train(pair, method: str, steps: int, device: str, folder: Path | None = Non
 
     res = train(cfg, pair, resume=resume, out_dir=folder, on_log=on_log)
     ledger.note(res.step)  # a run that ends but is not yet in the results file keeps its seconds
-    return {**_row(res, cfg, ledger.total(), pair), "code": " + ".join(ledger.code)}
+    return _row(res, cfg, ledger.total(), pair, code=" + ".join(ledger.code))
 
 
 def _gan_sweep(pair, lambdas, steps: int, device: str) -> dict[str, dict[str, Any]]:
@@ -165,7 +167,7 @@ def run_pair(family: str, seed: int, dim: int, opts: QualityOptions, row: dict[s
     """Fill ``row`` (affine and identity baselines, OTS, GAN sweep and best GAN), saving after each piece; OTS and
     the best GAN train in folders under ``runs`` (resumable), when given."""
     pair = make_pair(family, dim=dim, seed=seed)
-    folder = (lambda method: runs / f"{family}-{seed}-d{dim}-{method}") if runs is not None else (lambda m: None)
+    folder = (lambda method: run_folder(runs, family, seed, dim, method)) if runs is not None else (lambda m: None)
     if "affine_l2_uvp" not in row:
         row["affine_l2_uvp"] = best_affine_l2_uvp(pair)
         row["identity"] = {k: v for k, v in evaluate(probe_map(pair), pair, n=1 << 14, cost="mean").items()
@@ -190,19 +192,23 @@ def run_pair(family: str, seed: int, dim: int, opts: QualityOptions, row: dict[s
                 save()
 
 
-def _drop(row: dict[str, Any], opts: QualityOptions, runs: Path | None, name: str) -> None:
+def _drop(row: dict[str, Any], opts: QualityOptions, runs: Path, family: str, seed: int, dim: int) -> None:
     """Forget a row's results of the chosen methods (a method's sweep included) and their run folders, so they are
     measured again."""
     for method in opts.methods:
         for key in (method, f"{method}_sweep"):
             row.pop(key, None)
-        if runs is not None:
-            shutil.rmtree(runs / f"{name}-{method}", ignore_errors=True)
+        shutil.rmtree(run_folder(runs, family, seed, dim, method), ignore_errors=True)
 
 
 def runs_folder(out: Path) -> Path:
     """Where the runs of the results file ``out`` train: ``NAME.runs/`` beside it."""
     return out.with_name(out.stem + ".runs")
+
+
+def run_folder(runs: Path, family: str, seed: int, dim: int, method: str) -> Path:
+    """One run's folder under ``runs``."""
+    return runs / f"{family}-{seed}-d{dim}-{method}"
 
 
 def run_quality(opts: QualityOptions, out: Path, quiet: bool = False) -> dict[str, Any]:
@@ -221,7 +227,7 @@ def run_quality(opts: QualityOptions, out: Path, quiet: bool = False) -> dict[st
         for family, seed in opts.pairs:
             row = pairs.setdefault(f"{family}:{seed}", {}).setdefault(str(d), {})
             if opts.redo:
-                _drop(row, opts, runs, f"{family}-{seed}-d{d}")
+                _drop(row, opts, runs, family, seed, d)
             run_pair(family, seed, d, opts, row, save, runs)
             if not quiet:
                 print(markdown(results, only=(f"{family}:{seed}", str(d)), header=False), flush=True)
