@@ -14,7 +14,7 @@ LR_SCHEDULES = ("constant", "cosine")
 PRECISIONS = ("auto", "fp32", "bf16")
 WARM_STARTS = ("auto", "bures", "identity")
 MAP_MODELS = ("resmlp", "mlp", "unet", "edsr")
-CRITIC_MODELS = ("mlp", "resnet")
+CRITIC_MODELS = ("mlp", "resnet", "icnn")
 CHOICES = {"method": tuple(METHODS), "cost": COSTS, "lr_schedule": LR_SCHEDULES, "precision": PRECISIONS,
            "warm_start": WARM_STARTS, "map_model": ("auto", *MAP_MODELS), "critic_model": ("auto", *CRITIC_MODELS)}
 
@@ -53,7 +53,8 @@ class TrainConfig:
     beta2: float = 0.9  # Adam beta2
     lr_schedule: str = "constant"  # 'constant' or 'cosine' (both learning rates decay to 0 at the last step)
     map_model: str = "auto"  # 'resmlp' | 'mlp' | 'unet' | 'edsr' | 'auto' (resmlp vectors, unet images, edsr SR)
-    critic_model: str = "auto"  # 'mlp' | 'resnet' | 'auto' (mlp for vectors, resnet for images)
+    critic_model: str = "auto"  # 'mlp' | 'resnet' | 'icnn' | 'auto' (mlp for vectors, resnet for images); 'icnn':
+    # a convex OTS image potential, the map's problem convex in its output (opt-in, README "Images")
     width: int = 0  # map: ResMLP units / UNet base channels / EDSR features; 0 = 64-256 by D / 32 / 64
     critic_width: int = 0  # critic or potential: MLP units / ResNet base channels; 0 = 128 / 32
     depth: int = 3  # ResMLP blocks and MLP hidden layers / UNet levels / EDSR residual blocks

@@ -278,6 +278,58 @@ class ResNetCritic(nn.Module):
         return self.head(h.reshape(n, self.k, -1).transpose(0, 1))
 
 
+class ConvexPotential(nn.Module):
+    """An OTS image potential whose map problem is convex: net(u) = (1 - a)/2 |u|^2 - g(u), g input-convex.
+
+    For the cost kappa |x - y|^2 and f(y) = 2 kappa s_q^2 net(u), u = (y - m_q) / s_q, the map's objective
+    kappa |x - y|^2 - f(y) is, up to terms linear in y, 2 kappa s_q^2 (a/2 |u|^2 + g(u)): strictly convex in y for
+    a > 0, so each x has one best response (the gradient of its conjugate) and the map cannot find minima of f's
+    errors off Q's support (the unconstrained ResNet's failure on ``convex-images``, README "Images"). g is a
+    convolutional ICNN: softplus units, non-negative weights on the previous layer (kept so by ``project``, called
+    after each update), unconstrained weights on the input and its high-pass band at each scale, average pooling
+    (non-negative and linear). It starts at zero with a = 1: f = 0, whose best response is the identity.
+    """
+
+    def __init__(self, k: int, channels: int = 3, size: int = 16, base: int = 16):
+        super().__init__()
+        self.k = k
+        self.inp = nn.ModuleList([conv(k, 2 * channels, base)])
+        self.hidden = nn.ModuleList()
+        s = size
+        while s > 4:
+            s //= 2
+            self.inp.append(conv(k, 2 * channels, base))
+            self.hidden.append(conv(k, base, base))
+        for layer in self.hidden:  # non-negative, mean weight 1 / fan_in: a unit averages the previous layer
+            fan_in = layer.weight[0].numel()
+            nn.init.uniform_(layer.weight, 0.0, 2.0 / fan_in)
+            nn.init.zeros_(layer.bias)
+        self.out = nn.Parameter(torch.zeros(k, base))  # non-negative weights of the last layer's channel means
+        self.linear = conv(k, channels, 1, size=1, zero=True)  # an affine part of g, any sign
+        self.a_raw = nn.Parameter(torch.full((k,), math.log(math.e - 1)))  # a = softplus(a_raw) = 1 at the start
+
+    @torch.no_grad()
+    def project(self) -> None:
+        """Back onto the convex class: weights on the previous layer and the output's non-negative."""
+        for layer in self.hidden:
+            layer.weight.clamp_(min=0)
+        self.out.clamp_(min=0)
+
+    def forward(self, u):
+        """Normalised images (B, K*C, size, size) -> net(u) (K, B, 1)."""
+        n = u.shape[0]
+        x = cat_members(self.k, u, HIGHPASS_GAIN * highpass(u))
+        z = F.softplus(self.inp[0](x))
+        for layer, inp in zip(self.hidden, self.inp[1:]):
+            x = F.avg_pool2d(x, 2)
+            z = F.softplus(layer(F.avg_pool2d(z, 2)) + inp(x))
+        g = (z.reshape(n, self.k, -1, z.shape[-2] * z.shape[-1]).mean(-1) * self.out).sum(-1)
+        g = g + self.linear(u).reshape(n, self.k, -1).sum(-1)
+        sq = u.reshape(n, self.k, -1).pow(2).sum(-1)
+        net = 0.5 * (1 - F.softplus(self.a_raw)) * sq - g
+        return net.transpose(0, 1)[..., None]
+
+
 class _EDSRBlock(nn.Module):
     def __init__(self, k: int, features: int, res_scale: float):
         super().__init__()
@@ -534,6 +586,12 @@ def build_critic(name: str, shape: tuple[int, ...], width: int, depth: int, *, p
         if len(shape) != 1:
             _bad_shape(name, shape)
         net = MLP(k, shape[0], 1, width, depth, zero_head=potential)
+    elif name == "icnn":
+        if len(shape) != 3 or not potential or gain != 1.0 or contrast:
+            raise ValueError(f"config key 'critic_model'='icnn': a convex OTS potential for same-shape image pairs "
+                             f"at potential_gain 1 and no contrast band, not samples {shape}"
+                             + ("" if potential else " of a GAN critic"))
+        net = ConvexPotential(k, shape[0], shape[1], base=width)
     elif name == "resnet":
         if len(shape) != 3:
             _bad_shape(name, shape)

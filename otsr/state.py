@@ -132,6 +132,8 @@ class TrainState:
         opt.zero_grad()
         loss.sum().backward()
         opt.step()
+        if opt is self.opt_critic and hasattr(self.critic.net, "project"):  # a constrained class (convex potential)
+            self.critic.net.project()
         if self.reference_habits:  # the published loops' habits (benchmarks only)
             loss.sum().item()  # host sync
             gc.collect()

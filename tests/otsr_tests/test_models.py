@@ -154,3 +154,46 @@ def test_the_contrast_band_ignores_a_crops_loudness_and_reaches_only_potentials(
     assert first[True].in_channels == 9 and first[False].in_channels == 6  # image, high-pass (+ contrast band)
     with pytest.raises(ValueError, match="potential_contrast"):
         build_critic("mlp", (4,), 8, 2, potential=True, cost="mean", contrast=CONTRAST_EPS)
+
+
+def test_the_convex_potential_starts_at_zero_and_keeps_the_maps_problem_convex():
+    """critic_model 'icnn': f = 0 at the start (best response: the identity); after any update projected back onto
+    its class, kappa |x - y|^2 - f(y) is convex in y (midpoint test); unprojected weights break that, so the test
+    can fail; a GAN critic or a potential at another gain is refused by name."""
+    from otsr.models import build_critic
+
+    torch.manual_seed(0)
+    shape = (3, 8, 8)
+    f = build_critic("icnn", shape, 8, 2, potential=True, cost="half_mean", image_stats=(0.4, 0.25))
+    y = torch.rand(1, 16, *shape)
+    assert torch.equal(f(y), torch.zeros(1, 16))
+    kap = kappa("half_mean", 3 * 8 * 8)
+    x = torch.rand(1, 64, *shape)
+
+    def midpoint_gap() -> float:  # min over pairs of (h(a) + h(b)) / 2 - h((a + b) / 2); >= 0 when h is convex
+        a, b = torch.randn(1, 64, *shape), torch.randn(1, 64, *shape)
+        with torch.no_grad():
+            h = [kap * (x - v).flatten(2).pow(2).sum(2) - f(v) for v in (a, b, (a + b) / 2)]
+        return float(((h[0] + h[1]) / 2 - h[2]).min())
+
+    def randomise(sign: float) -> None:  # any update: weights of both signs; hidden weights all of one sign
+        with torch.no_grad():
+            for p in f.net.parameters():
+                p.normal_(std=1.0)
+            for layer in f.net.hidden:
+                layer.weight.copy_(sign * layer.weight.abs())
+            f.net.out.abs_()
+            f.net.a_raw.fill_(-30.0)  # no quadratic: convexity rests on the network
+
+    randomise(-1.0)
+    assert midpoint_gap() < 0  # negative weights on the previous layer: not convex
+    randomise(1.0)
+    with torch.no_grad():
+        f.net.hidden[0].weight[0, 0, 0, 0] = -5.0
+    f.net.project()
+    assert all(layer.weight.min() == 0 for layer in f.net.hidden) and f.net.out.min() >= 0
+    assert midpoint_gap() >= -1e-6
+    with pytest.raises(ValueError, match="critic_model"):
+        build_critic("icnn", shape, 8, 2, potential=False, cost="half_mean")
+    with pytest.raises(ValueError, match="critic_model"):
+        build_critic("icnn", shape, 8, 2, potential=True, cost="half_mean", gain=10.0)
