@@ -112,25 +112,26 @@ def test_ots_recovers_the_gaussian_shift_map():
 def test_ots_under_bf16_autocast_gives_the_fp32_answer():
     """The default vector recipe (batch 256, 3 map steps, Bures warm start) at reduced steps: fp32 beats the best
     affine map fourfold, and bf16 autocast (what a GPU user forcing --precision bf16 runs) stays within 1.5x of fp32
-    halfway through the same schedule (this CPU has no bf16 matmul: bf16 steps cost 6x fp32's here, so the bf16 run
-    is stopped at its halfway evaluation)."""
+    a quarter of the way through the same schedule (this CPU has no bf16 matmul: bf16 steps cost 6x fp32's here, so
+    the bf16 run is stopped at its first evaluation). Measured (2026-12-07): at step 250 bf16 17.8 %, fp32 18.5 %
+    (from 50.2 %; fp32 ends at 2.6 %, the best affine map 40.0 %)."""
     pair = ConvexMixture(dim=8)
     linear = best_affine_l2_uvp(pair)
-    half = OTS_STEPS // 2
+    quarter = OTS_STEPS // 4  # where the bf16 run stops
     runs = {}
     for precision in ("fp32", "bf16"):
         cfg = resolve_config(pair, {"method": "ots", "device": "cpu", "precision": precision, "steps": OTS_STEPS,
-                                    "eval_every": half, "final_eval_samples": 4096})
-        stop = (lambda ps: [0] if ps[0].step == half else None) if precision == "bf16" else None
+                                    "eval_every": quarter, "final_eval_samples": 4096})
+        stop = (lambda ps: [0] if ps[0].step == quarter else None) if precision == "bf16" else None
         res = otsr.train_bundle([cfg], pair, report=stop)[0]
         assert res.precision["map"] == precision
         runs[precision] = res
         print(f"OTS convex-mixture D=8 {precision}: L2-UVP {res.metrics['l2_uvp']:.2f}% at step {res.step} vs "
               f"affine {linear:.2f}% in {res.seconds:.1f}s")
     assert runs["fp32"].status == "completed" and runs["fp32"].metrics["l2_uvp"] * 4 <= linear
-    assert runs["bf16"].status == "stopped" and runs["bf16"].step == half
-    at_half = next(e["l2_uvp"] for e in runs["fp32"].evals if e["step"] == half)
-    assert runs["bf16"].metrics["l2_uvp"] <= 1.5 * at_half
+    assert runs["bf16"].status == "stopped" and runs["bf16"].step == quarter
+    at_quarter = next(e["l2_uvp"] for e in runs["fp32"].evals if e["step"] == quarter)
+    assert runs["bf16"].metrics["l2_uvp"] <= 1.5 * at_quarter
 
 
 @pytest.mark.slow
