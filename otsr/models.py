@@ -7,8 +7,8 @@ Layouts: vectors are ``(K, B, d)``; image networks work on ``(B, K*C, H, W)`` (m
 k-th block), and the wrappers take and return ``(K, B, C, H, W)``.
 
 Networks: a residual MLP with LayerNorm (vector maps), a ReLU MLP (vector critics and potentials), a UNet
-(image maps), a ResNet critic (images) and EDSR (super-resolution maps). Image maps split into a fixed
-``base`` (identity, bicubic) and a learned ``residual`` whose last layer starts at zero.
+(image maps), a ResNet critic (images), a convex image potential (opt-in) and EDSR (super-resolution maps).
+Image maps split into a fixed ``base`` (identity, bicubic) and a learned ``residual`` whose last layer starts at zero.
 
 Wrappers (why training converges at D = 64 and on SR; see README "OTS at scale"):
 - ``TransportMap``: T(x) = base(x) + s_q * net((x - m_p) / s_p). Vectors start at the closed-form Gaussian
@@ -587,10 +587,12 @@ def build_critic(name: str, shape: tuple[int, ...], width: int, depth: int, *, p
             _bad_shape(name, shape)
         net = MLP(k, shape[0], 1, width, depth, zero_head=potential)
     elif name == "icnn":
-        if len(shape) != 3 or not potential or gain != 1.0 or contrast:
-            raise ValueError(f"config key 'critic_model'='icnn': a convex OTS potential for same-shape image pairs "
-                             f"at potential_gain 1 and no contrast band, not samples {shape}"
-                             + ("" if potential else " of a GAN critic"))
+        why = ("it is an OTS potential, not a GAN critic" if not potential else
+               f"it takes images, not samples of shape {shape}" if len(shape) != 3 else
+               f"its convexity holds at potential_gain 1, not {gain}" if gain != 1.0 else
+               "it reads no contrast band (potential_contrast must be 0)" if contrast else "")
+        if why:
+            raise ValueError(f"config key 'critic_model'='icnn' (a convex potential): {why}")
         net = ConvexPotential(k, shape[0], shape[1], base=width)
     elif name == "resnet":
         if len(shape) != 3:
