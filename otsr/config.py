@@ -56,8 +56,9 @@ class TrainConfig:
     critic_model: str = "auto"  # 'mlp' | 'resnet' | 'icnn' | 'auto' (mlp for vectors, resnet for images); 'icnn':
     # a convex OTS image potential, the map's problem convex in its output (opt-in, README "Images")
     width: int = 0  # map: ResMLP units / UNet base channels / EDSR features; 0 = 64-256 by D / 32 / 64
-    critic_width: int = 0  # critic or potential: MLP units / ResNet base channels; 0 = 128 / 32
-    depth: int = 3  # ResMLP blocks and MLP hidden layers / UNet levels / EDSR residual blocks
+    critic_width: int = 0  # critic or potential: MLP units / ResNet or convex-potential channels; 0 = 128 / 32
+    depth: int = 3  # ResMLP blocks and MLP hidden layers / UNet levels / EDSR residual blocks (a convex potential's
+    # levels follow the image size)
     warm_start: str = "auto"  # 'bures' (start at the Gaussian OT map between Gaussian fits of P and Q), 'identity',
     # or 'auto': bures for OTS on vector pairs, identity for the GAN (where its content cost pulls it) and for
     # images ('bures' also fits same-shape images of <= 1024 values, flattened)
@@ -105,6 +106,10 @@ class TrainConfig:
         if self.perceptual_weight and not self.perceptual_weights:
             raise ValueError("config key 'perceptual_weights': a VGG weights file is needed when "
                              f"perceptual_weight={self.perceptual_weight}")
+        if self.perceptual_weight and self.critic_model == "icnn":
+            raise ValueError(f"config key 'perceptual_weight'={self.perceptual_weight}: a convex potential "
+                             "(critic_model 'icnn') keeps the map's problem convex for the pixel cost only; "
+                             "leave it at 0")
         for key in ("perceptual_weight", "lr_map", "lr_critic", "beta1", "beta2", "map_ema", "grad_clip"):
             check_number(key, getattr(self, key))
         if self.grad_clip != 0 and self.grad_clip < 1:

@@ -41,7 +41,7 @@ from otsr.config import MAP_MODELS as MAPS
 from otsr.costs import kappa as cost_kappa
 from otsr.warm_start import GaussianFit
 
-CONV_MODELS = ("unet", "edsr", "resnet")
+CONV_MODELS = ("unet", "edsr", "resnet", "icnn")
 HIGHPASS_GAIN = 4.0  # the high-pass band of a normalised image is ~4x smaller than the image
 # The measured floor for ``contrast_highpass`` (``potential_contrast``; Q-normalised units; the demo's HR crops
 # have a median next-octave RMS of 0.02, bicubic outputs 0.01). 0.05 separated worse (AUC 0.88 against 0.925).
@@ -283,11 +283,14 @@ class ConvexPotential(nn.Module):
 
     For the cost kappa |x - y|^2 and f(y) = 2 kappa s_q^2 net(u), u = (y - m_q) / s_q, the map's objective
     kappa |x - y|^2 - f(y) is, up to terms linear in y, 2 kappa s_q^2 (a/2 |u|^2 + g(u)): strictly convex in y for
-    a > 0, so each x has one best response (the gradient of its conjugate) and the map cannot find minima of f's
-    errors off Q's support (the unconstrained ResNet's failure on ``convex-images``, README "Images"). g is a
-    convolutional ICNN: softplus units, non-negative weights on the previous layer (kept so by ``project``, called
-    after each update), unconstrained weights on the input and its high-pass band at each scale, average pooling
-    (non-negative and linear). It starts at zero with a = 1: f = 0, whose best response is the identity.
+    a > 0, so each x has one best response (the gradient of its conjugate) and no spurious local minimum (with the
+    unconstrained ResNet the map found minima of f's errors off Q's support on ``convex-images``; the unique best
+    response can still lie off it, README "Images"). At a potential gain gamma <= 1 the quadratic's coefficient is
+    1 - gamma (1 - a) > 0, so convexity holds; it needs the pixel cost (no perceptual term) and no warm-start
+    quadratic. g is a convolutional ICNN: softplus units, non-negative weights on the previous layer (kept so by
+    ``project``, called after each update), unconstrained weights on the input and its high-pass band at each scale,
+    average pooling (non-negative and linear). It starts at zero with a = 1: f = 0, whose best response is the
+    identity.
     """
 
     def __init__(self, k: int, channels: int = 3, size: int = 16, base: int = 16):
@@ -589,8 +592,9 @@ def build_critic(name: str, shape: tuple[int, ...], width: int, depth: int, *, p
     elif name == "icnn":
         why = ("it is an OTS potential, not a GAN critic" if not potential else
                f"it takes images, not samples of shape {shape}" if len(shape) != 3 else
-               f"its convexity holds at potential_gain 1, not {gain}" if gain != 1.0 else
-               "it reads no contrast band (potential_contrast must be 0)" if contrast else "")
+               f"its convexity needs potential_gain <= 1, not {gain}" if gain > 1.0 else
+               "a warm-start quadratic (warm_start 'bures') would break its convexity" if fit is not None and fit.warm
+               else "")
         if why:
             raise ValueError(f"config key 'critic_model'='icnn' (a convex potential): {why}")
         net = ConvexPotential(k, shape[0], shape[1], base=width)

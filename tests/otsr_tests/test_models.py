@@ -157,43 +157,75 @@ def test_the_contrast_band_ignores_a_crops_loudness_and_reaches_only_potentials(
 
 
 def test_the_convex_potential_starts_at_zero_and_keeps_the_maps_problem_convex():
-    """critic_model 'icnn': f = 0 at the start (best response: the identity); after any update projected back onto
-    its class, kappa |x - y|^2 - f(y) is convex in y (midpoint test); unprojected weights break that, so the test
-    can fail; a GAN critic or a potential at another gain is refused by name."""
+    """critic_model 'icnn', in float64: f = 0 at the start (best response: the identity); with g = 0 the map's problem
+    kappa |x - y|^2 - f(y) has exactly the quadratic 2 kappa a I (midpoint gap kappa a |a - b|^2 / 4: sign, scale and
+    kappa); a network with negative weights on the previous layer is not convex (the midpoint test sees it), and after
+    ``project`` any weights give a convex problem; a GAN critic, a gain above 1 and a warm-start quadratic are
+    refused."""
+    import math
+
     from otsr.models import build_critic
 
     torch.manual_seed(0)
     shape = (3, 8, 8)
     f = build_critic("icnn", shape, 8, 2, potential=True, cost="half_mean", image_stats=(0.4, 0.25))
-    y = torch.rand(1, 16, *shape)
-    assert torch.equal(f(y), torch.zeros(1, 16))
-    kap = kappa("half_mean", 3 * 8 * 8)
     x = torch.rand(1, 64, *shape)
+    assert torch.equal(f(x), torch.zeros(1, 64))  # as built, in the fp32 it trains in
+    f, x = f.double(), x.double()
+    kap = kappa("half_mean", 3 * 8 * 8)
 
-    def midpoint_gap() -> float:  # min over pairs of (h(a) + h(b)) / 2 - h((a + b) / 2); >= 0 when h is convex
-        a, b = torch.randn(1, 64, *shape), torch.randn(1, 64, *shape)
+    def midpoint_gaps() -> tuple[torch.Tensor, torch.Tensor]:  # (h(a) + h(b)) / 2 - h((a + b) / 2), and kappa |a - b|^2
+        a, b = (torch.randn(1, 64, *shape, dtype=torch.float64) for _ in range(2))
         with torch.no_grad():
             h = [kap * (x - v).flatten(2).pow(2).sum(2) - f(v) for v in (a, b, (a + b) / 2)]
-        return float(((h[0] + h[1]) / 2 - h[2]).min())
+        return (h[0] + h[1]) / 2 - h[2], kap * (a - b).flatten(2).pow(2).sum(2)
 
-    def randomise(sign: float) -> None:  # any update: weights of both signs; hidden weights all of one sign
+    with torch.no_grad():
+        f.net.a_raw.fill_(math.log(math.expm1(0.3)))  # a = 0.3, g still 0
+    gaps, dist = midpoint_gaps()
+    assert torch.allclose(gaps, 0.3 / 4 * dist, rtol=1e-5)
+
+    def randomise(hidden_sign: float) -> None:  # weights of both signs; the previous layer's all of one sign
         with torch.no_grad():
             for p in f.net.parameters():
-                p.normal_(std=1.0)
+                p.normal_(std=0.05)
             for layer in f.net.hidden:
-                layer.weight.copy_(sign * layer.weight.abs())
-            f.net.out.abs_()
-            f.net.a_raw.fill_(-30.0)  # no quadratic: convexity rests on the network
+                layer.weight.copy_(hidden_sign * layer.weight.abs())
+            f.net.out.copy_(10 * f.net.out.abs())
+            f.net.a_raw.fill_(-30.0)  # no quadratic: convexity rests on g
 
     randomise(-1.0)
-    assert midpoint_gap() < 0  # negative weights on the previous layer: not convex
+    gaps, dist = midpoint_gaps()
+    assert float((gaps / dist).min()) < -1e-5  # not convex, far beyond rounding
     randomise(1.0)
     with torch.no_grad():
-        f.net.hidden[0].weight[0, 0, 0, 0] = -5.0
+        f.net.hidden[0].weight.neg_()
     f.net.project()
-    assert all(layer.weight.min() == 0 for layer in f.net.hidden) and f.net.out.min() >= 0
-    assert midpoint_gap() >= -1e-6
-    with pytest.raises(ValueError, match="critic_model"):
+    assert all(float(layer.weight.detach().min()) == 0 for layer in f.net.hidden)
+    assert float(f.net.out.detach().min()) >= 0
+    gaps, dist = midpoint_gaps()
+    assert float((gaps / dist).min()) >= -1e-12
+    with pytest.raises(ValueError, match="not a GAN critic"):
         build_critic("icnn", shape, 8, 2, potential=False, cost="half_mean")
-    with pytest.raises(ValueError, match="critic_model"):
+    with pytest.raises(ValueError, match="potential_gain <= 1"):
         build_critic("icnn", shape, 8, 2, potential=True, cost="half_mean", gain=10.0)
+    warm = fit_gaussians(Gaussian(dim=4), True, 256)
+    with pytest.raises(ValueError, match="warm_start"):
+        build_critic("icnn", shape, 8, 2, potential=True, cost="half_mean", fit=warm)
+    with pytest.raises(ValueError, match="perceptual_weight"):  # a VGG term in the cost is not convex in y
+        TrainConfig(critic_model="icnn", perceptual_weight=0.1, perceptual_weights="vgg19.pth")
+
+
+def test_every_potential_update_projects_the_convex_potential_back():
+    """TrainState.update calls the potential's ``project``: an update that drives the previous layer's weights
+    negative leaves them at 0, not below (deleting the hook fails this)."""
+    from otsr.pairs import make_pair
+    from otsr.recipes import resolve_config
+    from otsr.state import build_state
+
+    pair = make_pair("convex-images", size=8, pool=64)
+    s = build_state(resolve_config(pair, {"method": "ots", "device": "cpu", "critic_model": "icnn",
+                                          "lr_critic": 1.0}), pair)
+    hidden = s.critic.net.hidden
+    s.update(s.opt_critic, sum(layer.weight.sum() for layer in hidden).reshape(1))  # descent pushes every weight down
+    assert all(float(layer.weight.detach().min()) == 0 for layer in hidden)
