@@ -25,8 +25,8 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 py=${PYTHON:-python}
 if [[ -n "${GPU_CHECK_DRY:-}" ]]; then
   dry=--dry; dev=cpu; precision=(--steps 20 --eval-every 10 --batch-size 64 --final-eval-samples 512)
-  # one family: an icnn-mixture pair fits its potential first (20 s at D = 4), which test_bench's D = 16 rows cover
-  quality=(--dims 4 --budget 0.002 --quality-pairs convex-mixture:0 --methods ots)
+  # both families, as on the GPU (icnn-mixture 1 at D = 4 ships fitted, so the dry run does not wait for its fit)
+  quality=(--dims 4 --budget 0.002 --quality-pairs convex-mixture:0,icnn-mixture:1 --methods ots)
   bundles=(--bundle 2 --bundle-config mlp-gan-d16 --steps 2 --warmup 1 --no-pack)  # K = 1 is the solo path
   sr=(--steps 3 --sr-width 8 --sr-depth 2 --pair-param hr_crop=32 --eval-samples 256)
   potential=(hr_crop=32 workers=0 steps=4 critic_width=8 --eval-samples 64)

@@ -35,6 +35,8 @@ def test_gpu_check_dry_run_passes_with_only_the_gpu_machines_packages(tmp_path):
                                             "packing")}
     for f in ("quality.json", "bundles.json", "sr_check.json", "potential.json", "speed.json", "packing.json"):
         json.loads((out / f).read_text())  # complete and well formed
+    assert set(json.loads((out / "quality.json").read_text())["pairs"]) == {"convex-mixture:0", "icnn-mixture:1"}
+    assert not (tmp_path / "cache").exists()  # the dry run's icnn-mixture pair came fitted with the package
     verdicts = (out / "verdicts.txt").read_text()
     assert "not judged" in verdicts  # the dry run says what it could not judge
     assert "[FAIL]" not in verdicts

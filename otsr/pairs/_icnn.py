@@ -9,8 +9,10 @@ targets with projected Adam (hidden-to-hidden and output weights clamped to >= 0
 
     psi(x) = 1/2 alpha |x|^2 + w_o . z3,   z_{k+1} = celu(W_k z_k + A_k x + b_k),   z1 = celu(A_0 x + b_0),
 
-with W_k, w_o >= 0, so psi is convex. The fitted weights are cached on disk (``OTSR_CACHE``, default
-``~/.cache/otsr``), so the fit runs once per machine and parameter set. The family differs from
+with W_k, w_o >= 0, so psi is convex. The fits of the parameter sets the tests and the quality bench use ship with
+the package (``otsr/pairs/fitted``, written by ``scripts/fit_shipped_pairs.py``), as the benchmark ships its
+checkpoints: the pair is the same on every machine and nobody waits for its fit (10-20 s). Any other parameter set
+is fitted once per machine and cached on disk (``OTSR_CACHE``, default ``~/.cache/otsr``). The family differs from
 ``convex-mixture`` (one log-sum-exp layer over isotropic components) in every part: anisotropic weighted
 components, a three-layer network, a fitted rather than drawn potential.
 """
@@ -36,9 +38,19 @@ STAT_SAMPLES = 1 << 15  # samples used once to estimate Var(Q)
 FIT_VERSION = 1  # bump when the fitting procedure changes (invalidates caches)
 
 
+SHIPPED_DIR = Path(__file__).parent / "fitted"  # fits that ship with the package, named as in the cache
+
+
 def cache_dir() -> Path:
     """Where fitted pairs are stored: ``$OTSR_CACHE`` or ``~/.cache/otsr``."""
     return Path(os.environ.get("OTSR_CACHE") or Path.home() / ".cache" / "otsr")
+
+
+def fit_file_name(params: dict) -> str:
+    """The name of a fit's file, in the cache and in the package: the parameters and the fit's version, hashed."""
+    key = json.dumps({**params, "version": FIT_VERSION, "n": FIT_SAMPLES, "iters": FIT_ITERS}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return f"icnn-mixture-D{params['dim']}-s{params['seed']}-{digest}.pt"
 
 
 def _icnn_psi(w: dict[str, torch.Tensor], x: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -129,19 +141,17 @@ class ICNNMixture(PushforwardPair):
 
     def cache_path(self) -> Path:
         """The file holding this pair's fitted potential."""
-        key = json.dumps({**self.params(), "version": FIT_VERSION, "n": FIT_SAMPLES, "iters": FIT_ITERS},
-                         sort_keys=True)
-        digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-        return cache_dir() / f"{self.name}-D{self.dim}-s{self.seed}-{digest}.pt"
+        return cache_dir() / fit_file_name(self.params())
 
     def _load_or_fit(self) -> tuple[dict[str, torch.Tensor], float]:
         path = self.cache_path()
-        if path.exists():
-            try:
-                blob = torch.load(path, map_location="cpu", weights_only=True)
-                return blob["weights"], float(blob["var_q"])
-            except Exception:  # a truncated or foreign file: fit again and replace it
-                pass
+        for stored in (path, SHIPPED_DIR / path.name):
+            if stored.exists():
+                try:
+                    blob = torch.load(stored, map_location="cpu", weights_only=True)
+                    return blob["weights"], float(blob["var_q"])
+                except Exception:  # a truncated or foreign file: fit again and replace it
+                    pass
         weights = self._fit()
         y = _grad(weights, self.sample_p(STAT_SAMPLES, torch.Generator().manual_seed(self.seed + 2)), self.alpha)
         var = float((y - y.mean(0)).pow(2).sum(1).mean())

@@ -1,4 +1,8 @@
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -12,6 +16,8 @@ from otsr.pairs import (
     pair_parameters,
 )
 from otsr.testing import LinearPair
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SMALL = {"gaussian-shift": {"dim": 4}, "gaussian": {"dim": 4}, "convex-mixture": {"dim": 4}, "icnn-mixture": {"dim": 4},
          "degraded-images": {"size": 16, "pool": 64}, "sr-folders": {"hr_crop": 32, "workers": 0},
@@ -113,3 +119,42 @@ def test_icnn_mixture_samples_p_as_each_sample_times_its_gathered_factor():
     z = torch.randn(512, 16, generator=g)
     assert len(set(comp.tolist())) == pair.components  # every component drawn
     assert torch.equal(got, pair.means[comp] + torch.einsum("nij,nj->ni", pair.chols[comp], z))
+
+
+
+def test_the_shipped_fits_are_what_the_fit_gives_and_a_cached_fit_is_not_fitted_again(tmp_path, monkeypatch):
+    """icnn-mixture's potential is fitted (10-20 s) unless its parameter set ships with the package. One fit, by
+    the script that writes the shipped files (so it runs in CI), serves three claims: the script fits into a cache
+    and writes the file; the shipped file for those parameters holds the same potential (a fit changed without
+    writing the shipped files again fails here; the tolerance allows another CPU's rounding); and a pair whose
+    fit is in OTSR_CACHE loads it without fitting again."""
+    from otsr.pairs import _icnn
+
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "fit_shipped_pairs.py"), "--only", "4:0", "--out",
+                          str(tmp_path / "fit")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (made,) = (tmp_path / "fit").glob("*.pt")
+    monkeypatch.setattr(_icnn.ICNNMixture, "_fit", lambda self: pytest.fail("fitted although stored"))
+    monkeypatch.setenv("OTSR_CACHE", str(tmp_path / "empty"))
+    shipped = make_pair("icnn-mixture", dim=4, seed=0)  # from the package (a fit would fail the test)
+    assert not (tmp_path / "empty").exists() and made.name == shipped.cache_path().name
+
+    monkeypatch.setenv("OTSR_CACHE", str(tmp_path / "fit"))
+    monkeypatch.setattr(_icnn, "SHIPPED_DIR", tmp_path / "nothing-shipped")
+    fitted = make_pair("icnn-mixture", dim=4, seed=0)  # from the cache the script's fit wrote
+    x = shipped.sample_p(2048, torch.Generator().manual_seed(1))
+    gap = (shipped.true_map(x) - fitted.true_map(x)).pow(2).sum(1).mean() / shipped.var_q()
+    print(f"shipped vs fresh fit: {gap:.2e} of Var(Q)")
+    assert gap < 1e-4 and shipped.var_q() == pytest.approx(fitted.var_q(), rel=1e-3)
+
+def test_every_shipped_fit_is_named_for_the_current_fit():
+    """A shipped file is found by its cache name, which hashes the parameters and FIT_VERSION: after a change to
+    the fit (and the version bump) the files must be written again (scripts/fit_shipped_pairs.py), or they are
+    silently ignored and every user fits again."""
+    from otsr.pairs import _icnn
+
+    files = sorted(_icnn.SHIPPED_DIR.glob("*.pt"))
+    assert len(files) >= 8
+    for f in files:
+        params = torch.load(f, map_location="cpu", weights_only=True)["params"]
+        assert _icnn.fit_file_name(params) == f.name, f.name
