@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check otsr sweep tests cluster bench
+.venv/bin/ruff check otsr sweep tests cluster bench scripts
 export RAY_AUTH_MODE=disabled RAY_USAGE_STATS_ENABLED=0 RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 workers=${OTSR_TEST_WORKERS:-2}
 pytest=(.venv/bin/python -m pytest -q -p no:cacheprovider --durations=25)
