@@ -1,11 +1,14 @@
 """The diagnostic scripts under bench/diag run end to end at toy sizes and write what their docstrings promise
 (image_trace.py was committed with an indexing error that only running it would have shown)."""
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,3 +103,42 @@ def test_potential_readout_fits_a_map_on_the_potentials_inverse_map(tmp_path):
           str(out)], tmp_path)
     got = json.loads(out.read_text())
     assert got["curve"][0]["readout_uvp"] == got["run_map_uvp"]  # started at the run's own map
+
+
+def test_map_spectrum_gives_a_linear_maps_eigenvalues_and_refuses_a_pair_without_t_star(tmp_path):
+    """On the Gaussian pair T* is the linear Bures map A, so the spectrum must be A's eigenvalues at every point;
+    on convex-images it also reports the high-pass share of the stretched directions; with --run it splits a
+    finished OTS run's errors between the stretched span and the rest."""
+    import torch
+
+    from otsr.pairs import make_pair
+
+    out = tmp_path / "spectrum.json"
+    _run(["bench/diag/map_spectrum.py", "--pair", "gaussian", "--samples", "2", "--factor", "1.5", "--out", str(out),
+          "dim=5", "seed=3"], tmp_path)
+    got = json.loads(out.read_text())
+    ev = torch.linalg.eigvalsh(make_pair("gaussian", dim=5, seed=3).ot_matrix)
+    for row in got["rows"]:
+        assert abs(row["lambda_min"] - float(ev[0])) < 1e-3 and abs(row["lambda_max"] - float(ev[-1])) < 1e-2
+        assert row["n_above"] == int((ev > 1.5 * ev[0]).sum()) and row["asymmetry"] < 1e-2
+    spec = importlib.util.spec_from_file_location("map_spectrum", REPO / "bench/diag/map_spectrum.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    image = make_pair("convex-images", size=8, pool=64)
+    row, basis = script.spectrum(image, image.sample_p(1, torch.Generator().manual_seed(0))[0], 5.0)
+    assert basis.shape == (192, row["n_above"])
+    assert row["dim"] == 192 and row["n_above"] > 0 and 0 <= row["high_pass_share_above"] <= 1
+    with pytest.raises(ValueError, match="no T\\*\\(x\\) to differentiate"):
+        script.true_map(make_pair("convex-images", size=8, pool=64, orientation="restore"))
+
+    from otsr.cli import main as otsr_main
+
+    assert otsr_main(["train", "--pair", "gaussian", "--dim", "3", "--method", "ots", "--steps", "3", "--out",
+                      str(tmp_path / "run")]) == 0
+    _run(["bench/diag/map_spectrum.py", "--run", str(tmp_path / "run"), "--samples", "2", "--factor", "1.2",
+          "--out", str(out)], tmp_path)
+    got = json.loads(out.read_text())
+    assert got["run"] == str(tmp_path / "run") and len(got["rows"]) == 2
+    for key in ("map_error", "inverse_error", "displacement"):
+        assert 0 <= got["mean"][f"{key}_share"] <= 1 and got["mean"][f"{key}_sq"] >= 0
+    assert got["mean"]["isotropic_share"] == round(got["rows"][0]["n_above"] / 3, 4)
