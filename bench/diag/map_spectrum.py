@@ -27,12 +27,13 @@ import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from otsr.checkpoint import load_checkpoint
 from otsr.cli import split_settings
 from otsr.config import TrainConfig
 from otsr.costs import kappa as cost_kappa
+from otsr.methods.ots import potential_inverse
+from otsr.models import highpass
 from otsr.pairs import PairSpec, make_pair
 from otsr.state import build_state
 
@@ -51,10 +52,7 @@ def true_map(pair):
 
 def high_pass_share(vectors: torch.Tensor, shape: tuple[int, ...]) -> float:
     """Mean share of each unit vector's energy in x - box3x3(x) (image shapes only)."""
-    v = vectors.T.reshape(-1, *shape)
-    k = torch.ones(shape[0], 1, 3, 3, dtype=v.dtype) / 9
-    low = F.conv2d(F.pad(v, (1, 1, 1, 1), mode="replicate"), k, groups=shape[0])
-    return float((v - low).flatten(1).pow(2).sum(1).mean())
+    return float(highpass(vectors.T.reshape(-1, *shape)).flatten(1).pow(2).sum(1).mean())
 
 
 def spectrum(pair, x: torch.Tensor, factor: float, eps: float = 1e-3) -> tuple[dict, torch.Tensor]:
@@ -91,10 +89,7 @@ def run_errors(run: Path, n: int) -> tuple[object, torch.Tensor, dict[str, torch
     x, y = pair.sample_with_target(n, torch.Generator().manual_seed(HELD_OUT_SEED))
     with torch.no_grad():
         tx = state.map(x[None])[0]
-    with torch.enable_grad():
-        yy = y.detach().requires_grad_(True)
-        grad_f = torch.autograd.grad(state.fwd_critic(yy[None]).sum(), yy)[0]
-    inverse = y - grad_f / (2 * cost_kappa(cfg.cost, math.prod(pair.shape_q)))
+    inverse = potential_inverse(state.fwd_critic, y[None], cost_kappa(cfg.cost, math.prod(pair.shape_q)))[0]
     return pair, x, {"map_error": tx - y, "inverse_error": inverse - x, "displacement": y - x}
 
 
@@ -137,6 +132,7 @@ def main() -> None:
         out["mean"] = {k: round(sum(r[k] for r in rows) / len(rows), 4) for k in keys}
         out["mean"]["var_q"] = round(pair.var_q(), 4)
     Path(a.out).write_text(json.dumps(out, indent=1) + "\n")
+
 
 if __name__ == "__main__":
     main()

@@ -36,8 +36,6 @@ FIT_SAMPLES = 2048  # matched samples the potential is fitted on
 FIT_ITERS = 3000  # Adam steps of the fit (lr 1e-2, cosine decay, batch 512)
 STAT_SAMPLES = 1 << 15  # samples used once to estimate Var(Q)
 FIT_VERSION = 1  # bump when the fitting procedure changes (invalidates caches)
-
-
 SHIPPED_DIR = Path(__file__).parent / "fitted"  # fits that ship with the package, named as in the cache
 
 

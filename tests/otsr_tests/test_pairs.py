@@ -121,7 +121,6 @@ def test_icnn_mixture_samples_p_as_each_sample_times_its_gathered_factor():
     assert torch.equal(got, pair.means[comp] + torch.einsum("nij,nj->ni", pair.chols[comp], z))
 
 
-
 def test_the_shipped_fits_are_what_the_fit_gives_and_a_cached_fit_is_not_fitted_again(tmp_path, monkeypatch):
     """icnn-mixture's potential is fitted (10-20 s) unless its parameter set ships with the package. One fit, by
     the script that writes the shipped files (so it runs in CI), serves three claims: the script fits into a cache
@@ -146,6 +145,7 @@ def test_the_shipped_fits_are_what_the_fit_gives_and_a_cached_fit_is_not_fitted_
     gap = (shipped.true_map(x) - fitted.true_map(x)).pow(2).sum(1).mean() / shipped.var_q()
     print(f"shipped vs fresh fit: {gap:.2e} of Var(Q)")
     assert gap < 1e-4 and shipped.var_q() == pytest.approx(fitted.var_q(), rel=1e-3)
+
 
 def test_every_shipped_fit_is_named_for_the_current_fit():
     """A shipped file is found by its cache name, which hashes the parameters and FIT_VERSION: after a change to
