@@ -52,6 +52,15 @@ def _options(args: argparse.Namespace):
                    overrides=overrides, num_cpus=args.num_cpus, verbose=args.verbose)
 
 
+def _start_ray(opts) -> None:
+    """Start in-process Ray while the sweep is being made; a failure is left for ``run_sweep``, which starts Ray
+    again (``ray_session.start`` is a no-op once Ray runs) and marks the sweep failed if it cannot."""
+    try:
+        ray_session.start(None, opts.num_cpus, opts.verbose)
+    except Exception as e:  # noqa: BLE001 - reported by run_sweep's own start
+        print(f"otsr-sweep: Ray did not start ({type(e).__name__}); trying again", file=sys.stderr, flush=True)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate everything, create the sweep folder, run all phases, print the report."""
     from sweep import interrupts
@@ -60,7 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     opts = _options(args)
     t0 = time.perf_counter()
     interrupts.install()
-    folder = create_sweep(args.space, opts)
+    folder = create_sweep(args.space, opts, alongside=None if opts.address else lambda: _start_ray(opts))
     print(f"sweep folder: {folder}", flush=True)
     run_sweep(folder, opts)
     print(f"sweep {folder.name} finished in {time.perf_counter() - t0:.1f}s; report: {folder / 'report.html'}")

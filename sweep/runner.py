@@ -14,6 +14,8 @@ import json
 import math
 import shutil
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,10 +71,12 @@ def resolved_spec(spec: SweepSpec) -> dict[str, Any]:
             "baselines": baselines(pair, first["cost"], n=min(first["final_eval_samples"], 1 << 14))}
 
 
-def create_sweep(space_file: str | Path, opts: Options) -> Path:
+def create_sweep(space_file: str | Path, opts: Options, alongside: Callable[[], None] | None = None) -> Path:
     """Validate the space, resources and tracking URI, then make the sweep folder, experiment and parent run.
 
-    Everything that can be checked is checked before anything is created.
+    Everything that can be checked is checked before anything is created. ``alongside`` runs on this thread
+    while the making runs on another (``otsr-sweep run`` starts in-process Ray there: MLflow's store creation and
+    Ray's start each take seconds, and neither waits on the other).
     """
     spec = load_space(space_file, opts.overrides)
     storage = Path(opts.storage)
@@ -85,6 +89,41 @@ def create_sweep(space_file: str | Path, opts: Options) -> Path:
         ray_session.start(opts.address, None, opts.verbose)
     check_resources_on_cluster(spec, opts.address, opts.num_cpus)
     resolved = resolved_spec(spec)  # builds the pair: a broken user pair fails here, before anything exists
+    if alongside is None:
+        return _make_sweep(space_file, spec, resolved, storage, uri, opts)
+    return _beside(lambda: _make_sweep(space_file, spec, resolved, storage, uri, opts), alongside,
+                   undo=lambda folder: shutil.rmtree(folder, ignore_errors=True))  # nothing half-made stays
+
+
+def _beside(work: Callable[[], Any], here: Callable[[], None], undo: Callable[[Any], None] | None = None) -> Any:
+    """Run ``work`` on a worker thread while ``here`` runs on this one; return ``work``'s result (its error is
+    raised here). If ``here`` fails, ``work`` is waited for, ``undo`` gets its result, and the failure goes on."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            out["result"] = work()
+        except BaseException as e:  # re-raised on the calling thread
+            out["error"] = e
+
+    worker = threading.Thread(target=run, name="otsr-beside")
+    worker.start()
+    try:
+        here()
+    except BaseException:
+        worker.join()
+        if undo is not None and "result" in out:
+            undo(out["result"])
+        raise
+    worker.join()
+    if "error" in out:
+        raise out["error"]
+    return out["result"]
+
+
+def _make_sweep(space_file: str | Path, spec: SweepSpec, resolved: dict[str, Any], storage: Path, uri: str,
+                opts: Options) -> Path:
+    """Make the validated sweep's experiment, folder, parent run and state (the folder is removed on failure)."""
     artifact_root = None if uri.startswith("http") else default_artifact_root(Path(opts.workdir))
     exp_id = get_or_create_experiment(uri, f"otsr/{spec.name}", artifact_root)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
@@ -164,7 +203,8 @@ def _run_locked(folder: Path, opts: Options) -> dict[str, Any]:
                 state.phase(phase.name)["status"] = "done"
             state.save()
         _check_stop("report")
-        report = write_report(folder)
+        # no phase needs Ray any more: it shuts down (about a second) while the report is drawn (about as long)
+        report = _beside(lambda: write_report(folder), ray_session.stop)
         _check_stop("report")
         _finish(folder, state, tracker, report, opts)
     except (SweepInterrupted, KeyboardInterrupt) as e:

@@ -258,6 +258,55 @@ def test_an_unexpected_fault_leaves_the_sweep_failed_not_running(workdir, monkey
     assert parent.info.status == "FAILED" and "gcs_server_port" in parent.data.tags["otsr.status"]
 
 
+def test_create_sweep_makes_the_sweep_while_alongside_runs_and_cleans_up_if_it_fails(workdir):
+    """``otsr-sweep run`` starts Ray ``alongside`` the sweep's making: the making must run meanwhile (this
+    alongside waits for the state file the making writes last), and a failing alongside leaves no folder."""
+    import threading
+
+    from sweep.phases import Options
+    from sweep.runner import create_sweep
+
+    seen = {}
+
+    def wait_for_the_state():
+        seen["thread"] = threading.current_thread() is threading.main_thread()
+        deadline = time.monotonic() + 60
+        while not list((workdir / "sweeps").glob("*/state.json")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        seen["made"] = bool(list((workdir / "sweeps").glob("*/state.json")))
+
+    space = tiny_space(workdir, samples=1, seeds=1, steps=20)
+    folder = create_sweep(space, Options(workdir=str(workdir), storage=str(workdir / "sweeps")),
+                          alongside=wait_for_the_state)
+    assert seen == {"thread": True, "made": True}
+    assert SweepState.load(folder)["status"] == "created"
+
+    def ray_failed():
+        deadline = time.monotonic() + 60
+        while not list((workdir / "sweeps2").glob("*/state.json")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        raise RuntimeError("no Ray today")
+
+    with pytest.raises(RuntimeError, match="no Ray today"):
+        create_sweep(space, Options(workdir=str(workdir), storage=str(workdir / "sweeps2")), alongside=ray_failed)
+    assert list((workdir / "sweeps2").iterdir()) == []
+
+
+def test_beside_returns_the_workers_result_and_raises_its_error_on_the_calling_thread():
+    """The report is drawn beside Ray's shutdown: its failure must reach the driver, not die with the thread."""
+    from sweep.runner import _beside
+
+    ran = []
+    assert _beside(lambda: 42, lambda: ran.append("here")) == 42 and ran == ["here"]
+
+    def broken_report():
+        raise ValueError("report.png: disk full")
+
+    with pytest.raises(ValueError, match="disk full"):
+        _beside(broken_report, lambda: ran.append("stopped Ray"))
+    assert ran == ["here", "stopped Ray"]
+
+
 def test_tune_pending_trials_default_is_set_for_one_run_and_never_overrides_the_user(monkeypatch):
     from sweep.phases import PENDING_ENV, _EnvDefault
 
