@@ -86,6 +86,32 @@ def test_lambda_search_replay_halves_on_the_recorded_curves(tmp_path):
     assert rows["halving eta=4"] == [[400, 30.0], [500, 20.0], [600, 19.0]]
 
 
+def test_lambda_search_replay_replays_the_sweeps_rung_rule_with_the_bias_in_either_bundle_order(tmp_path):
+    # bundles (a, b) and (c, d); b ends the least biased (sliced W2 0.5 under OTS's 0.9) but is worst-but-one by
+    # L2-UVP, c is the best at the end; rungs at 100 and 200 keep the best half by L2-UVP or by the bias
+    l2 = {"a": [30.0, 20.0, 19.0], "b": [40.0, 35.0, 34.0], "c": [50.0, 15.0, 10.0], "d": [60.0, 50.0, 45.0]}
+    sw2 = {"a": [5.0, 4.0, 3.0], "b": [1.0, 0.8, 0.5], "c": [6.0, 5.0, 4.0], "d": [7.0, 6.0, 5.0]}
+    folder = tmp_path / "sweep"
+    for key in l2:
+        (folder / "members" / key).mkdir(parents=True)
+        evals = [{"step": s, "l2_uvp": v, "bias_sliced_w2": w} for s, v, w in zip((100, 200, 300), l2[key], sw2[key])]
+        (folder / "members" / key / "result.json").write_text(json.dumps({"evals": evals}))
+    (folder / "state.json").write_text(json.dumps({"members": {k: {"phase": "gan"} for k in l2}}))
+    (folder / "report.json").write_text(json.dumps({"table": [{"metric": "bias_sliced_w2", "ots_mean": 0.9}]}))
+    out = tmp_path / "replay.json"
+    _run(["bench/diag/lambda_search_replay.py", str(folder), "--rungs", "100", "--eta", "2", "--asha", "100:2",
+          "--also", "bias_sliced_w2", "--bundle", "2", "--out", str(out)], tmp_path)
+    got = json.loads(out.read_text())["sweep"]["asha"]
+    first, last = got["100:2"], got["100:2 last bundle first"]
+    # (a, b) first: judged against each other, both go on (a by L2-UVP, b by the bias); c and d then miss both
+    assert first["trace"] == [[400, 30.0], [600, 20.0], [800, 19.0]]
+    assert first["trained"] == {"a": 300, "b": 300, "c": 100, "d": 100}
+    # (c, d) first: c is the better of two and goes on, and ends the best
+    assert last["trace"] == [[400, 30.0], [700, 15.0], [1000, 10.0]]
+    assert last["trained"] == {"a": 300, "b": 300, "c": 300, "d": 100}
+    assert first["less_biased"] == last["less_biased_kept"] == ["b"]
+
+
 def test_potential_readout_fits_a_map_on_the_potentials_inverse_map(tmp_path):
     run = tmp_path / "run"
     _run(["-m", "otsr.cli", "train", "--pair", "convex-images", "--pair-param", "size=8", "--pair-param", "pool=128",
