@@ -303,6 +303,24 @@ def build_cost(cfg: TrainConfig, device: torch.device) -> Callable[[torch.Tensor
     return lambda x, tx: named_cost(cfg.cost, x, tx) + cfg.perceptual_weight * vgg(x, tx)
 
 
+def state_from_checkpoint(run, method: str | None = None) -> tuple[TrainConfig, Pair, TrainState, int]:
+    """A finished run's config, pair, trained state on the CPU and step, from its folder or checkpoint file (what
+    the diagnostic scripts read a run with); ``method`` refuses a run of another method by name."""
+    from pathlib import Path
+
+    from otsr.checkpoint import load_checkpoint
+    from otsr.pairs import PairSpec
+
+    ckpt = load_checkpoint(Path(run))
+    cfg = TrainConfig.from_dict({**ckpt["config"], "device": "cpu"})
+    if method is not None and cfg.method != method:
+        raise ValueError(f"{run}: method {cfg.method!r}; this needs a {method} run")
+    pair = PairSpec.from_dict(ckpt["pair"], f"checkpoint {run}: pair").build()
+    state = build_state(cfg, pair)
+    state.load_members([ckpt])
+    return cfg, pair, state, int(ckpt["step"])
+
+
 def build_state(members: TrainConfig | list[TrainConfig], pair: Pair, fit: GaussianFit | None = None) -> TrainState:
     """Networks (seeded per member, warm start, precision), optimisers and generators on the device."""
     members = [members] if isinstance(members, TrainConfig) else list(members)

@@ -28,14 +28,12 @@ from pathlib import Path
 
 import torch
 
-from otsr.checkpoint import load_checkpoint
 from otsr.cli import split_settings
-from otsr.config import TrainConfig
 from otsr.costs import kappa as cost_kappa
 from otsr.methods.ots import potential_inverse
 from otsr.models import highpass
-from otsr.pairs import PairSpec, make_pair
-from otsr.state import build_state
+from otsr.pairs import make_pair
+from otsr.state import state_from_checkpoint
 
 HELD_OUT_SEED = 4243
 
@@ -79,13 +77,7 @@ def share_in(basis: torch.Tensor, e: torch.Tensor) -> float:
 
 def run_errors(run: Path, n: int) -> tuple[object, torch.Tensor, dict[str, torch.Tensor]]:
     """A finished OTS run's pair, n held-out points x, and its errors there: map, inverse map, displacement."""
-    ckpt = load_checkpoint(run)
-    cfg = TrainConfig.from_dict({**ckpt["config"], "device": "cpu"})
-    if cfg.method != "ots":
-        raise ValueError(f"{run}: method {cfg.method!r}; the error split needs an OTS run (a potential)")
-    pair = PairSpec.from_dict(ckpt["pair"], f"checkpoint {run}: pair").build()
-    state = build_state(cfg, pair)
-    state.load_members([ckpt])
+    cfg, pair, state, _ = state_from_checkpoint(run, method="ots")  # the error split needs a potential
     x, y = pair.sample_with_target(n, torch.Generator().manual_seed(HELD_OUT_SEED))
     with torch.no_grad():
         tx = state.map(x[None])[0]

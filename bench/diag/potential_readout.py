@@ -24,13 +24,10 @@ from pathlib import Path
 import torch
 
 from otsr.bench.potential_check import displacement_error
-from otsr.checkpoint import load_checkpoint
-from otsr.config import TrainConfig
 from otsr.costs import kappa as cost_kappa
 from otsr.evaluation import evaluate
 from otsr.methods.ots import potential_inverse
-from otsr.pairs import PairSpec
-from otsr.state import build_state
+from otsr.state import build_state, state_from_checkpoint
 
 HELD_OUT_SEED = 4243  # as potential_fit.py
 
@@ -47,15 +44,9 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(1)
-    ckpt = load_checkpoint(Path(a.run))
-    cfg = TrainConfig.from_dict({**ckpt["config"], "device": "cpu"})
-    if cfg.method != "ots":
-        raise ValueError(f"{a.run}: method {cfg.method!r}; the read-out needs an OTS potential")
-    pair = PairSpec.from_dict(ckpt["pair"], f"checkpoint {a.run}: pair").build()
+    cfg, pair, run, run_step = state_from_checkpoint(a.run, method="ots")  # the read-out needs a potential
     if not pair.has_true_map:
         raise ValueError(f"{a.run}: pair {pair.spec().describe()} has no known map to score the read-out against")
-    run = build_state(cfg, pair)
-    run.load_members([ckpt])
     f = run.critic.requires_grad_(False)
     readout = build_state(cfg, pair)  # a fresh map at the recipe's start, the recipe's optimiser and rate
     if a.start == "run":
@@ -72,7 +63,7 @@ def main() -> None:
 
     potential_uvp = torch.cat([displacement_error(f, xc, yc, kap) for xc, yc in
                                zip(xe.split(256), ye.split(256))]).mean()
-    out = {"run": str(a.run), "pair": pair.spec().to_dict(), "config": cfg.to_dict(), "run_step": int(ckpt["step"]),
+    out = {"run": str(a.run), "pair": pair.spec().to_dict(), "config": cfg.to_dict(), "run_step": run_step,
            "run_map_uvp": uvp(run.map), "potential_uvp": round(float(100 * potential_uvp / var_q), 3),
            "start": a.start, "curve": []}
     print({k: out[k] for k in ("run_step", "run_map_uvp", "potential_uvp")}, flush=True)
