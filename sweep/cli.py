@@ -59,6 +59,7 @@ def _start_ray(opts) -> None:
         ray_session.start(None, opts.num_cpus, opts.verbose)
     except Exception as e:  # noqa: BLE001 - reported by run_sweep's own start
         print(f"otsr-sweep: Ray did not start ({type(e).__name__}); trying again", file=sys.stderr, flush=True)
+        ray_session.stop()  # a half-started node (up, but not recorded) would make the retry a no-op
 
 
 def cmd_run(args: argparse.Namespace) -> int:

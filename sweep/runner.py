@@ -97,7 +97,8 @@ def create_sweep(space_file: str | Path, opts: Options, alongside: Callable[[], 
 
 def _beside(work: Callable[[], Any], here: Callable[[], None], undo: Callable[[Any], None] | None = None) -> Any:
     """Run ``work`` on a worker thread while ``here`` runs on this one; return ``work``'s result (its error is
-    raised here). If ``here`` fails, ``work`` is waited for, ``undo`` gets its result, and the failure goes on."""
+    raised here). If either fails, or a signal's KeyboardInterrupt arrives meanwhile, ``work`` is still waited for,
+    ``undo`` gets its result, and the first failure goes on (the other one added to it as a note)."""
     out: dict[str, Any] = {}
 
     def run() -> None:
@@ -108,17 +109,34 @@ def _beside(work: Callable[[], Any], here: Callable[[], None], undo: Callable[[A
 
     worker = threading.Thread(target=run, name="otsr-beside")
     worker.start()
+    failure: BaseException | None = None
     try:
         here()
-    except BaseException:
-        worker.join()
+    except BaseException as e:
+        failure = e
+    while worker.is_alive():  # a second signal while waiting must not leave the work unfinished and unseen
+        try:
+            worker.join()
+        except BaseException as e:
+            failure = failure or e
+    if failure is None and "error" in out:
+        failure = out["error"]
+    elif failure is not None and "error" in out:
+        failure.add_note(f"meanwhile, on the worker thread: {type(out['error']).__name__}: {out['error']}")
+    if failure is not None:
         if undo is not None and "result" in out:
             undo(out["result"])
-        raise
-    worker.join()
-    if "error" in out:
-        raise out["error"]
+        raise failure
     return out["result"]
+
+
+def _stop_ray_quietly() -> None:
+    """Shut Ray down once the phases are done; a failure there is reported, not turned into a failed sweep whose
+    results are all in (``run_sweep`` tries again on its way out)."""
+    try:
+        ray_session.stop()
+    except Exception as e:  # noqa: BLE001 - the sweep's results do not depend on it
+        print(f"otsr-sweep: Ray did not shut down cleanly ({type(e).__name__}: {e})", file=sys.stderr, flush=True)
 
 
 def _make_sweep(space_file: str | Path, spec: SweepSpec, resolved: dict[str, Any], storage: Path, uri: str,
@@ -204,7 +222,7 @@ def _run_locked(folder: Path, opts: Options) -> dict[str, Any]:
             state.save()
         _check_stop("report")
         # no phase needs Ray any more: it shuts down (about a second) while the report is drawn (about as long)
-        report = _beside(lambda: write_report(folder), ray_session.stop)
+        report = _beside(lambda: write_report(folder), _stop_ray_quietly)
         _check_stop("report")
         _finish(folder, state, tracker, report, opts)
     except (SweepInterrupted, KeyboardInterrupt) as e:

@@ -109,7 +109,7 @@ def test_lambda_search_replay_replays_the_sweeps_rung_rule_with_the_bias_in_eith
     # (c, d) first: c is the better of two and goes on, and ends the best
     assert last["trace"] == [[400, 30.0], [700, 15.0], [1000, 10.0]]
     assert last["trained"] == {"a": 300, "b": 300, "c": 300, "d": 100}
-    assert first["less_biased"] == last["less_biased_kept"] == ["b"]
+    assert first["less_biased"] == first["less_biased_kept"] == last["less_biased_kept"] == ["b"]
 
 
 def test_potential_readout_fits_a_map_on_the_potentials_inverse_map(tmp_path):

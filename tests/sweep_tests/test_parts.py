@@ -270,6 +270,7 @@ def test_create_sweep_makes_the_sweep_while_alongside_runs_and_cleans_up_if_it_f
 
     def wait_for_the_state():
         seen["thread"] = threading.current_thread() is threading.main_thread()
+        seen["not_yet"] = not list((workdir / "sweeps").glob("*/state.json"))  # made meanwhile, not before
         deadline = time.monotonic() + 60
         while not list((workdir / "sweeps").glob("*/state.json")) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -278,7 +279,7 @@ def test_create_sweep_makes_the_sweep_while_alongside_runs_and_cleans_up_if_it_f
     space = tiny_space(workdir, samples=1, seeds=1, steps=20)
     folder = create_sweep(space, Options(workdir=str(workdir), storage=str(workdir / "sweeps")),
                           alongside=wait_for_the_state)
-    assert seen == {"thread": True, "made": True}
+    assert seen == {"thread": True, "not_yet": True, "made": True}
     assert SweepState.load(folder)["status"] == "created"
 
     def ray_failed():
@@ -305,6 +306,33 @@ def test_beside_returns_the_workers_result_and_raises_its_error_on_the_calling_t
     with pytest.raises(ValueError, match="disk full"):
         _beside(broken_report, lambda: ran.append("stopped Ray"))
     assert ran == ["here", "stopped Ray"]
+
+    def second_ctrl_c():
+        raise KeyboardInterrupt("second SIGINT")
+
+    with pytest.raises(KeyboardInterrupt) as caught:  # a signal on this thread: the work is undone, and a
+        _beside(broken_report, second_ctrl_c, undo=ran.append)  # failure on both sides is not lost
+    assert "disk full" in "".join(caught.value.__notes__)
+    with pytest.raises(KeyboardInterrupt):
+        _beside(lambda: "made", second_ctrl_c, undo=ran.append)
+    assert ran[-1] == "made"
+
+
+def test_run_goes_on_when_ray_does_not_start_beside_the_making_and_leaves_no_half_started_node(monkeypatch, capsys):
+    """``otsr-sweep run`` starts Ray beside the sweep's making; a failure there is left to ``run_sweep``'s own
+    start (which marks the sweep failed), after stopping whatever half started."""
+    from sweep import cli, ray_session
+    from sweep.phases import Options
+
+    calls = []
+
+    def gcs_died(*a, **k):
+        raise RuntimeError("Timed out waiting for file /tmp/ray/session_x/gcs_server_port")
+
+    monkeypatch.setattr(ray_session, "start", gcs_died)
+    monkeypatch.setattr(ray_session, "stop", lambda: calls.append("stop"))
+    cli._start_ray(Options())
+    assert calls == ["stop"] and "Ray did not start (RuntimeError); trying again" in capsys.readouterr().err
 
 
 def test_tune_pending_trials_default_is_set_for_one_run_and_never_overrides_the_user(monkeypatch):
