@@ -112,6 +112,22 @@ def test_lambda_search_replay_replays_the_sweeps_rung_rule_with_the_bias_in_eith
     assert first["less_biased"] == first["less_biased_kept"] == last["less_biased_kept"] == ["b"]
 
 
+def test_bias_samples_puts_each_runs_bias_beside_the_noise_floor_at_each_size(tmp_path):
+    from otsr.cli import main as otsr_main
+
+    assert otsr_main(["train", "--pair", "gaussian", "--dim", "3", "--method", "ots", "--steps", "3", "--out",
+                      str(tmp_path / "run")]) == 0
+    out = tmp_path / "bias.json"
+    _run(["bench/diag/bias_samples.py", f"ots={tmp_path / 'run'}", "--sizes", "256,4096", "--out", str(out)],
+         tmp_path)
+    got = json.loads(out.read_text())
+    row = got["runs"]["ots"]
+    assert row["method"] == "ots" and row["step"] == 3 and set(row["rows"]) == {"256", "4096"}
+    assert all(r["l2_uvp"] > 0 and r["bias_sliced_w2"] > 0 for r in row["rows"].values())
+    floors = got["floors"][row["pair"]]
+    assert floors["4096"]["bias_frechet"] < floors["256"]["bias_frechet"]  # the floor falls with the sample size
+
+
 def test_potential_readout_fits_a_map_on_the_potentials_inverse_map(tmp_path):
     run = tmp_path / "run"
     _run(["-m", "otsr.cli", "train", "--pair", "convex-images", "--pair-param", "size=8", "--pair-param", "pool=128",
