@@ -24,9 +24,9 @@ import sys
 from pathlib import Path
 
 
-def curves(folder: Path, phase: str, metric: str, sign: float) -> dict[str, dict[int, float]]:
-    """Member key -> {step: sign * metric} of one phase (lower is better), in the order its members were created;
-    members that never wrote a result are left out, with a line on stderr."""
+def member_evals(folder: Path, phase: str) -> dict[str, list[dict]]:
+    """Member key -> its recorded evaluations, for one phase's members in the order they were created (read once
+    per folder); members that never wrote a result are left out, with a line on stderr."""
     state = json.loads((folder / "state.json").read_text())
     out = {}
     for key, m in state["members"].items():
@@ -36,10 +36,14 @@ def curves(folder: Path, phase: str, metric: str, sign: float) -> dict[str, dict
         if not path.exists():
             print(f"{path}: missing; member {key} left out", file=sys.stderr)
             continue
-        evals = json.loads(path.read_text())["evals"]
-        out[key] = {int(e["step"]): sign * float(e[metric]) for e in evals
-                    if metric in e and math.isfinite(e[metric])}
+        out[key] = json.loads(path.read_text())["evals"]
     return out
+
+
+def curves(evals: dict[str, list[dict]], metric: str, sign: float) -> dict[str, dict[int, float]]:
+    """Member key -> {step: sign * metric} (lower is better), from ``member_evals``."""
+    return {key: {int(e["step"]): sign * float(e[metric]) for e in ev if metric in e and math.isfinite(e[metric])}
+            for key, ev in evals.items()}
 
 
 def run_to_end(c: dict[str, dict[int, float]], steps: list[int]) -> list[tuple[int, float]]:
@@ -60,9 +64,9 @@ def halving(c: dict[str, dict[int, float]], rungs: list[int], end: int, eta: int
     return trace
 
 
-def member_values(folder: Path, phase: str, metrics: list[str]) -> dict[str, dict[int, dict[str, float]]]:
+def member_values(evals: dict[str, list[dict]], metrics: list[str]) -> dict[str, dict[int, dict[str, float]]]:
     """Member key -> {step: {metric: value}} for each of ``metrics`` (raw values, the sweep's directions)."""
-    per = {m: curves(folder, phase, m, 1.0) for m in metrics}
+    per = {m: curves(evals, m, 1.0) for m in metrics}
     keys = [k for k in per[metrics[0]] if all(k in per[m] for m in metrics)]
     return {k: {s: {m: per[m][k][s] for m in metrics} for s in per[metrics[0]][k]
                 if all(s in per[m][k] for m in metrics)} for k in keys}
@@ -82,9 +86,9 @@ def asha_replay(values: dict[str, dict[int, dict[str, float]]], modes: dict[str,
     keys = list(values)
     trained = {k: end for k in keys}
     steps = sorted({s for v in values.values() for s in v if 0 < s <= end})
+    starts = list(range(0, len(keys), bundle))
     trace = []
     for s in steps:
-        starts = list(range(0, len(keys), bundle))
         for i in reversed(starts) if reverse else starts:
             items = [(k, s, values[k][s]) for k in keys[i:i + bundle] if trained[k] >= s and s in values[k]]
             for k in rungs.decide_many(items) if s < end else []:
@@ -115,7 +119,8 @@ def main() -> None:
     sign = 1.0 if args.mode == "min" else -1.0
     report = {}
     for folder in args.folders:
-        c = curves(folder, args.phase, args.metric, sign)
+        evals = member_evals(folder, args.phase)
+        c = curves(evals, args.metric, sign)
         if not c:
             sys.exit(f"{folder}: no member of phase {args.phase!r} has a result")
         steps = sorted({s for v in c.values() for s in v})
@@ -137,18 +142,18 @@ def main() -> None:
         report[folder.name] = {"members": len(c), "target": sign * target,
                                "rows": {k: [[n, sign * b] for n, b in t] for k, t in rows.items()}}
         if args.asha:
-            report[folder.name]["asha"] = replay_asha(folder, args, full[-1][0], steps[-1], target, sign)
+            report[folder.name]["asha"] = replay_asha(folder, evals, args, full[-1][0], steps[-1], target, sign)
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
 
 
-def replay_asha(folder: Path, args: argparse.Namespace, full: int, end: int, target: float,
-                sign: float) -> dict[str, dict]:
+def replay_asha(folder: Path, evals: dict[str, list[dict]], args: argparse.Namespace, full: int, end: int,
+                target: float, sign: float) -> dict[str, dict]:
     """Print and return the sweep-rule replays of one folder: compute, best found, and the less-biased members
     kept (``--also``'s first metric under the reference method's mean, from ``report.json``)."""
     also = [m for m in args.also.split(",") if m]
     modes = {args.metric: args.mode, **{m: "min" for m in also}}
-    values = member_values(folder, args.phase, list(modes))
+    values = member_values(evals, list(modes))
     less_biased = set()
     if also:
         report = json.loads((folder / "report.json").read_text())
