@@ -14,18 +14,20 @@ import gc
 import json
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
 from otsr.averaging import MapAverage
+from otsr.checkpoint import load_checkpoint
 from otsr.config import TrainConfig, check_bundle
 from otsr.costs import cost as named_cost
 from otsr.methods import Method, get_method
 from otsr.models import build_critic, build_map, default_models, default_width, member_state
 from otsr.optim import MemberAdam
-from otsr.pairs import Pair
+from otsr.pairs import Pair, PairSpec
 from otsr.runtime import autocast_dtype, resolve_device, resolve_precision
 from otsr.sampling import draw_q, var_q
 from otsr.warm_start import FIT_SEED, MAX_WARM_DIM, GaussianFit, fit_gaussians
@@ -306,11 +308,6 @@ def build_cost(cfg: TrainConfig, device: torch.device) -> Callable[[torch.Tensor
 def state_from_checkpoint(run, method: str | None = None) -> tuple[TrainConfig, Pair, TrainState, int]:
     """A finished run's config, pair, trained state on the CPU and step, from its folder or checkpoint file (what
     the diagnostic scripts read a run with); ``method`` refuses a run of another method by name."""
-    from pathlib import Path
-
-    from otsr.checkpoint import load_checkpoint
-    from otsr.pairs import PairSpec
-
     ckpt = load_checkpoint(Path(run))
     cfg = TrainConfig.from_dict({**ckpt["config"], "device": "cpu"})
     if method is not None and cfg.method != method:
