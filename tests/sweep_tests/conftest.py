@@ -55,21 +55,17 @@ def ray_cluster():
 
     # the nodes' workers at niceness 0, as in-process Ray's (sweep.ray_session): at Ray's default 15 the trials
     # starve beside the other xdist worker's tests
-    before = os.environ.get("RAY_worker_niceness")
-    os.environ["RAY_worker_niceness"] = "0"
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    worker = cluster.add_node(num_cpus=2, num_gpus=1, resources={"worker": 4})
-    cluster.wait_for_nodes()
-    ray.init(address=cluster.address, log_to_driver=False)
-    try:
-        yield cluster, worker
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
-        if before is None:
-            os.environ.pop("RAY_worker_niceness", None)
-        else:
-            os.environ["RAY_worker_niceness"] = before
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RAY_worker_niceness", "0")
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+        worker = cluster.add_node(num_cpus=2, num_gpus=1, resources={"worker": 4})
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
+        try:
+            yield cluster, worker
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
 
 
 def _free_port() -> int:
