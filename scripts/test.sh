@@ -2,8 +2,8 @@
 # The test suite: sets up .venv if needed, lints with ruff, then runs every test (Ray stays on 127.0.0.1):
 # two pytest-xdist workers, one per core, with work stealing (each starts on its share of the list, the long
 # tests first, and takes from the other's when done; a worker whose tests need a Ray cluster starts its own).
-# Measured quiet on a clean clone: 646-687 s (2026-12-07; the machine's speed varies between sessions: 906 s
-# earlier that day); on one day, three workers 1,005 s and two handed one test at a time (--dist load) 1,040 s, as
+# Measured quiet on a clean clone: 626-633 s (2026-12-07, evening; the machine's speed varies between sessions:
+# 906 s earlier that day); on one day, three workers 1,005 s and two handed one test at a time (--dist load) 1,040 s, as
 # both then ran Ray-cluster sweeps at once. Then the tests marked `serial` (they measure speed) alone. Arguments (test
 # paths, -k, -m ...) select what runs, in one parallel pass. OTSR_TEST_WORKERS=0 runs everything in one process.
 set -euo pipefail
