@@ -17,6 +17,8 @@ def test_shipped_cluster_configs_validate(name):
     full = validate_cluster_config(CLUSTER / f"{name}.yaml")
     assert full["cluster_name"].startswith("otsr")
     assert any("pip install" in c and "otsr" in c for c in full["setup_commands"])
+    starts = [c for c in full["head_start_ray_commands"] + full["worker_start_ray_commands"] if "ray start" in c]
+    assert len(starts) == 2 and all("RAY_worker_niceness=0 ray start" in c for c in starts)  # trials not starved
 
 
 def _broken(tmp_path, mutate):
