@@ -31,6 +31,20 @@ def noise_floor(pair: Pair, cost: str, n: int, device: torch.device | str = "cpu
     return _bias_of_bank(pair, cost, n, draw_q(pair, n, torch.Generator().manual_seed(EVAL_SEED - 7)), device)
 
 
+def noise_spread(pair: Pair, cost: str, n: int, draws: int = 3, device: torch.device | str = "cpu") -> dict[str, float]:
+    """How far a bias metric moves when a map's outputs are redrawn: its standard deviation over ``draws``
+    independent samples of Q scored against the evaluation's fixed Q. This is the noise of comparing evaluations on
+    fixed samples; the floor above is a level every map shares (convex-mixture D = 64, 4,096 samples: sliced W2
+    floor 0.40, spread 0.06; README "OTS at scale")."""
+    vals = [_bias_of_bank(pair, cost, n, draw_q(pair, n, torch.Generator().manual_seed(EVAL_SEED - 100 - i)), device)
+            for i in range(draws)]
+    out = {}
+    for key in vals[0]:
+        sd = float(torch.tensor([v[key] for v in vals], dtype=torch.float64).std())
+        out[key] = sd if math.isfinite(sd) else 0.0
+    return out
+
+
 def _bias_of_bank(pair: Pair, cost: str, n: int, bank: torch.Tensor,
                   device: torch.device | str = "cpu") -> dict[str, float]:
     """The bias metrics of a map whose outputs are the samples ``bank`` (n, *shape_q), one chunk after another."""

@@ -268,7 +268,7 @@ class _Loop:
         return kept
 
     def _observe(self, members: list[int], out: list[dict[str, float]]) -> None:
-        """Feed a periodic evaluation to the selection (its noise floor is measured once, at the first)."""
+        """Feed a periodic evaluation to the selection (the bias's noise is measured once, at the first)."""
         s = self.s
         if self.selection is None:
             return
@@ -278,11 +278,11 @@ class _Loop:
             if self.signal is None:
                 self.selection = None
                 return
-            from otsr.baselines import noise_floor
+            from otsr.baselines import noise_spread
 
-            floor = noise_floor(s.pair, s.cfg.cost, s.cfg.eval_samples).get(self.signal, 0.0)
+            noise = noise_spread(s.pair, s.cfg.cost, s.cfg.eval_samples).get(self.signal, 0.0)
             for sel in self.selection:
-                sel.floor = floor
+                sel.noise = noise
         for i, m in zip(members, out):
             self.selection[i].observe(s.step, m.get(self.signal, math.nan),
                                       lambda r=self.row[i]: member_snapshot(s.map, s.k, r))

@@ -11,10 +11,10 @@ from otsr.state import TrainState
 
 
 def test_member_selection_keeps_latest_within_tolerance():
-    sel = MemberSelection(floor=0.05)
+    sel = MemberSelection(noise=0.05)
     for step, v in [(100, 1.0), (200, 0.5), (300, 0.52), (400, 3.0)]:
         sel.observe(step, v, lambda step=step: {"step": torch.tensor(step)})
-    assert sel.step == 300 and sel.best == 0.5  # 0.52 is within max(10 %, floor) of 0.5; 3.0 is not
+    assert sel.step == 300 and sel.best == 0.5  # 0.52 is within max(10 %, noise) of 0.5; 3.0 is not
     assert not sel.acceptable(3.0) and sel.acceptable(0.54) and not sel.acceptable(math.nan)
 
 
