@@ -35,7 +35,7 @@ def noise_spread(pair: Pair, cost: str, n: int, draws: int = 3, device: torch.de
     """How far a bias metric moves when a map's outputs are redrawn: its standard deviation over ``draws``
     independent samples of Q scored against the evaluation's fixed Q. This is the noise of comparing evaluations on
     fixed samples; the floor above is a level every map shares (convex-mixture D = 64, 4,096 samples: sliced W2
-    floor 0.40, spread 0.06; README "OTS at scale")."""
+    floor 0.40, spread 0.04-0.05; README "OTS at scale")."""
     vals = [_bias_of_bank(pair, cost, n, draw_q(pair, n, torch.Generator().manual_seed(EVAL_SEED - 100 - i)), device)
             for i in range(draws)]
     out = {}
