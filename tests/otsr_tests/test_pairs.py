@@ -125,8 +125,10 @@ def test_the_shipped_fits_are_what_the_fit_gives_and_a_cached_fit_is_not_fitted_
     """icnn-mixture's potential is fitted (10-20 s) unless its parameter set ships with the package. One fit, by
     the script that writes the shipped files (so it runs in CI), serves three claims: the script fits into a cache
     and writes the file; the shipped file for those parameters holds the same potential (a fit changed without
-    writing the shipped files again fails here; the tolerance allows another CPU's rounding); and a pair whose
-    fit is in OTSR_CACHE loads it without fitting again."""
+    writing the shipped files again fails here; the tolerance allows another CPU's rounding: the files were fitted
+    on an AMD EPYC, and an Intel Xeon's fresh fit differs by 4.9e-4 of Var(Q), i.e. 0.05 % L2-UVP, a twentieth of
+    the smallest figure quoted on this family); and a pair whose fit is in OTSR_CACHE loads it without fitting
+    again."""
     from otsr.pairs import _icnn
 
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "fit_shipped_pairs.py"), "--only", "4:0", "--out",
@@ -144,7 +146,7 @@ def test_the_shipped_fits_are_what_the_fit_gives_and_a_cached_fit_is_not_fitted_
     x = shipped.sample_p(2048, torch.Generator().manual_seed(1))
     gap = (shipped.true_map(x) - fitted.true_map(x)).pow(2).sum(1).mean() / shipped.var_q()
     print(f"shipped vs fresh fit: {gap:.2e} of Var(Q)")
-    assert gap < 1e-4 and shipped.var_q() == pytest.approx(fitted.var_q(), rel=1e-3)
+    assert gap < 1e-3 and shipped.var_q() == pytest.approx(fitted.var_q(), rel=1e-3)
 
 
 def test_every_shipped_fit_is_named_for_the_current_fit():
