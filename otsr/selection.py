@@ -42,14 +42,14 @@ class MemberSelection:
     value: float = math.nan
     snapshot: dict[str, torch.Tensor] | None = None
 
-    def tolerance(self) -> float:
-        """How far above the best a state may be and still be kept."""
-        return max(REL_TOL * self.best, self.noise)
+    def tolerance(self, best: float | None = None) -> float:
+        """How far above ``best`` (default: the best seen) a state may be and still be kept."""
+        return max(REL_TOL * (self.best if best is None else best), self.noise)
 
     def acceptable(self, value: float) -> bool:
         """Whether a state with this bias is within tolerance of the best (counting itself)."""
-        return math.isfinite(value) and value <= min(self.best, value) + max(REL_TOL * min(self.best, value),
-                                                                               self.noise)
+        best = min(self.best, value)
+        return math.isfinite(value) and value <= best + self.tolerance(best)
 
     def observe(self, step: int, value: float, snapshot) -> None:
         """A periodic evaluation: keep this state (``snapshot()`` copies it) when acceptable."""
