@@ -280,7 +280,7 @@ class _Loop:
                 return
             from otsr.baselines import noise_spread
 
-            noise = noise_spread(s.pair, s.cfg.cost, s.cfg.eval_samples).get(self.signal, 0.0)
+            noise = noise_spread(s.pair, s.cfg.cost, s.cfg.eval_samples, device=s.device).get(self.signal, 0.0)
             for sel in self.selection:
                 sel.noise = noise
         for i, m in zip(members, out):
