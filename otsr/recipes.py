@@ -81,29 +81,31 @@ def resolve_members(pair: Pair, settings: dict[str, Any]) -> list[TrainConfig]:
 
 
 def recipe_table() -> dict[str, dict[str, str]]:
-    """What each pair kind gets for the fields its recipe sets: {field: {"vector pairs": "1024", ...}} (CLI help)."""
+    """What each pair kind gets for the fields its recipe sets: {field: {"vector pairs": "1024", ...}} (CLI help).
+    Where a field varies with the dimension, its values are listed in the order D = 16 / 64 / 128, the default
+    filled in where the recipe leaves it."""
     from otsr.methods import METHODS
 
-    kinds = {"vector pairs": [((d,), (d,)) for d in (16, 64, 128)], "SR pairs": [((3, 32, 32), (3, 128, 128))],
+    dims = (16, 64, 128)
+    kinds = {"vector pairs": [((d,), (d,)) for d in dims], "SR pairs": [((3, 32, 32), (3, 128, 128))],
              "SR at HR <= 32": [((3, 8, 8), (3, 32, 32))], "images <= 32 px": [((3, 16, 16), (3, 16, 16))]}
     out: dict[str, dict[str, str]] = {}
     for kind, shapes in kinds.items():
-        values: dict[str, dict[str, set]] = {}
-        for shape, shape_q in shapes:
-            for name in METHODS:
-                for key, v in _recipe_for(shape, shape_q, name).items():
-                    values.setdefault(key, {}).setdefault(name, set()).add(v)
-        for key, per_method in values.items():
-            same = {frozenset(v) for v in per_method.values()}
-            if len(same) == 1:
-                out.setdefault(key, {})[kind] = _fmt(next(iter(per_method.values())))
+        recipes = {name: [_recipe_for(shape, shape_q, name) for shape, shape_q in shapes] for name in METHODS}
+        for key in sorted({k for rs in recipes.values() for r in rs for k in r}):
+            per_method = {}
+            for name, rs in recipes.items():
+                if owner(key) not in (None, get_method(name)):
+                    continue
+                vals = [r.get(key, getattr(TrainConfig, key)) for r in rs]
+                per_method[name] = _fmt(vals[0]) if len(set(vals)) == 1 else \
+                    " / ".join(_fmt(v) for v in vals) + " by D = " + " / ".join(map(str, dims))
+            if len(set(per_method.values())) == 1:
+                out.setdefault(key, {})[kind] = next(iter(per_method.values()))
             else:
-                out.setdefault(key, {})[kind] = ", ".join(f"{_fmt(v)} ({m})" for m, v in per_method.items())
+                out.setdefault(key, {})[kind] = ", ".join(f"{v} ({m})" for m, v in per_method.items())
     return out
 
 
-def _fmt(values: set) -> str:
-    vals = sorted(values)
-    if len(vals) == 1:
-        return f"{vals[0]:g}" if isinstance(vals[0], float) else str(vals[0])
-    return " / ".join(str(v) for v in vals) + " by D"
+def _fmt(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -8,9 +8,11 @@ def test_vector_recipes_by_method_and_dimension():
     small, large = make_pair("convex-mixture", dim=16), make_pair("convex-mixture", dim=64)
     ots16, ots64 = recipe(small, "ots"), recipe(large, "ots")
     assert (ots16["batch_size"], ots16["map_steps"], ots16["lr_critic"], ots16["steps"]) == (256, 3, 6e-4, 15000)
-    assert (ots64["batch_size"], ots64["map_steps"], ots64["lr_critic"], ots64["steps"]) == (1024, 10, 3e-4, 6000)
+    assert (ots64["batch_size"], ots64["map_steps"], ots64["lr_critic"], ots64["steps"]) == (1024, 10, 3e-4, 9000)
+    assert ots64["map_ema"] == 0.995 and "map_ema" not in ots16  # the weight average from D = 17 to 64 only
     ots128 = recipe(make_pair("convex-mixture", dim=128), "ots")  # the potential slower above D = 64
     assert (ots128["batch_size"], ots128["map_steps"], ots128["lr_critic"], ots128["steps"]) == (1024, 10, 1e-4, 10000)
+    assert "map_ema" not in ots128 and "map_ema" not in recipe(large, "gan")
     gan16 = recipe(small, "gan")
     assert (gan16["batch_size"], gan16["lr_critic"], gan16["steps"]) == (1024, 1e-3, 2000)
     assert ots16["eval_every"] == ots16["steps"] // 10
@@ -40,5 +42,7 @@ def test_list_settings_zip_into_members():
 def test_recipe_table_says_what_each_kind_gets():
     table = recipe_table()
     assert table["batch_size"]["SR pairs"] == "8"
-    assert "256 / 1024 by D (ots)" in table["batch_size"]["vector pairs"]
+    assert "256 / 1024 / 1024 by D = 16 / 64 / 128 (ots)" in table["batch_size"]["vector pairs"]
     assert "1024 (gan)" in table["batch_size"]["vector pairs"]
+    assert table["map_ema"]["vector pairs"] == "0 (gan), 0 / 0.995 / 0 by D = 16 / 64 / 128 (ots)"
+    assert "15000 / 9000 / 10000 by D = 16 / 64 / 128 (ots)" in table["steps"]["vector pairs"]
