@@ -5,7 +5,7 @@
 #
 # Expected wall time on an H100/H200 (estimates from the speed anchors of the project brief; total under 8 min):
 #   precision   OTS convex-mixture D=8, fp32 then bf16, 1500 steps each          ~1.5 min
-#   quality     OTS on convex-mixture:0 and icnn-mixture:1 at D=16, 64, 25 %     ~2.5 min
+#   quality     OTS on convex-mixture:0 and icnn-mixture:1 at D=16, 64, 25 % (D=64: 2,250 steps)   ~3 min
 #   bundles     K = 1, 4, 16, 64 on the D=16 MLP GAN and the GPU space's D=64    ~1 min
 #               (GFLOP/s against the bf16 and fp32 matmul peaks and baddbmm on the bundle's own shapes)
 #   sr          OTS and the GAN on the AIM19 shape (EDSR 64x128), 150 steps each ~1.5 min
