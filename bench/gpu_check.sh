@@ -3,7 +3,7 @@
 # machine has). Each step writes its results under OUTDIR as it finishes, so a cut run still returns what it
 # did; the verdicts come from those files (python -m otsr.bench.gpu_check), never from captured stdout.
 #
-# Expected wall time on an H100/H200 (estimates from the speed anchors of the project brief; total under 8 min):
+# Expected wall time on an H100/H200 (estimates from the speed anchors of the project brief; the estimates sum to about 11 min, more than one 600 s device call: a cut run keeps the steps it finished):
 #   precision   OTS convex-mixture D=8, fp32 then bf16, 1500 steps each          ~1.5 min
 #   quality     OTS on convex-mixture:0 and icnn-mixture:1 at D=16, 64, 25 % (D=64: 2,250 steps)   ~3 min
 #   bundles     K = 1, 4, 16, 64 on the D=16 MLP GAN and the GPU space's D=64    ~1 min
